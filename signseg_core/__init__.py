@@ -1,0 +1,1 @@
+"""signseg engine: what the positive and negative weights of a vision network each encode."""
