@@ -1,0 +1,19 @@
+# signseg dashboard, CPU by default. For a CUDA build:
+#   docker build --build-arg BASE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime -t signseg:cuda .
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+
+# chromium: kaleido renders figure exports (PNG/SVG/PDF) with it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends chromium make \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt requirements-dev.txt ./
+RUN python -m pip install --no-cache-dir -r requirements.txt
+COPY . .
+
+ENV SIGNSEG_CACHE_DIR=/app/cache
+EXPOSE 8501
+# Inside the container the server must listen on all interfaces to be reachable.
+CMD ["python", "-m", "streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

@@ -1,0 +1,69 @@
+"""signseg dashboard: home page.
+
+Run with ``make run`` (or ``streamlit run app.py``). Pages live in ``pages/``; every computation
+lives in ``signseg_core``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from signseg_core import paths
+from signseg_core.registry import list_models, load_model
+from signseg_core.signs import dale_index, expected_untrained_dale_index
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+st.set_page_config(page_title="signseg", layout="wide")
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def cached_model(name: str):
+    return load_model(name)
+
+
+@st.cache_data(show_spinner=False)
+def models_table() -> pd.DataFrame:
+    table = pd.DataFrame(list_models())
+    table = table[table.family != "test"]
+    table["weights"] = table.weights_present.map({True: "✅ present", False: "— missing"})
+    return table[["name", "family", "input_size", "top1", "weights", "weights_path"]]
+
+
+st.title("signseg")
+st.write(
+    "What do the positive and the negative weights of a vision network each encode? "
+    "signseg ablates a unit's positive or negative input weights, finds the unit's preferred "
+    "images before and after, and measures what changed."
+)
+
+table = models_table()
+names = table.name.tolist()
+present = table[table.weights.str.startswith("✅")].name.tolist()
+choice = st.selectbox("Model", present, index=present.index(DEFAULT_MODEL), key="home_model")
+
+try:
+    model = cached_model(choice)
+except Exception as exc:  # the UI layer turns engine errors into messages
+    st.error(str(exc))
+    st.stop()
+
+di = dale_index(model.readout.weight.detach())
+n_out = model.readout.out_features
+col1, col2, col3 = st.columns(3)
+col1.metric("Readout Dale index (mean)", f"{di.mean().item():.4f}")
+col2.metric(f"Untrained expectation ({n_out} outgoing weights)", f"{expected_untrained_dale_index(n_out):.4f}")
+col3.metric("Readout size", f"{model.n_features} → {n_out}")
+st.caption(
+    f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint}; "
+    f"cache at {paths.cache_dir()}"
+)
+
+st.subheader("Model zoo")
+st.dataframe(table, hide_index=True, width="stretch")
+st.caption(
+    "Missing weights: torchvision models load from the torch hub cache "
+    "($TORCH_HOME/hub/checkpoints); robust ResNet50s, ResNet18-Tanh and SimSiam go under "
+    f"{paths.weights_dir()}."
+)

@@ -1,0 +1,80 @@
+"""The command line and the home page, as a user meets them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from signseg_core.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_models_lists_the_zoo_with_weight_status(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "present" in lines["efficientnet_lite0"]
+    assert "missing" in lines["resnet50"] and "tiny_test" not in lines
+
+
+def test_dale_prints_and_writes_the_per_layer_table(capsys, tmp_path):
+    import pandas as pd
+
+    csv = tmp_path / "out" / "dale.csv"
+    assert main(["dale", "efficientnet_lite0", "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "_fc" in out and "_conv_stem" in out
+    table = pd.read_csv(csv)
+    readout = table[table.layer == "_fc"].iloc[0]
+    # Trained readouts are more sign-consistent than the untrained expectation (paper Table 3).
+    assert readout.expected_untrained == pytest.approx(0.5126, abs=1e-4)
+    assert readout.mean_dale > readout.expected_untrained + 0.02
+
+
+def test_dale_compare_untrained_gives_the_difference(capsys):
+    assert main(["dale", "efficientnet_lite0", "--compare-untrained"]) == 0
+    assert "delta_dale" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert main(["dale", "resnet51"]) == 2
+    assert "unknown model 'resnet51'" in capsys.readouterr().err
+    assert main(["dale", "resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet50-0676ba61.pth" in err and err.count("\n") == 1
+
+
+def test_python_dash_m_runs():
+    proc = subprocess.run([sys.executable, "-m", "signseg_core", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "dale" in proc.stdout
+
+
+def test_engine_never_imports_streamlit():
+    code = ("import sys, importlib, pkgutil, signseg_core\n"
+            "for m in pkgutil.iter_modules(signseg_core.__path__):\n"
+            "    if m.name != '__main__': importlib.import_module('signseg_core.' + m.name)\n"
+            "print('streamlit' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_home_page_renders_the_readout_dale_index():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "Readout Dale index (mean)" in labels
+    value = float(at.metric[labels.index("Readout Dale index (mean)")].value)
+    assert 0.52 < value < 0.6
+    assert at.selectbox(key="home_model").value == "efficientnet_lite0"
+    assert len(at.dataframe) == 1
