@@ -1,7 +1,8 @@
 """``python -m signseg_core COMMAND``: the engine from a terminal.
 
 Commands: ``models`` (the zoo and whether each model's weights are here), ``dale MODEL``
-(per-layer Dale index table).
+(per-layer Dale index table), ``visualize MODEL`` (preferred images per ablation condition, into
+the store), ``bench`` (engine throughput).
 """
 
 from __future__ import annotations
@@ -47,6 +48,61 @@ def _cmd_dale(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """``"0:1:0.1"`` (inclusive start:stop:step) or ``"0,0.5,1"``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            n = int(round((stop - start) / step))
+            return tuple(round(start + i * step, 6) for i in range(n + 1))
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"alphas must look like 0:1:0.1 or 0,0.5,1, got {text!r}") from None
+
+
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .ablation import condition_grid
+    from .bench import configure_cuda
+    from .registry import load_model
+    from .visualize import VisualizeSettings, summary_table, visualize
+    from .zoo import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        configure_cuda()
+    model = load_model(args.model, device=device, weights=args.weights, untrained=args.untrained)
+    signs = ("positive", "negative") if args.sign == "both" else (args.sign,)
+    conditions = condition_grid(args.unit, signs=signs, alphas=args.alphas)
+    options = tuple(sorted((k, int(v) if v.isdigit() else v) for k, v in
+                           (o.split("=", 1) for o in args.generator_option)))
+    settings = VisualizeSettings(generator=args.generator, generations=args.generations,
+                                 restarts=args.restarts, seed=args.seed, precision=args.precision,
+                                 generator_options=options)
+    with tqdm(total=settings.generations, desc="generations", unit="gen",
+              disable=args.quiet) as bar:
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        results = visualize(model, conditions, settings=settings, progress=progress,
+                            batch_size=args.batch_size)
+    table = summary_table(results, model.class_names)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    stored = sum(r.from_store for r in results)
+    print(f"{len(results)} conditions ({stored} from the store) × {settings.restarts} restarts")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main_bench
+
+    return main_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m signseg_core", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +121,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_dale)
+
+    p = sub.add_parser("visualize", help="preferred images per ablation condition (cached)")
+    p.add_argument("model")
+    p.add_argument("--unit", type=int, nargs="+", required=True, help="readout unit(s)")
+    p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
+    p.add_argument("--alphas", type=parse_alphas, default=parse_alphas("0:1:0.1"),
+                   help="ablation strengths: start:stop:step (inclusive) or a comma list")
+    p.add_argument("--restarts", type=int, default=10)
+    p.add_argument("--generations", type=int, default=100)
+    p.add_argument("--generator", default="fourier")
+    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="generator option, e.g. size=128 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--weights", help="a checkpoint to load instead of the model's own weights")
+    p.add_argument("--untrained", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_visualize)
+
+    p = sub.add_parser("bench", help="images/s: batched engine vs naive pycma vs raw forward")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default=None, help="default: efficientnet_lite0 (CPU), alexnet (CUDA)")
+    p.add_argument("--generator", default=None, help="default: fourier (CPU), deepsim (CUDA)")
+    p.add_argument("--evolutions", type=int, default=None)
+    p.add_argument("--generations", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    p.add_argument("--sweep", action="store_true", help="also time the paper's Fig 2 sweep")
+    p.add_argument("--sweep-generations", type=int, default=100,
+                   help="generations to run; the time for 100 is extrapolated")
+    p.add_argument("--sweep-restarts", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

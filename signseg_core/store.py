@@ -172,6 +172,9 @@ class ResultStore:
     def size_bytes(self) -> int:
         return int(self._cache.volume())
 
+    def __bool__(self) -> bool:  # an empty store is still a store
+        return True
+
     def __len__(self) -> int:
         return len(self._cache)
 

@@ -131,13 +131,16 @@ class ZooModel:
         return self.readout.in_features
 
     # -- computation ------------------------------------------------------------------------
-    def preprocess(self, images: Tensor) -> Tensor:
+    def preprocess(self, images: Tensor, *, validate: bool = True) -> Tensor:
         """Images in [0, 1], any size → the network's normalised input ``(N, 3, S, S)``.
 
         Non-square images are centre-cropped to a square first, then resized (bilinear,
-        antialiased) to ``input_size``.
+        antialiased) to ``input_size``. ``validate=False`` skips the range/NaN check (one host
+        sync) for inner loops whose images come from a generator that guarantees [0, 1].
         """
-        images = check_images(images).to(self.device)
+        if validate:
+            images = check_images(images)
+        images = images.to(self.device)
         h, w = images.shape[-2:]
         if h != w:
             side = min(h, w)
@@ -155,9 +158,9 @@ class ZooModel:
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         return (images - mean) / std
 
-    def features(self, images: Tensor) -> Tensor:
+    def features(self, images: Tensor, *, validate: bool = True) -> Tensor:
         """The activations the readout reads, ``(N, n_features)``."""
-        return self.trunk(self.preprocess(images))
+        return self.trunk(self.preprocess(images, validate=validate))
 
     def logits_from_features(self, features: Tensor) -> Tensor:
         return self.readout(features)
