@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core import paths
+from signseg_core.plots import dale_histogram_figure
 from signseg_core.registry import list_models, load_model
 from signseg_core.signs import dale_index, expected_untrained_dale_index
 
@@ -27,7 +28,7 @@ def cached_model(name: str):
 def models_table() -> pd.DataFrame:
     table = pd.DataFrame(list_models())
     table = table[table.family != "test"]
-    table["weights"] = table.weights_present.map({True: "✅ present", False: "— missing"})
+    table["weights"] = table.weights_present.map({True: "present", False: "missing"})
     return table[["name", "family", "input_size", "top1", "weights", "weights_path"]]
 
 
@@ -40,7 +41,7 @@ st.write(
 
 table = models_table()
 names = table.name.tolist()
-present = table[table.weights.str.startswith("✅")].name.tolist()
+present = table[table.weights == "present"].name.tolist()
 choice = st.selectbox("Model", present, index=present.index(DEFAULT_MODEL), key="home_model")
 
 try:
@@ -53,15 +54,22 @@ di = dale_index(model.readout.weight.detach())
 n_out = model.readout.out_features
 col1, col2, col3 = st.columns(3)
 col1.metric("Readout Dale index (mean)", f"{di.mean().item():.4f}")
-col2.metric(f"Untrained expectation ({n_out} outgoing weights)", f"{expected_untrained_dale_index(n_out):.4f}")
+expected = expected_untrained_dale_index(n_out)
+col2.metric(f"Untrained expectation ({n_out} outgoing weights)", f"{expected:.4f}")
 col3.metric("Readout size", f"{model.n_features} → {n_out}")
 st.caption(
-    f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint}; "
+    f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint[:16]}; "
     f"cache at {paths.cache_dir()}"
+)
+st.plotly_chart(
+    dale_histogram_figure(di, expected_untrained=expected,
+                          title=f"Readout Dale index per penultimate channel, {model.name}"),
+    key="home_dale_hist",
 )
 
 st.subheader("Model zoo")
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"top1": st.column_config.NumberColumn("top-1 %", format="%.1f")})
 st.caption(
     "Missing weights: torchvision models load from the torch hub cache "
     "($TORCH_HOME/hub/checkpoints); robust ResNet50s, ResNet18-Tanh and SimSiam go under "

@@ -51,7 +51,7 @@ def _replace_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _shared_copy(module: nn.Module) -> nn.Module:
+def shared_copy(module: nn.Module) -> nn.Module:
     """A structural copy of ``module`` whose parameters and buffers are the same tensors."""
     memo = {id(t): t for t in module.parameters()}
     memo.update({id(t): t for t in module.buffers()})
@@ -108,7 +108,7 @@ class ZooModel:
                 f"{self.name}: readout has {self.readout.out_features} units "
                 f"but {len(self.class_names)} class names were given"
             )
-        self.trunk = _shared_copy(self.module)
+        self.trunk = shared_copy(self.module)
         _replace_submodule(self.trunk, self.readout_name, nn.Identity())
         self.trunk.eval()
 

@@ -78,3 +78,19 @@ def test_home_page_renders_the_readout_dale_index():
     assert 0.52 < value < 0.6
     assert at.selectbox(key="home_model").value == "efficientnet_lite0"
     assert len(at.dataframe) == 1
+    assert "Readout Dale index per penultimate channel" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_dale_histogram_figure_marks_mean_and_expectation():
+    import numpy as np
+
+    from signseg_core.plots import dale_histogram_figure
+
+    fig = dale_histogram_figure(np.array([0.5, 0.6, 0.7, 1.0]), expected_untrained=0.5126)
+    assert list(fig.data[0].x) == [0.5, 0.6, 0.7, 1.0]
+    names = [t.name for t in fig.data[1:]]
+    assert names == ["mean 0.7000", "untrained expectation 0.5126"]
+    assert list(fig.data[1].x) == [0.7, 0.7]
+    assert tuple(fig.layout.xaxis.range) == (0.5, 1.0)
+    narrow = dale_histogram_figure(np.array([0.51, 0.55, 0.6]))
+    assert narrow.layout.xaxis.range[1] == pytest.approx(0.62)
