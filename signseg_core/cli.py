@@ -30,10 +30,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_dale(args: argparse.Namespace) -> int:
     from .registry import load_model
-    from .signs import compare_trained_untrained, layer_summary
+    from .signs import compare_trained_untrained, layer_summary, rank_channels, ratio_summary
 
     model = load_model(args.model, device=args.device, weights=args.weights,
                        untrained=args.untrained, seed=args.seed)
+    if args.rank:
+        layer = model.layer(args.rank)
+        ranking = rank_channels(layer.weight.detach(), groups=getattr(layer, "groups", 1))
+        k = args.top
+        print(f"{model.name} {args.rank}: {len(ranking)} sender channels, most positive first")
+        shown = ranking if len(ranking) <= 2 * k else _ends(ranking, k)
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return 0
     table = layer_summary(model.layers)
     if args.compare_untrained and not args.untrained:
         untrained = load_model(args.model, device=args.device, untrained=True, seed=args.seed)
@@ -45,7 +53,17 @@ def _cmd_dale(args: argparse.Namespace) -> int:
     shown = table.drop(columns=[c for c in ("hist",) if c in table.columns])
     print(f"{model.name} ({model.weights_source}), fingerprint {model.fingerprint}")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    mean, std = ratio_summary(model.readout.weight.detach())
+    print(f"readout positive/negative weight ratio per unit: {mean:.3f} ± {std:.3f} (Table 2)")
     return 0
+
+
+def _ends(table, k: int):
+    """The first and last ``k`` rows of a ranking, with a marker row between."""
+    import pandas as pd
+
+    gap = pd.DataFrame([{c: "..." for c in table.columns}])
+    return pd.concat([table.head(k).astype(object), gap, table.tail(k).astype(object)])
 
 
 def parse_alphas(text: str) -> tuple[float, ...]:
@@ -119,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-untrained", action="store_true",
                    help="add the untrained network's values and the difference")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rank", metavar="LAYER",
+                   help="rank LAYER's sender channels from most positive to most negative")
+    p.add_argument("--top", type=int, default=10, help="with --rank: rows shown at each end")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_dale)
 

@@ -94,3 +94,16 @@ def test_dale_histogram_figure_marks_mean_and_expectation():
     assert tuple(fig.layout.xaxis.range) == (0.5, 1.0)
     narrow = dale_histogram_figure(np.array([0.51, 0.55, 0.6]))
     assert narrow.layout.xaxis.range[1] == pytest.approx(0.62)
+
+
+def test_dale_rank_lists_both_ends_and_the_ratio(capsys):
+    assert main(["dale", "efficientnet_lite0", "--rank", "_fc", "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("efficientnet_lite0 _fc: 1280 sender channels")
+    body = [line.split() for line in lines[2:]]
+    assert [row[-1] for row in body] == ["1", "2", "...", "1279", "1280"]
+    assert body[0][-2] == "positive" and body[-1][-2] == "negative"
+    assert main(["dale", "efficientnet_lite0"]) == 0
+    assert "positive/negative weight ratio per unit" in capsys.readouterr().out
+    assert main(["dale", "efficientnet_lite0", "--rank", "nope"]) == 2
+    assert "unknown layer 'nope'" in capsys.readouterr().err
