@@ -21,7 +21,7 @@ import time
 import torch
 
 from .ablation import condition_grid
-from .evolve import run_pycma
+from .evolve_pycma import run_pycma
 from .generators import make_generator
 from .imagenet import DEFAULT_UNITS
 from .registry import load_model

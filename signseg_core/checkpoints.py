@@ -89,7 +89,8 @@ def select_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]
 
 
 def load_state_dict_file(
-    path: str | Path, *, what: str = "model", hint: str = "", strip_data_parallel: bool = True
+    path: str | Path, *, what: str = "model", hint: str = "", strip_data_parallel: bool = True,
+    fmt: str | None = None,
 ) -> dict[str, Tensor]:
     """Load a state dict of CPU tensors from a ``.pth/.pt/.bin/.ckpt/.tar`` or ``.safetensors``.
 
@@ -100,9 +101,15 @@ def load_state_dict_file(
     what : what the weights are for, used in messages (``"the robust ResNet-50"``).
     hint : where to get the file, added to the ``WeightsNotFoundError`` message.
     strip_data_parallel : remove ``"module."`` when every key starts with it.
+    fmt : ``"torch"`` or ``"safetensors"`` to read a file whatever its extension (caches that
+        name files by hash); default: from the extension.
     """
     path = _existing_file(path, what=what, hint=hint)
     suffix = path.suffix.lower()
+    if fmt not in (None, "torch", "safetensors"):
+        raise ValueError(f"fmt {fmt!r}; choose from None, 'torch', 'safetensors'")
+    if fmt is not None:
+        suffix = SAFETENSORS_SUFFIX if fmt == "safetensors" else TORCH_SUFFIXES[0]
     if suffix == SAFETENSORS_SUFFIX:
         state, _ = _read_safetensors(path)
     elif suffix in TORCH_SUFFIXES:

@@ -14,9 +14,7 @@ mean is in RGB order: R + 123, G + 117, B + 104. :func:`raw_to_rgb01` does the s
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
 import shutil
 import tempfile
 import urllib.request
@@ -28,13 +26,15 @@ import torch
 from torch import nn
 
 from signseg_core import paths
-from signseg_core.errors import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError
+from signseg_core.checkpoints import load_into, load_state_dict_file, sha256_file
+from signseg_core.errors import CheckpointError, WeightsNotFoundError
 
 DEEPSIM_REPO = "binxu/DeePSim_DosovitskiyBrox2016"
 DEEPSIM_FILENAME = "upconvGAN_fc6.pt"
 DEEPSIM_URL = f"https://huggingface.co/{DEEPSIM_REPO}/resolve/main/{DEEPSIM_FILENAME}"
 DEEPSIM_SIZE = 224_398_749
 DEEPSIM_SHA256 = "d92b0897c56bf8d8d082dc9ea9f0a806490d3da064a7929e4ff813fa95623875"
+_HINT = f"download it from {DEEPSIM_URL}"
 
 CODE_DIM = 4096
 RGB_MEAN = (123.0, 117.0, 104.0)  # added after the BGR -> RGB flip: R, G, B
@@ -146,79 +146,6 @@ def normalise_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def load_state_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str):
-    """Load ``state_dict`` into ``net`` requiring exactly its keys and shapes.
-
-    The tensors are assigned (cast to ``net``'s dtypes), so ``net`` may live on the meta device.
-
-    Raises
-    ------
-    CheckpointError
-        Naming the missing, unexpected or wrongly shaped keys.
-    """
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"this file is not a {what} state dict: missing keys {missing[:8]}, "
-            f"unexpected keys {unexpected[:8]}"
-        )
-    bad = [
-        f"{k}: {tuple(getattr(v, 'shape', ()))} instead of {tuple(expected[k].shape)}"
-        for k, v in state_dict.items()
-        if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape
-    ]
-    if bad:
-        raise CheckpointError(f"this file does not fit {what}: {bad[:4]}")
-    state = {k: v.to(expected[k].dtype) for k, v in state_dict.items()}
-    net.load_state_dict(state, strict=True, assign=True)
-    return net
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a tensor state dict with ``torch.load(weights_only=True)``.
-
-    Raises
-    ------
-    UnsafeCheckpointError
-        The pickle needs globals outside torch's weights-only allow-list.
-    CheckpointError
-        The file is truncated, not a torch file, or not a mapping of names to tensors.
-    """
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
-            raise UnsafeCheckpointError(f"{path} would run code to load: {exc}") from exc
-        raise CheckpointError(f"{path} is not a readable torch file: {exc}") from exc
-    except Exception as exc:  # truncated zip, EOF, garbage bytes: all mean "unusable file"
-        raise CheckpointError(f"{path} is truncated or not a torch file: {exc}") from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return dict(obj)
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file, remembered per (path, size, mtime) for this process."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
 def verify_weights_file(path: str | Path, *, expected_size: int | None = None,
                         expected_sha256: str | None = None) -> str:
     """Check a downloaded file's size and SHA-256 (defaults: the published DeePSiM fc6 file).
@@ -231,7 +158,7 @@ def verify_weights_file(path: str | Path, *, expected_size: int | None = None,
     found = path.stat().st_size
     if found != size:
         raise CheckpointError(f"{path.name} has {found} bytes, expected {size} (truncated?)")
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     if digest != sha:
         raise CheckpointError(f"{path.name} has SHA-256 {digest}, expected {sha}")
     return digest
@@ -293,7 +220,8 @@ def load_deepsim(path: str | Path | None = None, *, download: bool | None = None
     Parameters
     ----------
     path : path, optional
-        A state-dict file. Default: :func:`find_deepsim_weights`, downloading when absent.
+        A state-dict file (``.pt``, ``.pth``, ``.bin``, ``.ckpt``, ``.tar`` or ``.safetensors``).
+        Default: :func:`find_deepsim_weights`, downloading when absent.
     download : bool, optional
         Whether a missing file may be downloaded; default: unless ``paths.offline()``.
 
@@ -305,23 +233,26 @@ def load_deepsim(path: str | Path | None = None, *, download: bool | None = None
     WeightsNotFoundError
         No file and no download allowed; the message names the file, its place and the URL.
     CheckpointError
-        The file is truncated or does not fit the architecture.
+        The file is truncated, has an unknown extension, or does not fit the architecture
+        (read and checked by :mod:`signseg_core.checkpoints`); :class:`UnsafeCheckpointError`
+        when unpickling it would run code.
     """
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise WeightsNotFoundError("DeePSiM fc6", path, f"download it from {DEEPSIM_URL}")
+            raise WeightsNotFoundError("DeePSiM fc6", path, _HINT)
     else:
         path = find_deepsim_weights()
         if path is None:
             allowed = not paths.offline() if download is None else download
             if not allowed:
-                raise WeightsNotFoundError("DeePSiM fc6", paths.weights_dir() / DEEPSIM_FILENAME,
-                                           f"download it from {DEEPSIM_URL}")
+                local = paths.weights_dir() / DEEPSIM_FILENAME
+                raise WeightsNotFoundError("DeePSiM fc6", local, _HINT)
             path = download_deepsim()
-    state = normalise_keys(read_state_dict(path))
-    net = load_state_strict(empty_net(), state, what="DeePSiM fc6")
-    digest = file_sha256(path)
+    state = normalise_keys(load_state_dict_file(path, what="DeePSiM fc6", hint=_HINT))
+    net = empty_net().to_empty(device="cpu")  # storage without init: no global-RNG draws
+    load_into(net, state, what="DeePSiM fc6")
+    digest = sha256_file(path)
     if digest != DEEPSIM_SHA256:
         warnings.warn(
             f"{path} has SHA-256 {digest[:16]}..., not the published {DEEPSIM_SHA256[:16]}...; "

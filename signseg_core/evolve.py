@@ -12,7 +12,8 @@ tutorial's rank-one + rank-mu update, eigendecomposed every generation; O(B d^2)
 ``ask()`` returns codes ``(B, lambda, d)``; ``tell(scores (B, lambda))`` updates every evolution
 with tensor operations only: no loop over evolutions, no host round-trip, no branch on values.
 
-What differs from pycma (``cma.CMAEvolutionStrategy``): pycma uses ``4 + floor(3 ln d)`` and active
+What differs from pycma (``cma.CMAEvolutionStrategy``, run for reference by
+:func:`signseg_core.evolve_pycma.run_pycma`): pycma uses ``4 + floor(3 ln d)`` and active
 (negative) weights; it adds restarts, termination tests, bounds, and raises sigma on flat fitness.
 Here there are only positive weights; ``step_size_rule="wang_ponce"`` swaps in the Ponce code's
 ``c_sigma = sqrt(mu_eff) / (sqrt(mu_eff) + sqrt(d))`` (0.050 instead of 0.0032 at d = 4096, so
@@ -29,15 +30,13 @@ tell (7 GB peak, scoring excluded).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BatchedCMAES", "CMAConfig", "EvolutionResult", "run_cmaes", "run_pycma"]
+__all__ = ["BatchedCMAES", "CMAConfig", "EvolutionResult", "run_cmaes"]
 
 _COVARIANCES = ("none", "diagonal", "full")
 _STEP_RULES = ("hansen", "wang_ponce")
@@ -388,7 +387,8 @@ def _check_generations(generations) -> None:
 
 
 def _drive(es, score_fn: ScoreFn, generations: int, progress, should_stop) -> EvolutionResult:
-    """The ask-score-tell loop shared by :func:`run_cmaes` and :func:`run_pycma`."""
+    """The ask-score-tell loop shared by :func:`run_cmaes` and
+    :func:`signseg_core.evolve_pycma.run_pycma`."""
     _check_generations(generations)
     B, lam, d = es.batch_size, es.popsize, es.dim
     history: tuple[list, list, list] = ([], [], [])
@@ -434,75 +434,3 @@ def run_cmaes(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig,
     """
     es = BatchedCMAES(x0, config=config, seeds=seeds)
     return _drive(es, score_fn, generations, progress, should_stop)
-
-
-class _PycmaOne:
-    """One pycma evolution behind the ask/tell interface of :class:`BatchedCMAES` (B = 1)."""
-
-    def __init__(self, cma, x0: Tensor, config: CMAConfig, seed: int, options: dict):
-        p = config.strategy_parameters(x0.shape[0])
-        opts = {"popsize": p["popsize"], "CMA_mu": p["mu"], "seed": seed + 1, "verbose": -9,
-                "CMA_diagonal": config.covariance != "full", "CMA_active": False,
-                "CMA_on": 0 if config.covariance == "none" else 1, **options}
-        self._es = cma.CMAEvolutionStrategy(x0.detach().cpu().double().numpy(), config.sigma0, opts)
-        self._sign = 1.0 if config.maximize else -1.0
-        self._x0, self.popsize, self.dim, self.batch_size = x0, p["popsize"], x0.shape[0], 1
-        self._best_f, self.best_code, self._xs = -math.inf, x0.detach().clone()[None], None
-
-    def ask(self) -> Tensor:
-        self._xs = self._es.ask()
-        return torch.as_tensor(np.asarray(self._xs), dtype=self._x0.dtype,
-                               device=self._x0.device)[None]
-
-    def tell(self, scores: Tensor) -> None:
-        f = self._sign * scores.reshape(-1).to(torch.float64).cpu().numpy()
-        f = np.where(np.isfinite(f), f, -np.inf)
-        if f.max() > self._best_f:
-            self._best_f = float(f.max())
-            self.best_code = torch.as_tensor(self._xs[int(np.argmax(f))], dtype=self._x0.dtype,
-                                             device=self._x0.device)[None]
-        fin = f[np.isfinite(f)]
-        worst = fin.min() - 1.0 - abs(fin.min()) if fin.size else 0.0
-        self._es.tell(self._xs, list(-np.where(np.isfinite(f), f, worst)))  # pycma minimises
-
-    @property
-    def best_score(self) -> Tensor:
-        return torch.tensor([self._sign * self._best_f], dtype=torch.float64,
-                            device=self._x0.device)
-
-    @property
-    def mean(self) -> Tensor:
-        return torch.as_tensor(self._es.mean, dtype=self._x0.dtype, device=self._x0.device)[None]
-
-    @property
-    def sigma(self) -> Tensor:
-        return torch.tensor([self._es.sigma], dtype=self._x0.dtype, device=self._x0.device)
-
-
-def run_pycma(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig, seed: int, generations: int,
-              progress: Callable[[int, int, Tensor], None] | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              options: dict | None = None) -> EvolutionResult:
-    """Reference: ONE evolution with pycma's ``CMAEvolutionStrategy``, looped in Python.
-
-    Same popsize, mu and sigma0 as :func:`run_cmaes`, scored one population per call.
-    ``covariance="diagonal"`` maps to ``CMA_diagonal=True``, ``"none"`` to that plus ``CMA_on=0``
-    (no learning; the linear-time sampler), and ``CMA_active=False`` matches the positive-only
-    weights here; ``options`` overrides any pycma option. ``step_size_rule`` has no pycma
-    counterpart (pycma's own CSA runs). pycma reads seed 0 as "seed from the clock", so ``seed`` s
-    is passed as s + 1; pycma seeds NumPy's global generator, whose state is restored afterwards.
-    Returns an :class:`EvolutionResult` with B = 1.
-    """
-    if not isinstance(x0, Tensor) or x0.ndim != 1 or not x0.is_floating_point():
-        raise ValueError(f"x0 must be a 1-D float tensor, got {x0!r:.80}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - 1:
-        raise ValueError(f"seed must be an int in [0, 2**32 - 1), got {seed!r}")
-    np_state = np.random.get_state()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"cma\b")  # matplotlib missing; its numerics
-        import cma
-        try:
-            es = _PycmaOne(cma, x0, config, seed, dict(options or {}))
-            return _drive(es, score_fn, generations, progress, should_stop)
-        finally:
-            np.random.set_state(np_state)

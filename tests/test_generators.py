@@ -12,9 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from signseg_core import deepsim, paths
+from signseg_core import biggan, deepsim, paths
 from signseg_core import generators as G
-from signseg_core.errors import CheckpointError, UnknownNameError, WeightsNotFoundError
+from signseg_core.checkpoints import load_into
+from signseg_core.errors import (
+    CheckpointError,
+    UnknownNameError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+)
 
 LUCID_COLUMN0 = torch.tensor([0.26, 0.27, 0.27])  # first column of color_correlation_svd_sqrt
 
@@ -36,7 +42,7 @@ def tiny_biggan_config():
 
 def tiny_biggan(seed=0):
     """A 32-px BigGAN-deep with random weights and random truncation statistics."""
-    model = G.build_biggan(tiny_biggan_config(), seed=seed)
+    model = biggan.build_biggan(tiny_biggan_config(), seed=seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.generator.bn.weight.fill_(0.05)  # keep tanh out of saturation
@@ -266,7 +272,8 @@ def test_deepsim_loads_a_public_style_file_strictly_and_warns_on_its_hash(saved_
     with pytest.warns(UserWarning, match="SHA-256"):
         gen = G.make_generator("deepsim", weights=saved_deepsim)
     assert torch.equal(rng, torch.get_rng_state())  # no hidden global-RNG draws
-    assert gen.fingerprint == f"deepsim:sha256={deepsim.file_sha256(saved_deepsim)}"
+    digest = hashlib.sha256(saved_deepsim.read_bytes()).hexdigest()
+    assert gen.fingerprint == f"deepsim:sha256={digest}"
     codes = sample_codes(gen, 2)
     torch.testing.assert_close(gen.generate(codes), deepsim_gen.generate(codes))
 
@@ -275,10 +282,10 @@ def test_deepsim_missing_or_misshapen_keys_are_errors(deepsim_gen):
     state = dict(deepsim_gen.net.state_dict())
     del state["conv4_1.bias"]
     with pytest.raises(CheckpointError, match="conv4_1.bias"):
-        deepsim.load_state_strict(deepsim.empty_net(), state, what="DeePSiM fc6")
+        load_into(deepsim.empty_net(), state, what="DeePSiM fc6")
     state["conv4_1.bias"] = torch.zeros(3)
     with pytest.raises(CheckpointError, match="conv4_1.bias"):
-        deepsim.load_state_strict(deepsim.empty_net(), state, what="DeePSiM fc6")
+        load_into(deepsim.empty_net(), state, what="DeePSiM fc6")
 
 
 def test_deepsim_key_spellings_are_normalised():
@@ -402,7 +409,7 @@ def test_biggan_initial_code_is_truncated_noise_and_zero_class():
 
 
 def test_random_biggan_stand_in_is_finite_and_not_saturated():
-    gen = G.BigGANGenerator(G.build_biggan(tiny_biggan_config(), seed=1), fingerprint="tiny")
+    gen = G.BigGANGenerator(biggan.build_biggan(tiny_biggan_config(), seed=1), fingerprint="tiny")
     images = gen.generate(gen.initial_code(2, seed=0))
     assert torch.isfinite(images).all()
     assert ((images < 0.01) | (images > 0.99)).float().mean() < 0.5
@@ -432,21 +439,50 @@ def test_biggan_folder_loads_fully_and_partial_state_is_refused(tmp_path, biggan
     save_biggan(tmp_path / "extra", {**state, "stray.weight": torch.zeros(1)},
                 tiny_biggan_config())
     with pytest.warns(UserWarning, match="stray.weight"):
-        G.load_biggan(tmp_path / "extra")
+        biggan.load_biggan(tmp_path / "extra")
 
 
 def test_biggan_is_found_in_the_package_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTORCH_PRETRAINED_BIGGAN_CACHE", str(tmp_path))
-    assert G.find_biggan_files() is None
+    assert biggan.find_biggan_files() is None
     for file in ("pytorch_model.bin", "config.json"):
-        url = G.BIGGAN_URL.format(res=256, file=file)
+        url = biggan.BIGGAN_URL.format(res=256, file=file)
         name = hashlib.sha256(url.encode()).hexdigest() + ".etaghash"
         (tmp_path / name).write_bytes(b"x")
         (tmp_path / (name + ".json")).write_text("{}")  # the package's metadata file
-    weights, config = G.find_biggan_files()
+    weights, config = biggan.find_biggan_files()
     assert weights.name.startswith(hashlib.sha256(
-        G.BIGGAN_URL.format(res=256, file="pytorch_model.bin").encode()).hexdigest())
+        biggan.BIGGAN_URL.format(res=256, file="pytorch_model.bin").encode()).hexdigest())
     assert config.suffix != ".json" and config != weights
+
+
+class _Payload:
+    """Pickled by reference to this module: a weights-only load must refuse to import it."""
+
+
+def test_biggan_loads_from_package_cache_names_without_a_torch_suffix(tmp_path, monkeypatch,
+                                                                      biggan_gen):
+    # The package caches a download as sha256(url).sha256(etag): no .bin suffix.
+    monkeypatch.setenv("PYTORCH_PRETRAINED_BIGGAN_CACHE", str(tmp_path))
+    def cached(file):
+        url = biggan.BIGGAN_URL.format(res=256, file=file)
+        return tmp_path / f"{hashlib.sha256(url.encode()).hexdigest()}.{'e' * 64}"
+
+    weights, config = cached("pytorch_model.bin"), cached("config.json")
+    torch.save(biggan_gen.model.state_dict(), weights)
+    config.write_text(tiny_biggan_config().to_json_string())
+    model, digest = biggan.load_biggan()
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+    gen = G.BigGANGenerator(model, fingerprint="cached")
+    codes = sample_codes(gen, 2)
+    torch.testing.assert_close(gen(codes), biggan_gen(codes))
+
+    torch.save({"generator.gen_z.weight_orig": _Payload()}, weights)
+    with pytest.raises(UnsafeCheckpointError, match="_Payload"):
+        biggan.load_biggan()
+    weights.write_bytes(b"PK\x03\x04 not a whole zip file")
+    with pytest.raises(CheckpointError, match="truncated"):
+        biggan.load_biggan()
 
 
 # ------------------------------------------------------------------ registry
