@@ -1,0 +1,52 @@
+"""Bundles move results between machines: images are regenerated, keys must match."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from signseg_core.ablation import condition_grid
+from signseg_core.bundle import export_bundle, import_bundle
+from signseg_core.generators import make_generator
+from signseg_core.registry import load_model
+from signseg_core.store import ResultStore
+from signseg_core.visualize import VisualizeSettings, visualize
+
+SETTINGS = VisualizeSettings(generations=3, restarts=2, generator_options=(("size", 32),))
+
+
+def test_round_trip_through_a_bundle_fills_the_store(tmp_path):
+    model = load_model("tiny_test")
+    gen = make_generator("fourier", size=32)
+    conds = condition_grid([1, 2], alphas=(0.0, 0.5))
+    made = visualize(model, conds, settings=SETTINGS, generator=gen, store=False)
+    path = export_bundle(made, tmp_path / "sweep.npz")
+    code_bytes = sum(r.best_codes.nbytes + r.final_means.nbytes for r in made)
+    assert path.stat().st_size < code_bytes + 20_000  # codes and scores, no images
+    store = ResultStore(tmp_path / "store")
+    imported = import_bundle(path, model, gen, store=store)
+    assert len(store) == len(made) == len(imported)
+    for a, b in zip(made, imported):
+        assert a.key == b.key
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_allclose(a.intact_scores, b.intact_scores, rtol=1e-6)
+        np.testing.assert_array_equal(a.max_per_gen, b.max_per_gen)
+    again = visualize(model, conds, settings=SETTINGS, generator=gen, store=store)
+    assert all(r.from_store for r in again)
+
+
+def test_a_bundle_from_another_model_is_refused(tmp_path):
+    model = load_model("tiny_test")
+    gen = make_generator("fourier", size=32)
+    made = visualize(model, condition_grid([1], alphas=(0.5,)), settings=SETTINGS, generator=gen,
+                     store=False)
+    path = export_bundle(made, tmp_path / "b.npz")
+    other = load_model("tiny_test", untrained=True, seed=3)
+    with pytest.raises(ValueError, match="was made with tiny_test"):
+        import_bundle(path, other, gen, store=ResultStore(tmp_path / "s"))
+    with pytest.raises(ValueError, match="generator"):
+        import_bundle(path, model, make_generator("fourier", size=48),
+                      store=ResultStore(tmp_path / "s"))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a signseg bundle"):
+        import_bundle(tmp_path / "junk.npz", model, gen, store=ResultStore(tmp_path / "s"))
