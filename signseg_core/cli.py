@@ -96,8 +96,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device, weights=args.weights, untrained=args.untrained)
     signs = ("positive", "negative") if args.sign == "both" else (args.sign,)
     conditions = condition_grid(args.unit, signs=signs, alphas=args.alphas)
-    options = tuple(sorted((k, int(v) if v.isdigit() else v) for k, v in
-                           (o.split("=", 1) for o in args.generator_option)))
+    options = tuple(sorted(_generator_options(args.generator_option).items()))
     settings = VisualizeSettings(generator=args.generator, generations=args.generations,
                                  restarts=args.restarts, seed=args.seed, precision=args.precision,
                                  generator_options=options)
@@ -113,6 +112,37 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     stored = sum(r.from_store for r in results)
     print(f"{len(results)} conditions ({stored} from the store) × {settings.restarts} restarts")
     return 0
+
+
+def _cmd_import_bundle(args: argparse.Namespace) -> int:
+    from .bundle import import_bundle
+    from .generators import make_generator
+    from .registry import load_model
+
+    model = load_model(args.model, weights=args.weights)
+    generator = make_generator(args.generator, **_generator_options(args.generator_option))
+    results = import_bundle(args.path, model, generator)
+    units = sorted({r.key.unit for r in results})
+    print(f"imported {len(results)} conditions of {model.name} (units {units}) into the store")
+    return 0
+
+
+def _generator_options(items: list[str]) -> dict:
+    """``["size=128", "decay=1.5"]`` → ``{"size": 128, "decay": 1.5}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"generator option must look like KEY=VALUE, got {item!r}")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -162,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_visualize)
+
+    p = sub.add_parser("import-bundle", help="put a bundle made elsewhere into the store")
+    p.add_argument("path")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--generator", default="fourier")
+    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_import_bundle)
 
     p = sub.add_parser("bench", help="images/s: batched engine vs naive pycma vs raw forward")
     p.add_argument("--device", default="cpu")
