@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from signseg_core.ablation import condition_grid  # noqa: E402
+from signseg_core.ablation import DEFAULT_ALPHAS, condition_grid  # noqa: E402
 from signseg_core.bench import configure_cuda  # noqa: E402
 from signseg_core.bundle import export_bundle  # noqa: E402
 from signseg_core.generators import make_generator  # noqa: E402
@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--generator", default="fourier")
     p.add_argument("--units", type=int, nargs="+", default=list(DEFAULT_UNITS))
+    p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS))
     p.add_argument("--generations", type=int, default=60)
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -54,7 +55,7 @@ def main() -> int:
         if time.perf_counter() - t0 > args.budget_s:
             break
         t1 = time.perf_counter()
-        results += visualize(model, condition_grid([unit]), settings=settings,
+        results += visualize(model, condition_grid([unit], alphas=args.alphas), settings=settings,
                              generator=generator, store=False, batch_size=args.batch_size)
         done.append(unit)
         print(f"unit {unit}: {time.perf_counter() - t1:.1f} s", flush=True)
