@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .store import ResultStore, default_store
-from .visualize import ConditionKey, ConditionResult, _save, to_uint8
+from .visualize import ConditionKey, ConditionResult, _load, _save, to_uint8
 from .zoo import ZooModel
 
 _ARRAYS = ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
@@ -50,6 +50,8 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
                   store: ResultStore | None = None, batch_size: int = 32) -> list[ConditionResult]:
     """Regenerate the images of a bundle and put every condition in the store.
 
+    Conditions already in the store are read from it, not regenerated.
+
     ``model`` and ``generator`` must be the ones the bundle was made with: their fingerprints are
     checked against the keys, and a mismatch is an error (the results would be someone else's).
     """
@@ -69,6 +71,10 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
         if key.generator_fingerprint != generator.fingerprint:
             raise ValueError(f"bundle condition {i} was made with generator "
                              f"{key.generator_fingerprint}, not {generator.fingerprint}")
+        known = _load(store, key)
+        if known is not None:  # already here: nothing to regenerate
+            out.append(known)
+            continue
         arrays = {name: files[f"{i}__{name}"] for name in _ARRAYS}
         codes = torch.from_numpy(arrays["best_codes"]).to(model.device)
         images, intact = [], []

@@ -145,6 +145,41 @@ def _generator_options(items: list[str]) -> dict:
     return out
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .imagenet import DEFAULT_UNITS
+    from .sweep import SweepSpec, run_sweep
+    from .visualize import VisualizeSettings
+
+    settings = VisualizeSettings(
+        generator=args.generator, generations=args.generations, restarts=args.restarts,
+        seed=args.seed, precision=args.precision,
+        generator_options=tuple(sorted(_generator_options(args.generator_option).items())))
+    spec = SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
+                     signs=("positive", "negative") if args.sign == "both" else (args.sign,),
+                     alphas=args.alphas, settings=settings, ensemble=tuple(args.ensemble),
+                     lpips=not args.no_lpips,
+                     detector=None if args.detector == "none" else args.detector)
+    result = run_sweep(spec, device=args.device, batch_size=args.batch_size,
+                       progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    files = result.save(args.out, stem=args.stem)
+    cols = ["model", "sign", "alpha", "n_units", "activation", "intact_activation", "similarity",
+            "lpips_similarity", "objectness"]
+    print(result.summary()[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for name, status in result.statuses.items():
+        if name != "spec":
+            print(f"{name}: {status}")
+    print(f"{len(result.table)} images; wrote {', '.join(str(f) for f in files[:2])} ...")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    path = build_report(device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main_bench
 
@@ -192,6 +227,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_visualize)
+
+    p = sub.add_parser("sweep", help="models x units x signs x alphas: images and metrics table")
+    p.add_argument("--models", nargs="+", default=["efficientnet_lite0"])
+    p.add_argument("--units", type=int, nargs="+", default=None,
+                   help="default: the paper's 11 units")
+    p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
+    p.add_argument("--alphas", type=parse_alphas, default=parse_alphas("0:1:0.1"))
+    p.add_argument("--restarts", type=int, default=10)
+    p.add_argument("--generations", type=int, default=100)
+    p.add_argument("--generator", default="fourier")
+    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--ensemble", nargs="+",
+                   default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    p.add_argument("--no-lpips", action="store_true")
+    p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_320_fpn",
+                   help="a torchvision COCO detector, or none")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--out", default="sweep_out", help="folder for the CSV/Parquet tables")
+    p.add_argument("--stem", default="sweep")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="regenerate docs/reproduction.md")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("import-bundle", help="put a bundle made elsewhere into the store")
     p.add_argument("path")

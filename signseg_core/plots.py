@@ -37,3 +37,82 @@ def dale_histogram_figure(dale: Tensor | np.ndarray, *, expected_untrained: floa
                       margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 50})
     fig.update_xaxes(range=[lo, hi])
     return fig
+
+
+SIGN_COLORS = {"positive": "#d62728", "negative": "#1f77b4"}
+
+
+def _band(x, low, high, color: str) -> go.Scatter:
+    return go.Scatter(x=list(x) + list(x)[::-1], y=list(high) + list(low)[::-1], fill="toself",
+                      fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip",
+                      showlegend=False)
+
+
+def metric_vs_alpha_figure(summary, metric: str, *, title: str = "", y_title: str = "") -> go.Figure:
+    """A metric against ablation strength, positive vs negative, with 95% CI bands over units.
+
+    ``summary`` is :func:`signseg_core.sweep.summarize`'s table (one model).
+    """
+    fig = go.Figure()
+    for sign in ("positive", "negative"):
+        part = summary[summary.sign == sign].sort_values("alpha")
+        if part.empty:
+            continue
+        color = SIGN_COLORS[sign]
+        fig.add_trace(_band(part.alpha, part[f"{metric}_ci_low"], part[f"{metric}_ci_high"],
+                            color))
+        fig.add_trace(go.Scatter(x=part.alpha, y=part[metric], mode="lines+markers",
+                                 name=f"{sign} weights ablated", line={"color": color}))
+    fig.update_layout(title=title or None, xaxis_title="ablation strength α",
+                      yaxis_title=y_title or metric,
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+                      margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 50})
+    fig.update_xaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def spectrum_ratio_figure(spectra, *, alpha: float = 1.0, title: str = "") -> go.Figure:
+    """Control / ablated mean radial power spectrum at ``alpha``, per sign (paper Fig 15).
+
+    ``spectra``: :class:`signseg_core.sweep.SweepResult.spectra` (model, unit, sign, alpha,
+    freq, power). Spectra are averaged over units before the ratio.
+    """
+    mean = spectra.groupby(["sign", "alpha", "freq"]).power.mean().reset_index()
+    control = mean[mean.sign == "control"].set_index("freq").power
+    fig = go.Figure()
+    for sign in ("positive", "negative"):
+        part = mean[(mean.sign == sign) & np.isclose(mean.alpha, alpha)].set_index("freq").power
+        if part.empty:
+            continue
+        ratio = control.reindex(part.index) / part
+        fig.add_trace(go.Scatter(x=ratio.index, y=ratio.values, mode="lines",
+                                 name=f"{sign} α={alpha:g}", line={"color": SIGN_COLORS[sign]}))
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#888")
+    fig.update_layout(title=title or None, xaxis_title="spatial frequency (cycles/image)",
+                      yaxis_title="power ratio control / ablated", xaxis_type="log",
+                      yaxis_type="log",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+                      margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 50})
+    return fig
+
+
+def image_strip(rows: dict[str, list], *, tile: int = 112, caption_px: int = 14) -> np.ndarray:
+    """A grid of images with captions: ``rows`` maps a row label to ``(image, caption)`` pairs.
+
+    Images are uint8 (H, W, 3); returns uint8 (H_total, W_total, 3) (white background).
+    """
+    from PIL import Image, ImageDraw
+
+    n_cols = max(len(v) for v in rows.values())
+    label_w = 90
+    cell_h = tile + caption_px + 4
+    canvas = Image.new("RGB", (label_w + n_cols * (tile + 4), len(rows) * cell_h + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, items) in enumerate(rows.items()):
+        y = r * cell_h + 2
+        draw.text((4, y + tile // 2), label, fill=(0, 0, 0))
+        for c, (image, caption) in enumerate(items):
+            x = label_w + c * (tile + 4)
+            canvas.paste(Image.fromarray(image).resize((tile, tile)), (x, y + caption_px))
+            draw.text((x + 2, y), caption, fill=(0, 0, 0))
+    return np.asarray(canvas)

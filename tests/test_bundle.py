@@ -50,3 +50,17 @@ def test_a_bundle_from_another_model_is_refused(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a signseg bundle"):
         import_bundle(tmp_path / "junk.npz", model, gen, store=ResultStore(tmp_path / "s"))
+
+
+def test_importing_twice_reads_the_store(tmp_path, monkeypatch):
+    model = load_model("tiny_test")
+    gen = make_generator("fourier", size=32)
+    made = visualize(model, condition_grid([3], alphas=(0.5,)), settings=SETTINGS, generator=gen,
+                     store=False)
+    path = export_bundle(made, tmp_path / "b.npz")
+    store = ResultStore(tmp_path / "s")
+    import_bundle(path, model, gen, store=store)
+    calls = []
+    monkeypatch.setattr(gen, "forward", lambda codes: calls.append(1))
+    again = import_bundle(path, model, gen, store=store)
+    assert not calls and all(r.from_store for r in again)

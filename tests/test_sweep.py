@@ -1,0 +1,119 @@
+"""Sweeps: a tidy table per image, summaries over units, resumable from the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import signseg_core.sweep as sweep_mod
+import signseg_core.visualize as vis_mod
+from signseg_core.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
+from signseg_core.report import render_markdown
+from signseg_core.store import ResultStore
+from signseg_core.sweep import SweepSpec, run_sweep, summarize
+from signseg_core.visualize import VisualizeSettings
+
+SPEC = SweepSpec(models=("tiny_test",), units=(1, 2), alphas=(0.0, 0.5, 1.0),
+                 ensemble=("tiny_test",), lpips=False, detector=None,
+                 settings=VisualizeSettings(generations=2, restarts=2,
+                                            generator_options=(("size", 32),)))
+
+
+def test_one_row_per_image_with_every_column(tmp_path):
+    result = run_sweep(SPEC, store=ResultStore(tmp_path / "s"))
+    t = result.table
+    assert len(t) == 2 * 5 * 2  # units x (control + 2 signs x 2 alphas) x restarts
+    assert {"model", "unit", "class_name", "sign", "alpha", "generator", "restart", "seed",
+            "activation", "intact_activation", "similarity", "lpips_similarity", "objectness",
+            "spectral_slope"} <= set(t.columns)
+    assert set(t.sign) == {"control", "positive", "negative"}
+    assert (t[t.unit == 1].class_name == "goldfish").all()
+    assert t.lpips_similarity.isna().all() and t.objectness.isna().all()
+    assert result.statuses["lpips"] == "off" and result.statuses["objectness"] == "off"
+    # a control image is compared with the *other* control images, never with itself
+    assert (t[t.sign == "control"].similarity < 1.0).all()
+    assert t.similarity.between(-1, 1).all() and np.isfinite(t.spectral_slope).all()
+    files = result.save(tmp_path / "out")
+    back = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    pd.testing.assert_frame_equal(back, t)
+    assert (tmp_path / "out" / "sweep_summary.csv").exists() and len(files) == 7
+
+
+def test_interrupted_sweep_resumes_from_the_store(tmp_path, monkeypatch):
+    store = ResultStore(tmp_path / "s")
+    asked = []
+    partial = run_sweep(SPEC, store=store, should_stop=lambda: asked.append(1) or len(asked) > 4)
+    assert partial.cancelled and set(partial.table.unit) == {1}
+
+    runs, metric_calls = [], []
+    real_run, real_rows = vis_mod._run, sweep_mod.unit_rows
+    monkeypatch.setattr(vis_mod, "_run", lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    monkeypatch.setattr(sweep_mod, "unit_rows",
+                        lambda *a, **k: metric_calls.append(1) or real_rows(*a, **k))
+    full = run_sweep(SPEC, store=store)
+    assert not full.cancelled and set(full.table.unit) == {1, 2}
+    assert len(runs) == 1 and len(metric_calls) == 1  # only unit 2 was computed
+    pd.testing.assert_frame_equal(full.table[full.table.unit == 1].reset_index(drop=True),
+                                  partial.table.reset_index(drop=True))
+    again = run_sweep(SPEC, store=store)
+    assert len(runs) == 1 and len(metric_calls) == 1
+    pd.testing.assert_frame_equal(again.table, full.table)
+
+
+def test_summary_is_the_mean_over_unit_means_with_a_t_interval():
+    rows = []
+    for unit, base in ((1, 0.2), (2, 0.4), (3, 0.6)):
+        for restart, extra in enumerate((0.0, 0.2)):  # unit means: 0.3, 0.5, 0.7
+            rows.append({"model": "m", "unit": unit, "sign": "positive", "alpha": 1.0,
+                         "activation": base + extra, "intact_activation": 0.0,
+                         "similarity": base + extra, "lpips_similarity": np.nan,
+                         "objectness": np.nan, "spectral_slope": -2.0, "restart": restart})
+            rows.append({**rows[-1], "sign": "control", "alpha": 0.0, "similarity": 1.0})
+    summary = summarize(pd.DataFrame(rows))
+    pos = summary[(summary.sign == "positive") & (summary.alpha == 1.0)].iloc[0]
+    assert pos.n_units == 3 and pos.similarity == pytest.approx(0.5)
+    half = 4.302653 * 0.2 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert pos.similarity_ci_high - pos.similarity == pytest.approx(half, rel=1e-5)
+    # the control is the alpha = 0 point of both curves
+    assert set(summary[summary.alpha == 0.0].sign) == {"positive", "negative"}
+    assert np.isnan(pos.lpips_similarity)
+
+
+def test_figures_from_a_summary_and_spectra():
+    summary = pd.DataFrame({
+        "sign": ["positive", "positive", "negative", "negative"], "alpha": [0.0, 1.0, 0.0, 1.0],
+        "similarity": [1.0, 0.6, 1.0, 0.9], "similarity_ci_low": [0.9, 0.5, 0.9, 0.8],
+        "similarity_ci_high": [1.0, 0.7, 1.0, 1.0]})
+    fig = metric_vs_alpha_figure(summary, "similarity")
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["positive weights ablated", "negative weights ablated"]
+    assert list(lines[0].y) == [1.0, 0.6]
+    spectra = pd.DataFrame({"sign": ["control", "control", "positive", "positive"],
+                            "alpha": [0.0, 0.0, 1.0, 1.0], "freq": [1, 2, 1, 2],
+                            "power": [4.0, 1.0, 2.0, 1.0], "unit": 1, "model": "m"})
+    ratio = spectrum_ratio_figure(spectra, alpha=1.0)
+    assert list(ratio.data[0].y) == [2.0, 1.0]
+    strip = image_strip({"a": [(np.zeros((8, 8, 3), np.uint8), "x")] * 3}, tile=16)
+    assert strip.dtype == np.uint8 and strip.shape[2] == 3 and strip.shape[1] >= 3 * 16
+
+
+def test_report_markdown_states_the_setting_and_the_numbers():
+    numbers = {"positive_1": {"similarity": (0.5, 0.4, 0.6), "activation": (1.0, 0.5, 1.5),
+                              "intact_activation": (2.0, 1.0, 3.0)},
+               "similarity_neg_minus_pos_1": (0.3, 0.2, 0.4)}
+    summary = pd.DataFrame({"sign": ["positive"], "alpha": [0.0], "similarity": [0.8],
+                            "similarity_ci_low": [0.7], "similarity_ci_high": [0.9],
+                            "activation": [5.0], "activation_ci_low": [4.0],
+                            "activation_ci_high": [6.0], "intact_activation": [5.0],
+                            "intact_activation_ci_low": [4.0], "intact_activation_ci_high": [6.0]})
+    text = render_markdown(numbers, {"lpips": "unavailable: x"}, summary, 1155)
+    assert "| positive, α = 1 | 0.500 [0.400, 0.600] | 1.000 [0.500, 1.500]" in text
+    assert "| negative, α = 1 | n/a |" in text
+    assert "paired over units: 0.300 [0.200, 0.400]" in text
+    assert "unavailable: x" in text and "1155 images" in text
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="units must not be empty"):
+        SweepSpec(units=())
