@@ -50,7 +50,8 @@ def main() -> int:
     dev = torch.device(args.device)
     B = args.batch
     out: dict[str, float] = {}
-    codes = torch.randn(B, 4096, device=dev, generator=torch.Generator(device=dev).manual_seed(0)) * 3
+    rng = torch.Generator(device=dev).manual_seed(0)
+    codes = torch.randn(B, 4096, device=dev, generator=rng) * 3
     base = make_untrained(seed=0).to(dev)
     forms = {"deconv": base}
     for form, net in forms.items():
@@ -68,7 +69,8 @@ def main() -> int:
         out["resize_normalise"] = rate(lambda: model.preprocess(imgs, validate=False), B, args.reps)
         for dt, dtype in DTYPES.items():
             with torch.autocast(dev.type, dtype=dtype):
-                out[f"alexnet_{dt}"] = rate(lambda: model.features(imgs, validate=False), B, args.reps)
+                out[f"alexnet_{dt}"] = rate(lambda: model.features(imgs, validate=False), B,
+                                            args.reps)
     for k in ("resize_normalise", "alexnet_bf16", "alexnet_fp16"):
         print(f"{k:32s} {out[k]:10.0f} img/s", flush=True)
 

@@ -187,7 +187,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m signseg_core", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m signseg_core",
+                                     description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the zoo and whether each model's weights are here")
@@ -266,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="images/s: batched engine vs naive pycma vs raw forward")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--model", default=None, help="default: efficientnet_lite0 (CPU), alexnet (CUDA)")
+    p.add_argument("--model", default=None,
+                   help="default: efficientnet_lite0 (CPU), alexnet (CUDA)")
     p.add_argument("--generator", default=None, help="default: fourier (CPU), deepsim (CUDA)")
     p.add_argument("--evolutions", type=int, default=None)
     p.add_argument("--generations", type=int, default=None)

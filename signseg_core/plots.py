@@ -48,7 +48,8 @@ def _band(x, low, high, color: str) -> go.Scatter:
                       showlegend=False)
 
 
-def metric_vs_alpha_figure(summary, metric: str, *, title: str = "", y_title: str = "") -> go.Figure:
+def metric_vs_alpha_figure(summary, metric: str, *, title: str = "",
+                           y_title: str = "") -> go.Figure:
     """A metric against ablation strength, positive vs negative, with 95% CI bands over units.
 
     ``summary`` is :func:`signseg_core.sweep.summarize`'s table (one model).

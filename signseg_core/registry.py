@@ -38,7 +38,8 @@ TORCHVISION_ARCHS: tuple[str, ...] = (
     "inception_v3",
 )
 #: Architectures whose every nonlinearity is an ``nn.ReLU`` module, so a Tanh variant is exact.
-TANH_ARCHS: tuple[str, ...] = tuple(a for a in TORCHVISION_ARCHS if a.startswith(("alexnet", "vgg", "resnet")))
+TANH_ARCHS: tuple[str, ...] = tuple(
+    a for a in TORCHVISION_ARCHS if a.startswith(("alexnet", "vgg", "resnet")))
 
 #: Published ImageNet top-1 of the TensorFlow EfficientNet-Lite checkpoints (tensorflow/tpu).
 _LITE_TOP1 = {0: 75.1, 1: 76.7, 2: 77.6}

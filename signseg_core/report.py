@@ -186,17 +186,22 @@ def render_markdown(numbers: dict, statuses: dict, summary: pd.DataFrame, n_imag
     ctrl = summary[(summary.sign == "positive") & (summary.alpha == 0.0)]
     if not ctrl.empty:
         c = ctrl.iloc[0]
-        lines.append(f"| control (α = 0) | {_fmt(c.similarity, c.similarity_ci_low, c.similarity_ci_high)}"
-                     f" (among controls) | {_fmt(c.activation, c.activation_ci_low, c.activation_ci_high)}"
-                     f" | {_fmt(c.intact_activation, c.intact_activation_ci_low, c.intact_activation_ci_high)} |")
+
+        def ci(m):
+            return _fmt(c[m], c[f"{m}_ci_low"], c[f"{m}_ci_high"])
+
+        lines.append(f"| control (α = 0) | {ci('similarity')} (among controls) | "
+                     f"{ci('activation')} | {ci('intact_activation')} |")
     d = numbers.get("similarity_neg_minus_pos_1")
-    lines += ["", f"Similarity after full negative minus full positive ablation, paired over units: "
-              f"{_fmt(*d) if d else 'n/a'}."]
-    lo_p, lo_n = numbers.get("spectrum_ratio_positive_low"), numbers.get("spectrum_ratio_negative_low")
-    hi_p, hi_n = numbers.get("spectrum_ratio_positive_high"), numbers.get("spectrum_ratio_negative_high")
-    if lo_p is not None and lo_n is not None:
-        lines.append(f"Power ratio control / ablated at α = 1, 1–8 cycles/image: positive {lo_p:.2f}, "
-                     f"negative {lo_n:.2f}; ≥ 32 cycles/image: positive {hi_p:.2f}, negative {hi_n:.2f}.")
+    lines += ["", "Similarity after full negative minus full positive ablation, paired over "
+              f"units: {_fmt(*d) if d else 'n/a'}."]
+    ratio = {f"{s}_{band}": numbers.get(f"spectrum_ratio_{s}_{band}")
+             for s in ("positive", "negative") for band in ("low", "high")}
+    if None not in ratio.values():
+        lines.append(
+            "Power ratio control / ablated at α = 1, 1–8 cycles/image: positive "
+            f"{ratio['positive_low']:.2f}, negative {ratio['negative_low']:.2f}; ≥ 32 cycles/image:"
+            f" positive {ratio['positive_high']:.2f}, negative {ratio['negative_high']:.2f}.")
     lines += [
         "",
         "![similarity](img/reproduction/similarity.png)",

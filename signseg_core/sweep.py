@@ -194,7 +194,13 @@ class SweepResult:
             frame.to_parquet(out / f"{name}.parquet", index=False)
             paths += [out / f"{name}.csv", out / f"{name}.parquet"]
         (out / f"{stem}_status.json").write_text(json.dumps(self.statuses, indent=2))
-        return paths + [out / f"{stem}_status.json"]
+        paths.append(out / f"{stem}_status.json")
+        models = self.table.get("model", pd.Series(dtype=str))
+        family = {m for m in models if model_eps(m) is not None}
+        if len(family) >= 3:  # Table 1 needs a family of ResNet50s of different robustness
+            robustness_table(self.table).to_csv(out / f"{stem}_robustness.csv", index=False)
+            paths.append(out / f"{stem}_robustness.csv")
+        return paths
 
 
 METRIC_COLUMNS = ("activation", "intact_activation", "similarity", "lpips_similarity",
@@ -261,3 +267,30 @@ def run_sweep(spec: SweepSpec = SweepSpec(), *, device="cpu", store: ResultStore
     spec_table = pd.concat(spectra, ignore_index=True) if spectra else pd.DataFrame()
     statuses = {**metrics.statuses, "spec": json.dumps(dataclasses.asdict(spec), default=str)}
     return SweepResult(table, spec_table, statuses, cancelled)
+
+
+def model_eps(name: str) -> float | None:
+    """L∞ training ε of a zoo model: ``resnet50_robust_linf_4`` → 4.0, ``resnet50`` → 0.0."""
+    import re
+
+    if name == "resnet50":
+        return 0.0
+    match = re.fullmatch(r"resnet50_robust_linf_([0-9.]+)", name)
+    return float(match.group(1)) if match else None
+
+
+def robustness_table(table: pd.DataFrame, *, value: str = "similarity") -> pd.DataFrame:
+    """Table 1 from a sweep over the ResNet50 family: Spearman ρ of ``value`` against ε.
+
+    One measurement per (model, unit, sign, alpha): the mean over the unit's images. Models that
+    are not ResNet50s of known ε are left out; fewer than 3 models give NaN (see
+    :func:`signseg_core.stats.robustness_trend`).
+    """
+    from .stats import robustness_trend
+
+    ablated = table[table.sign != "control"].copy()
+    ablated["eps"] = ablated.model.map(model_eps)
+    ablated = ablated.dropna(subset=["eps"])
+    keys = ["model", "eps", "unit", "sign", "alpha"]
+    per_unit = ablated.groupby(keys, as_index=False)[value].mean()
+    return robustness_trend(per_unit, value=value, eps="eps", by=("sign", "alpha"))

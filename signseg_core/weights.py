@@ -70,7 +70,8 @@ def _download(url: str, dest: Path, what: str) -> None:
     except Exception as exc:  # network errors come in many types
         tmp.unlink(missing_ok=True)
         raise WeightsNotFoundError(
-            what, dest, f"downloading {url} failed ({type(exc).__name__}); put the file there by hand"
+            what, dest,
+            f"downloading {url} failed ({type(exc).__name__}); put the file there by hand"
         ) from exc
 
 

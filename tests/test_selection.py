@@ -191,5 +191,6 @@ def test_outputs_for_folder_errors(tmp_path, tiny):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         model_outputs_for_folder(tiny, tmp_path / "missing")
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="bad.jpg"), pytest.raises(ValueError, match="could be read"):
+    with pytest.warns(UserWarning, match="bad.jpg"), \
+            pytest.raises(ValueError, match="could be read"):
         model_outputs_for_folder(tiny, tmp_path)

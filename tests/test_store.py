@@ -27,7 +27,8 @@ def test_round_trip(tmp_path):
     key = Key("m", 1, "positive", 0.5)
     assert store.get(key) is None and key not in store
     arrays = {"scores": np.arange(6, dtype=np.float32).reshape(2, 3), "codes": np.ones((2, 4))}
-    store.put(key, arrays, meta={"generator": "fourier"}, blobs={"png": [b"\x89PNG-a", b"", b"xyz"]})
+    store.put(key, arrays, meta={"generator": "fourier"},
+              blobs={"png": [b"\x89PNG-a", b"", b"xyz"]})
     got_arrays, meta, blobs = store.get(key)
     assert key in store and len(store) == 1
     np.testing.assert_array_equal(got_arrays["scores"], arrays["scores"])

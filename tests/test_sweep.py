@@ -117,3 +117,22 @@ def test_report_markdown_states_the_setting_and_the_numbers():
 def test_spec_validation():
     with pytest.raises(ValueError, match="units must not be empty"):
         SweepSpec(units=())
+
+
+def test_robustness_table_recovers_a_planted_trend():
+    from signseg_core.sweep import model_eps, robustness_table
+
+    assert model_eps("resnet50_robust_linf_0.5") == 0.5 and model_eps("resnet50") == 0.0
+    assert model_eps("alexnet") is None
+    rows = []
+    for name, eps in (("resnet50", 0), ("resnet50_robust_linf_1", 1), ("resnet50_robust_linf_4", 4),
+                      ("resnet50_robust_linf_8", 8), ("alexnet", None)):
+        for unit in (1, 2):
+            for sign, slope in (("positive", -0.05), ("negative", 0.01)):
+                rows.append({"model": name, "unit": unit, "sign": sign, "alpha": 1.0,
+                             "similarity": 0.9 + slope * (eps or 0) + 0.001 * unit})
+            rows.append({"model": name, "unit": unit, "sign": "control", "alpha": 0.0,
+                         "similarity": 1.0})
+    out = robustness_table(pd.DataFrame(rows)).set_index("sign")
+    assert out.loc["positive", "rho"] < -0.9 and out.loc["negative", "rho"] > 0.9
+    assert (out.n_models == 4).all()

@@ -46,7 +46,8 @@ def test_lite0_recognises_the_sample_photos(lite0):
 def test_lite1_lite2_load_at_their_sizes_and_see_the_palace(variant, size):
     # (On flower.jpg Lite2 answers "honeycomb": only Lite0 is held to the daisy.)
     model = load_model(f"efficientnet_lite{variant}")
-    assert model.input_size == size and model.mean == (0.5, 0.5, 0.5) and model.std == (0.5, 0.5, 0.5)
+    assert model.input_size == size
+    assert model.mean == (0.5, 0.5, 0.5) and model.std == (0.5, 0.5, 0.5)
     with torch.no_grad():
         top1 = model(_sample_photos()["china.jpg"])[0].argmax().item()
     assert model.class_names[top1] == "palace"
@@ -258,13 +259,15 @@ def test_tanh_variant_without_weights_says_where_to_put_them():
 def test_simsiam_backbone_plus_probe(tmp_path):
     torch.manual_seed(5)
     ref = torchvision.models.resnet50()
-    backbone = {f"module.encoder.{k}": v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
+    backbone = {f"module.encoder.{k}": v for k, v in ref.state_dict().items()
+                if not k.startswith("fc.")}
     backbone["module.encoder.fc.0.weight"] = torch.randn(2048, 2048)  # the projector
     backbone["module.predictor.0.weight"] = torch.randn(512, 2048)
     ckpt = tmp_path / "checkpoint_0099.pth.tar"
     torch.save({"state_dict": backbone, "epoch": 100, "arch": "resnet50"}, ckpt)
     probe = tmp_path / "probe.pth"
-    torch.save({"state_dict": {"module.fc.weight": ref.fc.weight, "module.fc.bias": ref.fc.bias}}, probe)
+    head = {"module.fc.weight": ref.fc.weight, "module.fc.bias": ref.fc.bias}
+    torch.save({"state_dict": head}, probe)
     with pytest.raises(CheckpointError, match="probe"):
         load_model("simsiam_resnet50", weights=ckpt)
     model = load_model("simsiam_resnet50", weights=ckpt, probe=probe)
