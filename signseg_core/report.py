@@ -140,6 +140,32 @@ def image_strip_for(store, model, generator, unit: int) -> np.ndarray:
     return image_strip(_strip(store, model, generator, unit), tile=128)
 
 
+def _reading(numbers: dict) -> list[str]:
+    """Sentences that say what the numbers show, whichever way they came out."""
+    out = []
+    d = numbers.get("similarity_neg_minus_pos_1")
+    if d and np.isfinite(d[1]):
+        verdict = ("further from" if d[1] > 0 else "closer to" if d[2] < 0 else
+                   "no further (the CI includes 0) from")
+        out.append(f"**Similarity (Fig 2D):** full positive ablation moves the preferred images "
+                   f"{verdict} the control images than full negative ablation.")
+    pos, neg = numbers.get("positive_1", {}), numbers.get("negative_1", {})
+    if "activation" in pos and "activation" in neg:
+        out.append(f"**Activation (Fig 11):** at α = 1 the best activation reached is "
+                   f"{pos['activation'][0]:.2f} with the positive weights removed and "
+                   f"{neg['activation'][0]:.2f} with the negative weights removed.")
+    if "intact_activation" in pos and "intact_activation" in neg:
+        p_int, n_int = pos["intact_activation"][0], neg["intact_activation"][0]
+        which = "negative" if n_int > p_int else "positive"
+        out.append("**Object information:** the intact unit's logit on those images is "
+                   f"{p_int:.2f} (positive removed) vs {n_int:.2f} (negative removed): the images "
+                   f"found without the {which} weights drive the intact unit more.")
+    out.append("The `fourier` generator has no Fourier content above 12 cycles/image before its "
+               "sigmoid, so the spectrum ratio above ~12 cycles/image reflects that nonlinearity, "
+               "not the network.")
+    return [line + "\n" for line in out]
+
+
 def render_markdown(numbers: dict, statuses: dict, summary: pd.DataFrame, n_images: int) -> str:
     s = REPORT_SETTINGS
 
@@ -195,6 +221,7 @@ def render_markdown(numbers: dict, statuses: dict, summary: pd.DataFrame, n_imag
     d = numbers.get("similarity_neg_minus_pos_1")
     lines += ["", "Similarity after full negative minus full positive ablation, paired over "
               f"units: {_fmt(*d) if d else 'n/a'}."]
+    lines += ["", *_reading(numbers)]
     ratio = {f"{s}_{band}": numbers.get(f"spectrum_ratio_{s}_{band}")
              for s in ("positive", "negative") for band in ("low", "high")}
     if None not in ratio.values():

@@ -188,11 +188,14 @@ class SweepResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, frame in ((stem, self.table), (f"{stem}_summary", self.summary()),
-                            (f"{stem}_spectra", self.spectra)):
-            frame.to_csv(out / f"{name}.csv", index=False)
+        for name, frame, csv in ((stem, self.table, True),
+                                 (f"{stem}_summary", self.summary(), True),
+                                 (f"{stem}_spectra", self.spectra, False)):  # long: Parquet only
+            if csv:
+                frame.to_csv(out / f"{name}.csv", index=False)
+                paths.append(out / f"{name}.csv")
             frame.to_parquet(out / f"{name}.parquet", index=False)
-            paths += [out / f"{name}.csv", out / f"{name}.parquet"]
+            paths.append(out / f"{name}.parquet")
         (out / f"{stem}_status.json").write_text(json.dumps(self.statuses, indent=2))
         paths.append(out / f"{stem}_status.json")
         models = self.table.get("model", pd.Series(dtype=str))

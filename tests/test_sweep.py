@@ -37,7 +37,7 @@ def test_one_row_per_image_with_every_column(tmp_path):
     files = result.save(tmp_path / "out")
     back = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
     pd.testing.assert_frame_equal(back, t)
-    assert (tmp_path / "out" / "sweep_summary.csv").exists() and len(files) == 7
+    assert (tmp_path / "out" / "sweep_summary.csv").exists() and len(files) == 6
 
 
 def test_interrupted_sweep_resumes_from_the_store(tmp_path, monkeypatch):
