@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/streamlit run app.py
 
-test: setup
+test: setup chromium
 	SIGNSEG_OFFLINE=1 $(BIN)/python -m pytest
+
+# Figure export (kaleido) and browser tests need Chromium; as root, install Debian's.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not found: export and browser tests will be skipped"
 
 bench: setup
 	$(BIN)/python -m signseg_core bench

@@ -172,6 +172,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select_classes(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .registry import load_model
+    from .selection import model_outputs_for_folder, select_classes_by_clustering
+
+    model = load_model(args.model, device=args.device)
+    files, logits = model_outputs_for_folder(model, args.folder)
+    classes = select_classes_by_clustering(logits, n_clusters=args.n, linkage=args.linkage,
+                                           max_images=args.max_images)
+    for unit in classes:
+        print(f"{unit}\t{model.class_names[unit]}")
+    if args.out:
+        np.savetxt(args.out, np.array(classes, dtype=int), fmt="%d")
+    print(f"{len(classes)} classes from {len(files)} images", file=sys.stderr)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -252,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("select-classes",
+                       help="one class per cluster of a model's outputs over an image folder")
+    p.add_argument("folder")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--n", type=int, default=100, help="clusters = classes (paper: 100)")
+    p.add_argument("--linkage", default="average", choices=("average", "ward", "complete",
+                                                            "single"))
+    p.add_argument("--max-images", type=int, default=None,
+                   help="cluster a seeded subset (memory grows with the square of the images)")
+    p.add_argument("--out", help="also write the class indices, one per line")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_select_classes)
 
     p = sub.add_parser("report", help="regenerate docs/reproduction.md")
     p.add_argument("--device", default="cpu")

@@ -107,3 +107,20 @@ def test_dale_rank_lists_both_ends_and_the_ratio(capsys):
     assert "positive/negative weight ratio per unit" in capsys.readouterr().out
     assert main(["dale", "efficientnet_lite0", "--rank", "nope"]) == 2
     assert "unknown layer 'nope'" in capsys.readouterr().err
+
+
+def test_select_classes_from_a_folder(capsys, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "classes.txt"
+    assert main(["select-classes", str(tmp_path), "--model", "tiny_test", "--n", "3",
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    units = [int(line.split("\t")[0]) for line in lines]
+    assert len(units) == len(set(units)) == 3
+    assert np.loadtxt(out, dtype=int).tolist() == units
+    assert main(["select-classes", str(tmp_path), "--model", "tiny_test", "--n", "50"]) == 2
