@@ -115,7 +115,8 @@ def test_select_classes_from_a_folder(capsys, tmp_path):
 
     rng = np.random.default_rng(0)
     for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
     out = tmp_path / "classes.txt"
     assert main(["select-classes", str(tmp_path), "--model", "tiny_test", "--n", "3",
                  "--out", str(out)]) == 0
