@@ -317,3 +317,12 @@ def test_tiny_test_model_is_fast_and_complete():
         out = model(torch.rand(4, 3, 64, 64))
     assert out.shape == (4, 1000) and model.n_features == 16
     assert list(model.layers) == ["0", "2", "6"]
+
+
+def test_the_package_exposes_the_main_entry_points():
+    import signseg_core
+
+    model = signseg_core.load_model("tiny_test")
+    w = model.readout.weight
+    assert signseg_core.dale_index(w).shape == (16,)
+    assert torch.equal(signseg_core.ablate_weights(w[0], "positive", 0.0), w[0])
