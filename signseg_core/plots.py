@@ -44,8 +44,8 @@ SIGN_COLORS = {"positive": "#d62728", "negative": "#1f77b4"}
 
 def _band(x, low, high, color: str) -> go.Scatter:
     return go.Scatter(x=list(x) + list(x)[::-1], y=list(high) + list(low)[::-1], fill="toself",
-                      fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-                      showlegend=False)
+                      mode="lines", fillcolor=color, opacity=0.18, line={"width": 0},
+                      hoverinfo="skip", showlegend=False)
 
 
 def metric_vs_alpha_figure(summary, metric: str, *, title: str = "",
@@ -63,11 +63,12 @@ def metric_vs_alpha_figure(summary, metric: str, *, title: str = "",
         fig.add_trace(_band(part.alpha, part[f"{metric}_ci_low"], part[f"{metric}_ci_high"],
                             color))
         fig.add_trace(go.Scatter(x=part.alpha, y=part[metric], mode="lines+markers",
-                                 name=f"{sign} weights ablated", line={"color": color}))
+                                 name=sign, line={"color": color}))
     fig.update_layout(title=title or None, xaxis_title="ablation strength α",
                       yaxis_title=y_title or metric,
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
-                      margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 50})
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0,
+                              "title": {"text": "weights ablated:"}},
+                      margin={"t": 100 if title else 40, "l": 60, "r": 20, "b": 50})
     fig.update_xaxes(range=[-0.02, 1.02])
     return fig
 
@@ -117,3 +118,106 @@ def image_strip(rows: dict[str, list], *, tile: int = 112, caption_px: int = 14)
             canvas.paste(Image.fromarray(image).resize((tile, tile)), (x, y + caption_px))
             draw.text((x + 2, y), caption, fill=(0, 0, 0))
     return np.asarray(canvas)
+
+
+# -- Dale-index pages --------------------------------------------------------------------------
+
+_LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0}
+
+
+def layer_dale_figure(summary, *, comparison=None, title: str = "") -> go.Figure:
+    """Mean Dale index per layer (± std over channels), with the untrained expectation.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        :func:`signseg_core.signs.layer_summary` of one model, in forward order.
+    comparison : DataFrame, optional
+        :func:`signseg_core.signs.compare_trained_untrained` of the same model; adds the measured
+        mean Dale index of the untrained network per layer.
+
+    Traces, in order: ``"mean Dale index"`` (layers sending to more than one channel),
+    ``"depthwise (D = 1 by construction)"`` (only if any), ``"untrained expectation"`` (the exact
+    expectation for each layer's fan-out) and ``"untrained network"`` (with ``comparison``).
+    The x axis is categorical: the layer names in forward order.
+    """
+    names = list(summary.layer)
+    depthwise = summary.n_outgoing.to_numpy() == 1
+    regular = summary[~depthwise]
+    fig = go.Figure(go.Scatter(
+        x=list(regular.layer), y=list(regular.mean_dale), mode="lines+markers",
+        name="mean Dale index", line={"color": "#222222"}, marker={"size": 6},
+        error_y={"type": "data", "array": list(regular.std_dale), "thickness": 1,
+                 "color": "#999999"}))
+    if depthwise.any():
+        part = summary[depthwise]
+        fig.add_trace(go.Scatter(x=list(part.layer), y=list(part.mean_dale), mode="markers",
+                                 name="depthwise (D = 1 by construction)",
+                                 marker={"color": "#bbbbbb", "symbol": "x", "size": 6}))
+    fig.add_trace(go.Scatter(x=list(regular.layer), y=list(regular.expected_untrained),
+                             mode="lines", name="untrained expectation",
+                             line={"color": "#e45756", "dash": "dash"}))
+    if comparison is not None:
+        part = comparison.set_index("layer").loc[list(regular.layer)]
+        fig.add_trace(go.Scatter(x=list(part.index), y=list(part.untrained_dale),
+                                 mode="lines+markers", name="untrained network",
+                                 line={"color": "#4c78a8"}, marker={"size": 5}))
+    fig.update_layout(title=title or None, yaxis_title="mean Dale index", legend=_LEGEND_BELOW,
+                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 140})
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=names,
+                     tickangle=-60, tickfont={"size": 9})
+    return fig
+
+
+def dale_vs_accuracy_figure(table, *, expected_untrained: float | None = None,
+                            highlight: str | None = None, title: str = "") -> go.Figure:
+    """Readout mean Dale index against top-1 accuracy, one labelled point per model (Fig 1A).
+
+    ``table``: :func:`signseg_core.signs.readout_dale_vs_accuracy` (``model``, ``mean_dale``,
+    ``top1``). Traces: ``"models"``, then ``highlight`` (the chosen model, drawn over its point,
+    when it is in the table), then ``"untrained expectation"`` (a vertical line).
+    """
+    fig = go.Figure(go.Scatter(x=list(table.mean_dale), y=list(table.top1), mode="markers+text",
+                               text=list(table.model), textposition="top center", name="models",
+                               marker={"color": "#4c78a8", "size": 10}))
+    chosen = table[table.model == highlight] if highlight is not None else table.iloc[:0]
+    if not chosen.empty:
+        fig.add_trace(go.Scatter(x=list(chosen.mean_dale), y=list(chosen.top1), mode="markers",
+                                 name=str(highlight),
+                                 marker={"color": "#f58518", "size": 14, "symbol": "diamond"}))
+    xs = list(table.mean_dale) + ([expected_untrained] if expected_untrained is not None else [])
+    if expected_untrained is not None:
+        ys = list(table.top1)
+        lo, hi = (min(ys) - 1, max(ys) + 1) if ys else (0, 100)
+        fig.add_trace(go.Scatter(x=[expected_untrained] * 2, y=[lo, hi], mode="lines",
+                                 name=f"untrained expectation {expected_untrained:.4f}",
+                                 line={"color": "#e45756", "dash": "dash"}))
+    if xs:
+        pad = max((max(xs) - min(xs)) * 0.1, 0.002)
+        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
+    fig.update_layout(title=title or None, xaxis_title="readout mean Dale index",
+                      yaxis_title="ImageNet top-1 (%)", legend=_LEGEND_BELOW,
+                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
+    return fig
+
+
+def channel_ranking_figure(ranking, *, title: str = "") -> go.Figure:
+    """Sender channels from the most positive to the most negative (one bar each).
+
+    ``ranking``: :func:`signseg_core.signs.rank_channels`. Bar height is ``frac_positive -
+    frac_negative`` in [-1, 1]; colour is the channel's sign (positive red, negative blue,
+    balanced grey); hovering shows the channel index and its Dale index.
+    """
+    colors = [SIGN_COLORS.get(s, "#999999") for s in ranking.sign]
+    balance = (ranking.frac_positive - ranking.frac_negative).to_numpy()
+    fig = go.Figure(go.Bar(
+        x=list(ranking["rank"]), y=list(balance), marker={"color": colors, "line": {"width": 0}},
+        customdata=np.stack([ranking.channel.to_numpy(), ranking.dale_index.to_numpy()], axis=1),
+        hovertemplate="rank %{x}<br>channel %{customdata[0]}<br>Dale index %{customdata[1]:.3f}"
+                      "<br>p+ − p− %{y:.3f}<extra></extra>",
+        name="sender channels"))
+    fig.update_layout(title=title or None, xaxis_title="rank (1 = most positive sender)",
+                      yaxis_title="p+ − p−  (fraction of outgoing weights)", bargap=0,
+                      showlegend=False, margin={"t": 60 if title else 20, "l": 60, "r": 20,
+                                                "b": 50})
+    return fig

@@ -87,7 +87,7 @@ def test_figures_from_a_summary_and_spectra():
         "similarity_ci_high": [1.0, 0.7, 1.0, 1.0]})
     fig = metric_vs_alpha_figure(summary, "similarity")
     lines = [t for t in fig.data if t.mode == "lines+markers"]
-    assert [t.name for t in lines] == ["positive weights ablated", "negative weights ablated"]
+    assert [t.name for t in lines] == ["positive", "negative"]
     assert list(lines[0].y) == [1.0, 0.6]
     spectra = pd.DataFrame({"sign": ["control", "control", "positive", "positive"],
                             "alpha": [0.0, 0.0, 1.0, 1.0], "freq": [1, 2, 1, 2],
