@@ -11,17 +11,11 @@ import streamlit as st
 
 from signseg_core import paths
 from signseg_core.plots import dale_histogram_figure
-from signseg_core.registry import list_models, load_model
+from signseg_core.registry import list_models
 from signseg_core.signs import dale_index, expected_untrained_dale_index
-
-DEFAULT_MODEL = "efficientnet_lite0"
+from signseg_ui.common import cached_model, model_picker
 
 st.set_page_config(page_title="signseg", layout="wide")
-
-
-@st.cache_resource(show_spinner="Loading model…")
-def cached_model(name: str):
-    return load_model(name)
 
 
 @st.cache_data(show_spinner=False)
@@ -40,9 +34,7 @@ st.write(
 )
 
 table = models_table()
-names = table.name.tolist()
-present = table[table.weights == "present"].name.tolist()
-choice = st.selectbox("Model", present, index=present.index(DEFAULT_MODEL), key="home_model")
+choice = model_picker(key="home_model")
 
 try:
     model = cached_model(choice)

@@ -137,7 +137,8 @@ def layer_dale_figure(summary, *, comparison=None, title: str = "") -> go.Figure
         mean Dale index of the untrained network per layer.
 
     Traces, in order: ``"mean Dale index"`` (layers sending to more than one channel),
-    ``"depthwise (D = 1 by construction)"`` (only if any), ``"untrained expectation"`` (the exact
+    ``"depthwise (D = 1 by construction)"`` (only if any; hidden until clicked in the legend, so
+    the y axis fits the informative layers), ``"untrained expectation"`` (the exact
     expectation for each layer's fan-out) and ``"untrained network"`` (with ``comparison``).
     The x axis is categorical: the layer names in forward order.
     """
@@ -152,7 +153,7 @@ def layer_dale_figure(summary, *, comparison=None, title: str = "") -> go.Figure
     if depthwise.any():
         part = summary[depthwise]
         fig.add_trace(go.Scatter(x=list(part.layer), y=list(part.mean_dale), mode="markers",
-                                 name="depthwise (D = 1 by construction)",
+                                 name="depthwise (D = 1 by construction)", visible="legendonly",
                                  marker={"color": "#bbbbbb", "symbol": "x", "size": 6}))
     fig.add_trace(go.Scatter(x=list(regular.layer), y=list(regular.expected_untrained),
                              mode="lines", name="untrained expectation",
@@ -162,8 +163,9 @@ def layer_dale_figure(summary, *, comparison=None, title: str = "") -> go.Figure
         fig.add_trace(go.Scatter(x=list(part.index), y=list(part.untrained_dale),
                                  mode="lines+markers", name="untrained network",
                                  line={"color": "#4c78a8"}, marker={"size": 5}))
-    fig.update_layout(title=title or None, yaxis_title="mean Dale index", legend=_LEGEND_BELOW,
-                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 140})
+    fig.update_layout(title=title or None, yaxis_title="mean Dale index", height=520,
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+                      margin={"t": 90 if title else 40, "l": 60, "r": 20, "b": 40})
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=names,
                      tickangle=-60, tickfont={"size": 9})
     return fig

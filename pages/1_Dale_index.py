@@ -1,0 +1,76 @@
+"""Dale index: how sign-consistent each layer's senders are, trained vs untrained, and the
+readout's Dale index and sign ratio across the zoo (paper Fig 1A, Table 2)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from signseg_core.plots import dale_vs_accuracy_figure, layer_dale_figure
+from signseg_core.signs import expected_untrained_dale_index
+from signseg_ui.common import (
+    dale_comparison,
+    dale_layer_table,
+    model_picker,
+    picker_options,
+    readout_table,
+    require_model,
+    show_error,
+)
+
+st.set_page_config(page_title="Dale index · signseg", layout="wide")
+st.title("Dale index")
+st.write(
+    "For every channel that sends weights into a layer, the Dale index is the fraction of its "
+    "outgoing weights that share the majority sign, max(p+, p−): 0.5 for a balanced channel, "
+    "1 for a channel that only excites or only inhibits. Random networks sit at the untrained "
+    "expectation; training pushes channels towards one sign."
+)
+
+name = model_picker(key="dale_model")
+model = require_model(name)
+st.caption(f"{model.name}: {model.description}. Weights: {model.weights_source}.")
+
+left, right = st.columns([2, 1])
+compare = left.toggle("Compare with the untrained network", key="dale_compare",
+                      help="The same architecture at its random initialisation (seeded).")
+seed = right.number_input("Seed of the untrained network", min_value=0, value=0, step=1,
+                          key="dale_seed", disabled=not compare)
+
+try:
+    summary = dale_layer_table(name)
+    comparison = dale_comparison(name, int(seed)) if compare else None
+except Exception as exc:  # the UI layer turns engine errors into messages
+    show_error(exc, context=f"Cannot compute the Dale index of {name}")
+    st.stop()
+
+st.subheader(f"Mean Dale index per layer, {name}")
+st.plotly_chart(layer_dale_figure(summary, comparison=comparison), key="dale_layers_fig")
+if comparison is None:
+    columns = ["layer", "kind", "in_channels", "out_channels", "groups", "n_outgoing",
+               "mean_dale", "std_dale", "expected_untrained", "note"]
+    st.dataframe(summary[columns], hide_index=True, key="dale_layers_table")
+else:
+    st.caption(f"ΔDI = trained − untrained (seed {seed}); positive where training made the "
+               "layer's senders more sign-consistent.")
+    st.dataframe(comparison, hide_index=True, key="dale_compare_table",
+                 column_config={"delta_dale": st.column_config.NumberColumn("ΔDI",
+                                                                            format="%+.4f")})
+
+st.subheader("Readout Dale index against top-1 accuracy (Fig. 1A)")
+readouts, problems = readout_table(picker_options())
+for problem in problems:
+    st.warning(problem)
+scored = readouts.dropna(subset=["top1"])
+n_classes = model.n_classes
+st.plotly_chart(
+    dale_vs_accuracy_figure(scored, expected_untrained=expected_untrained_dale_index(n_classes),
+                            highlight=name),
+    key="dale_vs_acc_fig")
+st.caption(f"{len(scored)} models with weights on this machine and a published top-1; the "
+           f"dashed line is the expectation for an untrained {n_classes}-way readout.")
+
+st.subheader("Positive / negative weight ratio of the readout (Table 2)")
+st.write("Per output unit: the sum of its positive input weights over the sum of the absolute "
+         "values of its negative ones; mean ± std over units.")
+st.dataframe(readouts[["model", "readout", "ratio", "ratio_mean", "ratio_std", "mean_dale"]],
+             hide_index=True, key="dale_ratio_table")

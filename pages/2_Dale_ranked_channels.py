@@ -1,0 +1,87 @@
+"""Dale-ranked channels: a layer's senders from most positive to most negative, and what the
+extreme ones respond to (gradient visualizations, like the paper's Fig 19)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from signseg_core.gradvis import GradVisConfig, extreme_sender_channels
+from signseg_core.plots import channel_ranking_figure
+from signseg_ui.common import (
+    channel_ranking,
+    clamp_state,
+    gradvis_job,
+    gradvis_key,
+    layer_picker,
+    model_picker,
+    require_model,
+    show_error,
+    show_job,
+    show_sender_images,
+    stored_gradvis,
+    submit_gradvis,
+)
+
+st.set_page_config(page_title="Ranked channels · signseg", layout="wide")
+st.title("Dale-ranked channels")
+st.write(
+    "Each channel that feeds a layer sends it positive and negative weights. Ranked by the "
+    "fraction that is positive minus the fraction that is negative, the top channels mostly "
+    "excite the layer and the bottom ones mostly inhibit it; their gradient visualizations show "
+    "what each kind of channel responds to."
+)
+
+name = model_picker(key="rank_model")
+model = require_model(name)
+layer = layer_picker(model, key="rank_layer")
+try:
+    ranking = channel_ranking(name, layer)
+except Exception as exc:  # the UI layer turns engine errors into messages
+    show_error(exc, context=f"Cannot rank the senders of {layer}")
+    st.stop()
+
+st.subheader(f"{len(ranking)} sender channels of {layer}, most positive first")
+st.plotly_chart(channel_ranking_figure(ranking), key="rank_fig")
+st.dataframe(ranking[["rank", "channel", "sign", "dale_index", "frac_positive", "frac_negative",
+                      "n_positive", "n_negative"]], hide_index=True, height=260, key="rank_table")
+
+st.subheader("Gradient visualizations of the extreme senders")
+defaults = GradVisConfig()
+max_k = max(len(ranking) // 2, 1)
+clamp_state("rank_k", 1, max_k)
+col_k, col_steps, col_size = st.columns(3)
+k = int(col_k.number_input("k: channels from each end", min_value=1, max_value=max_k,
+                           value=min(3, max_k), step=1, key="rank_k"))
+steps = int(col_steps.number_input("Optimisation steps", min_value=1, max_value=2048,
+                                   value=defaults.steps, step=16, key="rank_steps"))
+size = int(col_size.number_input("Image size (px)", min_value=32, max_value=512,
+                                 value=defaults.image_size, step=16, key="rank_image_size"))
+try:
+    config = GradVisConfig(steps=steps, image_size=size)
+    positive, negative = extreme_sender_channels(model.layer(layer), k=k)
+except ValueError as exc:
+    show_error(exc)
+    st.stop()
+
+request = gradvis_key(model, layer, positive + negative, config)
+arrays = stored_gradvis(request)
+job = gradvis_job(request)
+if arrays is None and job is not None and job.state == "done":
+    arrays = job.result()
+busy = job is not None and job.is_active
+if st.button(f"Visualize top/bottom {k}", key="rank_visualize", type="primary",
+             disabled=arrays is not None or busy,
+             help="Runs in the background; the result is kept on disk for later visits."):
+    job = submit_gradvis(model, layer, positive + negative, config)
+
+if arrays is not None:
+    st.caption(f"Input channels of {layer}, {config.steps} Adam steps on a {config.image_size}-px "
+               "Fourier image with jitter, scale and rotation (Lucent-style).")
+    show_sender_images(arrays, ranking, k=k)
+elif job is not None and job.is_active:
+    show_job(job, key="rank_job")
+elif job is not None and job.state == "failed":
+    st.error(f"The visualization failed: {job.error}")
+else:
+    st.info(f"Press the button to visualize channels {positive} (most positive) and "
+            f"{negative} (most negative).")
