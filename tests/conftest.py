@@ -3,6 +3,9 @@ import os
 import pytest
 import torch
 
+from signseg_core.registry import load_model
+from signseg_core.store import ResultStore
+
 # Tests never download, and never touch the user's cache.
 os.environ["SIGNSEG_OFFLINE"] = "1"
 
@@ -18,3 +21,15 @@ def _isolated_cache(tmp_path, monkeypatch):
 def _threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The 32-px random test network (read-only: share it within a module)."""
+    return load_model("tiny_test")
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty result store of the test's own."""
+    return ResultStore(tmp_path / "store")

@@ -10,7 +10,6 @@ import pytest
 from signseg_core.ablation import Condition
 from signseg_core.jobs import JobCancelled, JobManager, default_manager, visualize_job
 from signseg_core.registry import load_model
-from signseg_core.store import ResultStore
 from signseg_core.visualize import VisualizeSettings, visualize
 
 WAIT = 10.0  # generous upper bound on any wait; passing tests never come near it
@@ -261,16 +260,6 @@ def test_bad_options_are_refused_by_name(kwargs):
 
 
 # -- the visualization job ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model("tiny_test")
-
-
-@pytest.fixture
-def store(tmp_path):
-    return ResultStore(tmp_path / "store")
-
 
 def test_visualize_job_completes_and_stores_its_results(manager, tiny, store):
     conds = [Condition(4, "negative", 0.5), Condition(2, "positive", 1.0)]

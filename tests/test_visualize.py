@@ -13,7 +13,7 @@ from signseg_core.ablation import Condition, ablate_weights, condition_grid
 from signseg_core.cli import main
 from signseg_core.imagenet import class_names
 from signseg_core.registry import load_model
-from signseg_core.store import ResultStore, key_digest
+from signseg_core.store import key_digest
 from signseg_core.visualize import (
     VisualizeSettings,
     condition_key,
@@ -25,16 +25,6 @@ from signseg_core.visualize import (
 from signseg_core.zoo import ZooModel
 
 SETTINGS = VisualizeSettings(generations=4, restarts=2, generator_options=(("size", 32),))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model("tiny_test")
-
-
-@pytest.fixture
-def store(tmp_path):
-    return ResultStore(tmp_path / "store")
 
 
 def test_second_call_comes_from_the_store_unchanged(tiny, store):
