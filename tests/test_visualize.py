@@ -183,3 +183,27 @@ def test_cli_rejects_bad_alphas(capsys):
     assert "alphas must look like" in capsys.readouterr().err
     assert main(["visualize", "tiny_test", "--unit", "1000", "--generations", "1", "--quiet"]) == 2
     assert "unit 1000 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_scoring_keeps_the_ranking_of_a_population():
+    """bf16 autocast is used on CUDA only where it does not change which samples CMA-ES keeps."""
+    from scipy.stats import spearmanr
+
+    from signseg_core.generators import make_generator
+    from signseg_core.visualize import make_scorer
+
+    model = load_model("alexnet", untrained=True, device="cuda")
+    gen = make_generator("deepsim", untrained=True, device="cuda")
+    rows, bias = model.readout.weight[:1].float(), model.readout.bias[:1].float()
+    evo = torch.zeros(1, dtype=torch.long, device="cuda")
+    rng = torch.Generator("cuda").manual_seed(0)
+    codes = torch.randn(40, 4096, device="cuda", generator=rng) * 3
+    with torch.inference_mode():
+        fp32 = make_scorer(model, gen, rows, bias, evo, 40, batch_size=40, precision="fp32")(codes)
+        bf16 = make_scorer(model, gen, rows, bias, evo, 40, batch_size=40, precision="bf16")(codes)
+    rho = spearmanr(fp32.cpu().numpy(), bf16.cpu().numpy()).statistic
+    assert rho > 0.98
+    top_fp32 = set(fp32.topk(20).indices.tolist())  # the mu = 20 parents CMA-ES keeps
+    assert len(top_fp32 & set(bf16.topk(20).indices.tolist())) >= 18
