@@ -223,3 +223,53 @@ def channel_ranking_figure(ranking, *, title: str = "") -> go.Figure:
                       showlegend=False, margin={"t": 60 if title else 20, "l": 60, "r": 20,
                                                 "b": 50})
     return fig
+
+
+# -- ablation explorer -------------------------------------------------------------------------
+
+def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = None,
+                               title: str = "") -> go.Figure:
+    """A unit's best activation and intact logit against ablation strength, per sign (Fig 2).
+
+    Parameters
+    ----------
+    results : sequence of :class:`signseg_core.visualize.ConditionResult`
+        Conditions of one unit; the control (``key.sign == "control"``, alpha 0) starts both
+        signs' lines. Missing conditions are simply absent from the lines.
+    current : (sign, alpha), optional
+        The shown condition, marked with a ring.
+
+    Traces, per sign present: ``"<sign>: ablated activation"`` (the best ablated objective over
+    restarts, solid) and ``"<sign>: intact logit"`` (the intact unit's logit on that same best
+    image, dashed), both sorted by alpha; then ``"shown"`` when ``current`` has a result.
+    """
+    points: dict[str, list[tuple[float, float, float]]] = {"positive": [], "negative": []}
+    for r in results:
+        best = r.best_index
+        point = (float(r.key.alpha), float(r.best_scores[best]), float(r.intact_scores[best]))
+        for sign in (("positive", "negative") if r.key.sign == "control" else (r.key.sign,)):
+            points[sign].append(point)
+    fig = go.Figure()
+    for sign, rows in points.items():
+        if not rows:
+            continue
+        alpha, ablated, intact = (list(v) for v in zip(*sorted(rows)))
+        color = SIGN_COLORS[sign]
+        fig.add_trace(go.Scatter(x=alpha, y=ablated, mode="lines+markers", line={"color": color},
+                                 name=f"{sign}: ablated activation"))
+        fig.add_trace(go.Scatter(x=alpha, y=intact, mode="lines+markers",
+                                 line={"color": color, "dash": "dash"}, marker={"symbol": "x"},
+                                 name=f"{sign}: intact logit"))
+        if current is not None and current[0] == sign:
+            hit = [a for a in alpha if np.isclose(a, current[1])]
+            if hit:
+                i = alpha.index(hit[0])
+                fig.add_trace(go.Scatter(x=[alpha[i]], y=[ablated[i]], mode="markers",
+                                         name="shown", marker={"size": 16, "color": "rgba(0,0,0,0)",
+                                                               "line": {"width": 2,
+                                                                        "color": "#222"}}))
+    fig.update_layout(title=title or None, xaxis_title="ablation strength α",
+                      yaxis_title="activation of the best image", legend=_LEGEND_BELOW,
+                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
+    fig.update_xaxes(range=[-0.02, 1.02])
+    return fig

@@ -1,0 +1,115 @@
+"""Ablation explorer: a unit's preferred images as its positive or its negative input weights are
+ablated (the paper's Fig 2B–C), read from the store or computed in the background."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS
+from signseg_core.plots import activation_vs_alpha_figure
+from signseg_ui.common import model_picker, require_model, show_error, show_job
+from signseg_ui.explorer import (
+    DEFAULT_ALPHA,
+    DEFAULT_SIGN,
+    DEFAULT_UNIT,
+    N_CONDITIONS,
+    current_key,
+    default_settings,
+    explorer_settings,
+    generator_choices,
+    parse_alpha,
+    parse_sign,
+    parse_unit,
+    remember_choice,
+    restore_choice,
+    results_by_key,
+    show_alpha_strip,
+    show_current,
+    stored_unit,
+    submit_unit,
+    unit_job,
+    unit_text,
+)
+
+st.set_page_config(page_title="Ablation explorer · signseg", layout="wide")
+st.title("Ablation explorer")
+st.write(
+    "Pick a readout unit, then remove a fraction α of its positive or of its negative input "
+    "weights (largest first). Each condition's preferred images come from CMA-ES restarts over a "
+    "generator's codes; the number above each image is the ablated unit's activation."
+)
+
+name = model_picker(key="explorer_model")
+model = require_model(name)
+units = list(range(model.n_classes))
+default_unit = DEFAULT_UNIT if DEFAULT_UNIT < len(units) else 0
+restore_choice("explorer_unit", "unit", units, lambda raw: parse_unit(raw, len(units)),
+               default_unit)
+restore_choice("explorer_sign", "sign", SIGNS, parse_sign, DEFAULT_SIGN)
+restore_choice("explorer_alpha", "alpha", DEFAULT_ALPHAS, parse_alpha, DEFAULT_ALPHA)
+
+col_unit, col_sign, col_alpha = st.columns([2, 1, 2])
+unit = col_unit.selectbox("Unit (type a class name or index)", units, key="explorer_unit",
+                          format_func=unit_text)
+sign = col_sign.radio("Weights ablated", SIGNS, key="explorer_sign", horizontal=True)
+alpha = col_alpha.select_slider("Ablation strength α", DEFAULT_ALPHAS, key="explorer_alpha",
+                                format_func=lambda a: f"{a:.1f}")
+remember_choice("explorer_unit", "unit", str(unit))
+remember_choice("explorer_sign", "sign", sign)
+remember_choice("explorer_alpha", "alpha", f"{alpha:g}")
+
+if (st.session_state.get("_explorer_settings_for") != name  # a new model: its own defaults
+        or "explorer_restarts" not in st.session_state):
+    for field, value in default_settings(name).items():
+        st.session_state[f"explorer_{field}"] = value
+    st.session_state["_explorer_settings_for"] = name
+with st.expander("Optimisation settings"):
+    col_gen, col_r, col_g, col_seed = st.columns(4)
+    generator = col_gen.selectbox("Generator", generator_choices(), key="explorer_generator")
+    restarts = col_r.number_input("Restarts", min_value=1, max_value=64, step=1,
+                                  key="explorer_restarts")
+    generations = col_g.number_input("Generations", min_value=1, max_value=1000, step=10,
+                                     key="explorer_generations")
+    seed = col_seed.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
+                                 key="explorer_seed")
+    st.caption("efficientnet_lite0 defaults to 5 restarts × 60 generations of the Fourier "
+               "generator, seed 0: the settings of the precomputed results for the paper's 11 "
+               "default units, shown at once. Other models default to a CPU preview of 4 restarts "
+               "× 20 generations; a unit is 21 conditions, so new settings take minutes on a CPU.")
+try:
+    settings = explorer_settings(generator=generator, restarts=restarts,
+                                 generations=generations, seed=seed)
+    found = stored_unit(name, unit, settings)
+    job = unit_job(name, unit, settings)
+except Exception as exc:  # the UI layer turns engine errors into messages
+    show_error(exc, context="Cannot read the results")
+    st.stop()
+
+if job is not None and job.state == "done":
+    found = {**results_by_key(job.result()), **found}
+missing = N_CONDITIONS - len(found)
+if missing and (job is None or job.state == "cancelled"):
+    if st.button(f"Compute unit {unit} ({missing} conditions)", key="explorer_compute",
+                 type="primary", help="Runs in the background; results are kept on disk."):
+        job = submit_unit(name, unit, settings)
+if missing and job is not None and job.is_active:
+    show_job(job, key="explorer_job")
+elif missing and job is not None and job.state == "failed":
+    st.error(f"The computation failed: {job.error}")
+
+shown = current_key(unit, sign, alpha)
+label = "control (intact)" if alpha == 0 else f"{sign} weights, α = {alpha:.1f}"
+st.subheader(f"{unit_text(unit)} — {label}")
+if shown in found:
+    show_current(found[shown], label=label)
+else:
+    st.info("This condition is not computed yet at these settings; its images appear here when "
+            "the unit's job finishes.")
+
+if found:
+    st.subheader("The whole α strip")
+    show_alpha_strip(found, unit, current=shown)
+    st.plotly_chart(activation_vs_alpha_figure(list(found.values()), current=(sign, alpha)),
+                    key="explorer_fig")
+    st.caption("Ablated activation: the best objective over restarts with the weights removed. "
+               "Intact logit: the unmodified unit's logit on that same image.")

@@ -1,0 +1,215 @@
+"""The ablation explorer page (pages/0), driven through AppTest on the tiny test network, and the
+engine figure it draws."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from signseg_core.ablation import Condition, condition_grid
+from signseg_core.jobs import default_manager
+from signseg_core.plots import activation_vs_alpha_figure
+from signseg_core.registry import load_model
+from signseg_core.visualize import ConditionKey, ConditionResult, visualize
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "0_Ablation_explorer.py")
+TINY = {"generator": "fourier", "restarts": 2, "generations": 2, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_dashboard(monkeypatch, tmp_path):
+    """Pickers default to tiny_test; no Streamlit cache or job leaks between tests."""
+    monkeypatch.setenv("SIGNSEG_UI_TEST_MODEL", "tiny_test")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    for job in default_manager().jobs():
+        job.cancel()
+        job.wait(10)
+
+
+def run_page(**query) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def tiny_settings(at: AppTest) -> AppTest:
+    at.number_input(key="explorer_restarts").set_value(TINY["restarts"])
+    at.number_input(key="explorer_generations").set_value(TINY["generations"])
+    return at.run()
+
+
+def fill_store(unit: int = 373) -> dict:
+    """Compute the unit's conditions into the test's store exactly as the page asks for them."""
+    from signseg_ui.explorer import explorer_settings
+
+    results = visualize(load_model("tiny_test"), condition_grid([unit]),
+                        settings=explorer_settings(**TINY))
+    return {r.condition.key: r for r in results}
+
+
+def markdowns(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def best_text(result: ConditionResult) -> str:
+    return f"**{result.best_scores[result.best_index]:.2f}**"
+
+
+# -- engine figure -----------------------------------------------------------------------------
+
+def _result(sign: str, alpha: float, best: list[float], intact: list[float]) -> ConditionResult:
+    key = ConditionKey("m", "f", 7, sign, alpha, "fourier", "g", "{}", 1, len(best), 0, "fp32")
+    n = len(best)
+    return ConditionResult(key, np.zeros((n, 2, 2, 3), np.uint8), np.array(best),
+                           np.array(intact), np.zeros((1, n)), np.zeros((1, n)),
+                           np.zeros((n, 1), np.float32), np.zeros((n, 1), np.float32))
+
+
+def test_activation_vs_alpha_figure_takes_the_best_restart_and_shares_the_control():
+    results = [_result("negative", 1.0, [1.0, 4.0], [9.0, 8.0]),
+               _result("control", 0.0, [5.0, 6.0], [6.0, 7.0]),
+               _result("positive", 0.5, [3.0, 2.0], [4.0, 1.0]),
+               _result("negative", 0.5, [np.nan, 2.5], [0.0, 3.5])]
+    fig = activation_vs_alpha_figure(results, current=("negative", 0.5))
+    traces = {t.name: t for t in fig.data}
+    assert list(traces) == ["positive: ablated activation", "positive: intact logit",
+                            "negative: ablated activation", "negative: intact logit", "shown"]
+    assert list(traces["positive: ablated activation"].x) == [0.0, 0.5]
+    assert list(traces["positive: ablated activation"].y) == [6.0, 3.0]
+    assert list(traces["positive: intact logit"].y) == [7.0, 4.0]  # of the best image
+    assert list(traces["negative: ablated activation"].x) == [0.0, 0.5, 1.0]
+    assert list(traces["negative: ablated activation"].y) == [6.0, 2.5, 4.0]  # NaN restart skipped
+    assert list(traces["negative: intact logit"].y) == [7.0, 3.5, 8.0]
+    assert list(traces["shown"].x) == [0.5] and list(traces["shown"].y) == [2.5]
+    assert [t.name for t in activation_vs_alpha_figure(results[2:3]).data] == [
+        "positive: ablated activation", "positive: intact logit"]
+    assert "shown" not in [t.name for t in activation_vs_alpha_figure(
+        results, current=("positive", 0.9)).data]
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+def test_first_visit_offers_to_compute_and_writes_the_url():
+    at = run_page()
+    assert at.selectbox(key="explorer_model").value == "tiny_test"
+    assert at.selectbox(key="explorer_unit").value == 373
+    assert at.radio(key="explorer_sign").value == "positive"
+    assert at.select_slider(key="explorer_alpha").value == 0.5
+    assert at.number_input(key="explorer_restarts").value == 4  # the CPU preview
+    assert at.number_input(key="explorer_generations").value == 20
+    assert at.button(key="explorer_compute").label == "Compute unit 373 (21 conditions)"
+    assert not at.get("image") and "not computed yet" in at.info[0].value
+    assert dict(at.query_params) == {"model": "tiny_test", "unit": "373", "sign": "positive",
+                                     "alpha": "0.5"}
+    at.selectbox(key="explorer_unit").set_value(1).run()
+    at.radio(key="explorer_sign").set_value("negative").run()
+    assert at.query_params["unit"] == "1" and at.query_params["sign"] == "negative"
+    assert at.button(key="explorer_compute").label == "Compute unit 1 (21 conditions)"
+
+
+def test_stored_results_show_at_once_and_the_slider_moves_over_them():
+    found = fill_store()
+    n_jobs = len(default_manager().jobs(active_only=False))
+    at = tiny_settings(run_page())
+    assert not at.button  # nothing to compute
+    images = at.get("image")
+    assert len(images) == 1 + 2 + 2 * 11  # best, the restarts, the strip
+    current = found[Condition(373, "positive", 0.5).key]
+    best = current.best_index
+    assert images[0].proto.imgs[0].caption == (
+        f"activation {current.best_scores[best]:.2f} · intact {current.intact_scores[best]:.2f}")
+    texts = markdowns(at)
+    for i, score in enumerate(current.best_scores):  # a score above each restart
+        assert any(t.startswith(f"**{score:.2f}**") for t in texts)
+    strip = texts[texts.index("**Positive weights ablated**") + 1:]
+    assert strip[0] == best_text(found[(373, "control", 0.0)])
+    assert strip[5] == best_text(current) + " ◀"
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    lines = {t["name"]: t for t in fig["data"]}
+    assert lines["negative: ablated activation"]["x"] == [round(0.1 * i, 6) for i in range(11)]
+    assert lines["shown"]["x"] == [0.5]
+
+    at.select_slider(key="explorer_alpha").set_value(1.0).run()
+    assert not at.exception
+    moved = found[Condition(373, "positive", 1.0).key]
+    caption = at.get("image")[0].proto.imgs[0].caption
+    assert caption.startswith(f"activation {moved.best_scores[moved.best_index]:.2f}")
+    assert "positive weights, α = 1.0" in at.subheader[0].value
+    assert at.query_params["alpha"] == "1"
+    assert len(default_manager().jobs(active_only=False)) == n_jobs  # no job for stored ones
+
+
+def test_the_compute_button_starts_one_job_whose_images_appear():
+    at = tiny_settings(run_page())
+    at.button(key="explorer_compute").click().run()
+    assert not at.exception
+    jobs = [j for j in default_manager().jobs(active_only=False) if "unit 373" in j.label]
+    assert len(jobs) == 1 and jobs[0].wait(60), jobs
+    assert jobs[0].state == "done", jobs[0].error
+    at.run()
+    assert not at.exception and not at.button
+    assert len(at.get("image")) == 25
+    assert any(t.startswith("**Negative weights") for t in markdowns(at))
+
+
+def test_a_running_job_is_shared_shows_progress_and_cancels():
+    from signseg_ui.explorer import explorer_settings, submit_unit, unit_job_key
+
+    settings = explorer_settings(**TINY)
+    release = threading.Event()
+
+    def slow(progress, should_stop):
+        progress(1, 4, "generation 1/4")
+        while not should_stop() and not release.wait(0.02):
+            pass
+        return []
+
+    at = tiny_settings(run_page())
+    job = default_manager().submit(unit_job_key("tiny_test", 373, settings), slow, label="slow")
+    assert submit_unit("tiny_test", 373, settings) is job  # another session shares it
+    at.run()
+    assert not at.exception
+    assert "explorer_compute" not in [b.key for b in at.button]
+    bar = at.get("progress")[0]
+    assert bar.value == 25 and "generation 1/4" in bar.text
+    at.button(key="explorer_job_cancel").click().run()
+    assert job.wait(10) and job.state == "cancelled"
+    at.run()
+    assert at.button(key="explorer_compute").label.startswith("Compute unit 373")
+
+
+def test_the_url_restores_unit_sign_and_alpha():
+    fill_store(unit=5)
+    at = tiny_settings(run_page(unit="5", sign="negative", alpha="0.3"))
+    assert at.selectbox(key="explorer_unit").value == 5
+    assert at.radio(key="explorer_sign").value == "negative"
+    assert at.select_slider(key="explorer_alpha").value == 0.3
+    assert not at.error
+    assert "5 electric ray — negative weights, α = 0.3" in at.subheader[0].value
+    assert at.get("image")
+
+
+@pytest.mark.parametrize("query, says", [
+    ({"unit": "5000"}, "Cannot open ?unit=5000: unit 5000 is out of range"),
+    ({"unit": "macaque"}, "Cannot open ?unit=macaque: unit must be an integer"),
+    ({"sign": "both"}, "Cannot open ?sign=both: unknown sign 'both'"),
+    ({"alpha": "0.25"}, "Cannot open ?alpha=0.25: alpha must be one of"),
+])
+def test_a_bad_url_value_is_an_error_message_not_a_crash(query, says):
+    at = run_page(**query)
+    assert any(says in e.value for e in at.error), [e.value for e in at.error]
+    assert at.selectbox(key="explorer_unit").value == 373
+    assert at.radio(key="explorer_sign").value == "positive"
+    assert at.select_slider(key="explorer_alpha").value == 0.5
