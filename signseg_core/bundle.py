@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .store import ResultStore, default_store
-from .visualize import ConditionKey, ConditionResult, _load, _save, to_uint8
+from .visualize import ConditionKey, ConditionResult, _save, load_condition, to_uint8
 from .zoo import ZooModel
 
 _ARRAYS = ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
@@ -71,7 +71,7 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
         if key.generator_fingerprint != generator.fingerprint:
             raise ValueError(f"bundle condition {i} was made with generator "
                              f"{key.generator_fingerprint}, not {generator.fingerprint}")
-        known = _load(store, key)
+        known = load_condition(store, key)
         if known is not None:  # already here: nothing to regenerate
             out.append(known)
             continue

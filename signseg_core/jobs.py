@@ -348,6 +348,32 @@ def default_manager() -> JobManager:
         return _default
 
 
+def visualize_job_key(model, conditions, *, settings, generator=None, store=None):
+    """The job key :func:`visualize_job` uses, and the sorted unique conditions it runs.
+
+    With a generator: each condition's store key (:func:`~signseg_core.visualize.condition_key`)
+    and the store's folder; without one: the model fingerprint, settings and conditions.
+    """
+    from .ablation import unique_conditions
+    from .visualize import condition_key
+
+    conds = sorted(unique_conditions(conditions), key=lambda c: c.key)
+    if not conds:
+        raise ValueError("conditions is empty; give at least one Condition")
+    precision = settings.precision if model.device.type == "cuda" else "fp32"
+    resolved = default_store() if store is None else store
+    where = str(resolved.directory) if isinstance(resolved, ResultStore) else None
+    if generator is not None:
+        key = {"job": "visualize", "store": where,
+               "conditions": [key_digest(condition_key(model, generator, c, settings, precision))
+                              for c in conds]}
+    else:
+        key = {"job": "visualize", "store": where, "model": model.name,
+               "model_fingerprint": model.fingerprint, "settings": key_digest(settings),
+               "precision": precision, "conditions": [list(c.key) for c in conds]}
+    return key, conds
+
+
 def visualize_job(manager: JobManager, model, conditions: Sequence, *, settings=None,
                   generator=None, store: ResultStore | None | bool = None,
                   batch_size: int | None = None, label: str = "") -> Job:
@@ -369,24 +395,12 @@ def visualize_job(manager: JobManager, model, conditions: Sequence, *, settings=
     The job key holds each condition's store key (:func:`~signseg_core.visualize.condition_key`)
     and the store's folder; with no generator, the model fingerprint, settings and conditions.
     """
-    from .ablation import unique_conditions
-    from .visualize import VisualizeSettings, condition_key, visualize
+    from .visualize import VisualizeSettings, visualize
 
     settings = VisualizeSettings() if settings is None else settings
-    conds = sorted(unique_conditions(conditions), key=lambda c: c.key)
-    if not conds:
-        raise ValueError("conditions is empty; give at least one Condition")
-    precision = settings.precision if model.device.type == "cuda" else "fp32"
+    key, conds = visualize_job_key(model, conditions, settings=settings, generator=generator,
+                                   store=store)
     resolved = default_store() if store is None else store
-    where = str(resolved.directory) if isinstance(resolved, ResultStore) else None
-    if generator is not None:
-        key = {"job": "visualize", "store": where,
-               "conditions": [key_digest(condition_key(model, generator, c, settings, precision))
-                              for c in conds]}
-    else:
-        key = {"job": "visualize", "store": where, "model": model.name,
-               "model_fingerprint": model.fingerprint, "settings": key_digest(settings),
-               "precision": precision, "conditions": [list(c.key) for c in conds]}
     if not label:
         label = (f"{model.name}: {len(conds)} condition{'s' * (len(conds) != 1)}, "
                  f"{settings.generator} {settings.generations} gen x {settings.restarts}")

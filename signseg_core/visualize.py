@@ -164,7 +164,8 @@ def _save(store: ResultStore, result: ConditionResult) -> None:
     store.put(result.key, result.arrays(), blobs={"png": [png_bytes(im) for im in result.images]})
 
 
-def _load(store: ResultStore, key: ConditionKey) -> ConditionResult | None:
+def load_condition(store: ResultStore, key: ConditionKey) -> ConditionResult | None:
+    """One stored condition, or None when absent or unreadable (an unreadable one is deleted)."""
     got = store.get(key)
     if got is None:
         return None
@@ -250,7 +251,7 @@ def visualize(
         store = None
     conds = unique_conditions(conditions)
     keys = [condition_key(model, generator, c, settings, precision) for c in conds]
-    found = {k: _load(store, k) for k in keys} if store is not None else {}
+    found = {k: load_condition(store, k) for k in keys} if store is not None else {}
     todo = [(c, k) for c, k in zip(conds, keys) if found.get(k) is None]
     if todo:
         for result in _run(model, generator, todo, settings, precision,
