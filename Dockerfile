@@ -14,6 +14,10 @@ RUN python -m pip install --no-cache-dir -r requirements.txt
 COPY . .
 
 ENV SIGNSEG_CACHE_DIR=/app/cache
+# the precomputed Lite0 sweep, so the explorer shows results on a first visit (same as make run)
+RUN for f in docs/data/lite0_fourier_g60_r5_*.npz; do \
+      SIGNSEG_OFFLINE=1 python -m signseg_core import-bundle "$f" --model efficientnet_lite0 \
+      || exit 1; done
 EXPOSE 8501
 # Inside the container the server must listen on all interfaces to be reachable.
 CMD ["python", "-m", "streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

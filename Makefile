@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench clean chromium
+.PHONY: setup run test bench clean chromium preview
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,14 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 
 setup: $(STAMP)
 
-run: setup
+run: setup preview
 	$(BIN)/streamlit run app.py
+
+# The precomputed Lite0 sweep (docs/data, made on a GPU) into the store, so the ablation explorer
+# shows real results on a first visit; ~25 s once, a few seconds when already there.
+preview: setup
+	@for f in docs/data/lite0_fourier_g60_r5_*.npz; do \
+	  $(BIN)/python -m signseg_core import-bundle $$f --model efficientnet_lite0 || exit 1; done
 
 test: setup chromium
 	SIGNSEG_OFFLINE=1 $(BIN)/python -m pytest

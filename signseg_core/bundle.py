@@ -47,10 +47,13 @@ def export_bundle(results: Sequence[ConditionResult], path: str | Path) -> Path:
 
 
 def import_bundle(path: str | Path, model: ZooModel, generator, *,
-                  store: ResultStore | None = None, batch_size: int = 32) -> list[ConditionResult]:
+                  store: ResultStore | None = None, batch_size: int = 32,
+                  rescore: bool = False) -> list[ConditionResult]:
     """Regenerate the images of a bundle and put every condition in the store.
 
-    Conditions already in the store are read from it, not regenerated.
+    Conditions already in the store are read from it, not regenerated. ``rescore=True`` also
+    recomputes the intact unit's logit on each regenerated image here (one backbone pass per
+    image: minutes on a CPU for a whole sweep); by default the bundle's own values are kept.
 
     ``model`` and ``generator`` must be the ones the bundle was made with: their fingerprints are
     checked against the keys, and a mismatch is an error (the results would be someone else's).
@@ -81,9 +84,11 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
         with torch.inference_mode():
             for start in range(0, len(codes), batch_size):
                 imgs = generator(codes[start:start + batch_size]).float()
-                intact.append(model(imgs.clamp(0, 1))[:, key.unit].double().cpu().numpy())
+                if rescore:
+                    intact.append(model(imgs.clamp(0, 1))[:, key.unit].double().cpu().numpy())
                 images.append(to_uint8(imgs))
-        arrays["intact_scores"] = np.concatenate(intact)
+        if rescore:
+            arrays["intact_scores"] = np.concatenate(intact)
         result = ConditionResult(key, np.concatenate(images), **arrays)
         _save(store, result)
         out.append(result)

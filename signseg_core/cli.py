@@ -121,7 +121,7 @@ def _cmd_import_bundle(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, weights=args.weights)
     generator = make_generator(args.generator, **_generator_options(args.generator_option))
-    results = import_bundle(args.path, model, generator)
+    results = import_bundle(args.path, model, generator, rescore=args.rescore)
     units = sorted({r.key.unit for r in results})
     print(f"imported {len(results)} conditions of {model.name} (units {units}) into the store")
     return 0
@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--generator", default="fourier")
     p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute the intact unit's logits here (slow on a CPU)")
     p.set_defaults(func=_cmd_import_bundle)
 
     p = sub.add_parser("bench", help="images/s: batched engine vs naive pycma vs raw forward")

@@ -24,7 +24,7 @@ def test_round_trip_through_a_bundle_fills_the_store(tmp_path):
     code_bytes = sum(r.best_codes.nbytes + r.final_means.nbytes for r in made)
     assert path.stat().st_size < code_bytes + 20_000  # codes and scores, no images
     store = ResultStore(tmp_path / "store")
-    imported = import_bundle(path, model, gen, store=store)
+    imported = import_bundle(path, model, gen, store=store, rescore=True)
     assert len(store) == len(made) == len(imported)
     for a, b in zip(made, imported):
         assert a.key == b.key
@@ -64,3 +64,16 @@ def test_importing_twice_reads_the_store(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "forward", lambda codes: calls.append(1))
     again = import_bundle(path, model, gen, store=store)
     assert not calls and all(r.from_store for r in again)
+
+
+def test_import_keeps_the_bundles_intact_scores_unless_asked(tmp_path):
+    model = load_model("tiny_test")
+    gen = make_generator("fourier", size=32)
+    made = visualize(model, condition_grid([4], alphas=(1.0,)), settings=SETTINGS, generator=gen,
+                     store=False)
+    made[0].intact_scores[:] = 123.0  # as if scored elsewhere
+    path = export_bundle(made, tmp_path / "b.npz")
+    kept = import_bundle(path, model, gen, store=ResultStore(tmp_path / "a"))
+    assert (kept[0].intact_scores == 123.0).all()
+    redone = import_bundle(path, model, gen, store=ResultStore(tmp_path / "b"), rescore=True)
+    assert not (redone[0].intact_scores == 123.0).any()
