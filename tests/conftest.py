@@ -33,3 +33,23 @@ def tiny():
 def store(tmp_path):
     """An empty result store of the test's own."""
     return ResultStore(tmp_path / "store")
+
+
+@pytest.fixture
+def tiny_dashboard(monkeypatch, tmp_path):
+    """Dashboard pages on tiny_test; no Streamlit cache or background job leaks between tests.
+
+    Page test modules opt in with ``pytestmark = pytest.mark.usefixtures("tiny_dashboard")``.
+    """
+    import streamlit as st
+
+    from signseg_core.jobs import default_manager
+
+    monkeypatch.setenv("SIGNSEG_UI_TEST_MODEL", "tiny_test")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torchvision weights: missing
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    for job in default_manager().jobs():
+        job.cancel()
+        job.wait(10)

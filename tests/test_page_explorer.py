@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.ablation import Condition, condition_grid
@@ -23,17 +22,7 @@ PAGE = str(ROOT / "pages" / "0_Ablation_explorer.py")
 TINY = {"generator": "fourier", "restarts": 2, "generations": 2, "seed": 0}
 
 
-@pytest.fixture(autouse=True)
-def _tiny_dashboard(monkeypatch, tmp_path):
-    """Pickers default to tiny_test; no Streamlit cache or job leaks between tests."""
-    monkeypatch.setenv("SIGNSEG_UI_TEST_MODEL", "tiny_test")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    for job in default_manager().jobs():
-        job.cancel()
-        job.wait(10)
+pytestmark = pytest.mark.usefixtures("tiny_dashboard")
 
 
 def run_page(**query) -> AppTest:

@@ -30,17 +30,7 @@ DALE_PAGE = str(ROOT / "pages" / "1_Dale_index.py")
 RANK_PAGE = str(ROOT / "pages" / "2_Dale_ranked_channels.py")
 
 
-@pytest.fixture(autouse=True)
-def _tiny_dashboard(monkeypatch, tmp_path):
-    """Pickers default to tiny_test; no Streamlit cache or job leaks between tests."""
-    monkeypatch.setenv("SIGNSEG_UI_TEST_MODEL", "tiny_test")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torchvision weights: missing
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    for job in default_manager().jobs():
-        job.cancel()
-        job.wait(10)
+pytestmark = pytest.mark.usefixtures("tiny_dashboard")
 
 
 def run_page(path: str, **query) -> AppTest:
