@@ -10,9 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core import paths
+from signseg_core.jobs import default_manager
 from signseg_core.plots import dale_histogram_figure
 from signseg_core.registry import list_models
 from signseg_core.signs import dale_index, expected_untrained_dale_index
+from signseg_core.store import default_store
+from signseg_core.zoo import resolve_device
 from signseg_ui.common import cached_model, model_picker
 
 st.set_page_config(page_title="signseg", layout="wide")
@@ -67,3 +70,26 @@ st.caption(
     "($TORCH_HOME/hub/checkpoints); robust ResNet50s, ResNet18-Tanh and SimSiam go under "
     f"{paths.weights_dir()}."
 )
+
+st.subheader("This machine")
+device = resolve_device("auto")
+store = default_store()
+c1, c2, c3 = st.columns(3)
+c1.metric("Device", "GPU (CUDA)" if device.type == "cuda" else "CPU")
+c2.metric("Stored results", f"{len(store)} entries")
+c3.metric("Cache size", f"{store.size_bytes() / 2**20:.1f} MiB")
+st.caption(f"Result store: {store.directory}. Models run on the "
+           f"{'GPU' if device.type == 'cuda' else 'CPU'} when the dashboard computes.")
+
+
+@st.fragment(run_every=3)
+def running_jobs() -> None:
+    jobs = [job.info() for job in default_manager().jobs(active_only=True)]
+    if jobs:
+        st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch", key="home_jobs")
+    else:
+        st.caption("No computations running.")
+
+
+st.subheader("Running jobs")
+running_jobs()

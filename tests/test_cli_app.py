@@ -125,3 +125,27 @@ def test_select_classes_from_a_folder(capsys, tmp_path):
     assert len(units) == len(set(units)) == 3
     assert np.loadtxt(out, dtype=int).tolist() == units
     assert main(["select-classes", str(tmp_path), "--model", "tiny_test", "--n", "50"]) == 2
+
+
+def test_home_page_shows_device_cache_and_running_jobs(tiny_dashboard):
+    import threading
+
+    from streamlit.testing.v1 import AppTest
+
+    from signseg_core.jobs import default_manager
+
+    release = threading.Event()
+    job = default_manager().submit({"test": "home-jobs"}, lambda progress, stop: (
+        progress(1, 4, "step 1/4"), release.wait(30)), label="a test job")
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+        labels = {m.label: m.value for m in at.metric}
+        assert labels["Device"] in ("CPU", "GPU (CUDA)")
+        assert labels["Stored results"].endswith("entries")
+        assert labels["Cache size"].endswith("MiB")
+        jobs = [d for d in at.dataframe if "a test job" in d.value.to_string()]
+        assert len(jobs) == 1
+    finally:
+        release.set()
+        job.wait(10)
