@@ -128,7 +128,7 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
     def per_image(pairwise: np.ndarray) -> np.ndarray:
         return np.nanmean(np.where(self_pair, np.nan, pairwise), axis=0)
 
-    sim = ensemble_similarity(control, images, metrics.ensemble).pairwise
+    sim = per_image(ensemble_similarity(control, images, metrics.ensemble).pairwise)
     lp = (1.0 - per_image(lpips_distances(control, images, metrics.lpips))
           if metrics.lpips is not None else np.full(len(images), np.nan))
     obj = (objectness(images, metrics.detector)[0] if metrics.detector is not None
@@ -145,7 +145,7 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
             "restart": int(restart[i]), "seed": k.seed, "generations": k.generations,
             "activation": float(r.best_scores[restart[i]]),
             "intact_activation": float(r.intact_scores[restart[i]]),
-            "similarity": float(per_image(sim)[i]), "lpips_similarity": float(lp[i]),
+            "similarity": float(sim[i]), "lpips_similarity": float(lp[i]),
             "objectness": float(obj[i]), "spectral_slope": float(np.atleast_1d(slope)[i]),
         })
     spectra = pd.DataFrame([
