@@ -256,13 +256,12 @@ def ablated_readout(
                 f"unit {cond.unit} is out of range: this readout has {n_units} units "
                 f"(valid units are 0..{n_units - 1})"
             )
+    units = torch.tensor([c.unit for c in conditions], dtype=torch.long, device=device)
     if not conditions or n_in == 0:
-        units = torch.tensor([c.unit for c in conditions], dtype=torch.long, device=device)
         rows = w[units].clone()
     else:
         pairs = list(dict.fromkeys((c.unit, c.sign) for c in conditions))
         pair_index = {pair: i for i, pair in enumerate(pairs)}
-        units = torch.tensor([c.unit for c in conditions], dtype=torch.long, device=device)
         mask = _zero_mask(
             w[torch.tensor([u for u, _ in pairs], dtype=torch.long, device=device)],
             torch.tensor([s == "positive" for _, s in pairs], device=device),

@@ -41,7 +41,7 @@ def find_biggan_files(resolution: int = 256) -> tuple[Path, Path] | None:
     if (local / BIGGAN_WEIGHTS).is_file() and (local / BIGGAN_CONFIG).is_file():
         return local / BIGGAN_WEIGHTS, local / BIGGAN_CONFIG
     found = []
-    for file in ("pytorch_model.bin", "config.json"):  # the package names files sha256(url)[.etag]
+    for file in (BIGGAN_WEIGHTS, BIGGAN_CONFIG):  # the package names files sha256(url)[.etag]
         url_hash = hashlib.sha256(BIGGAN_URL.format(res=resolution, file=file).encode()).hexdigest()
         hits = [p for p in biggan_cache_dir().glob(url_hash + "*") if p.suffix != ".json"]
         found.append(max(hits, key=lambda p: p.stat().st_mtime) if hits else None)

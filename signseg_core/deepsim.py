@@ -20,6 +20,7 @@ import tempfile
 import urllib.request
 import warnings
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -96,8 +97,14 @@ def raw_to_rgb01(raw: torch.Tensor) -> torch.Tensor:
         RGB: channels flipped, then ``RGB_MEAN`` (R 123, G 117, B 104) added, clamped to
         [0, 255] and divided by 255.
     """
-    mean = torch.tensor(RGB_MEAN, dtype=raw.dtype, device=raw.device).view(1, 3, 1, 1)
-    return (raw.flip(1) + mean).clamp(0.0, 255.0) / 255.0
+    return (raw.flip(1) + _rgb_mean(raw.device, raw.dtype)).clamp(0.0, 255.0) / 255.0
+
+
+@lru_cache(maxsize=8)
+def _rgb_mean(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``RGB_MEAN`` as a (1, 3, 1, 1) tensor, made once per device and dtype (not per batch)."""
+    with torch.inference_mode(False):  # usable by gradient passes too
+        return torch.tensor(RGB_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
 
 
 def empty_net() -> DeePSiMFc6:

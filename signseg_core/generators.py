@@ -106,11 +106,16 @@ def _positive(value, what: str) -> int:
     return int(value)
 
 
-def _decorrelate_colour(x: torch.Tensor) -> torch.Tensor:
-    """Map decorrelated channels ``(B, 3, H, W)`` to RGB logits (Lucid's normalised matrix)."""
-    mat = torch.tensor(COLOR_CORRELATION_SVD_SQRT, dtype=x.dtype, device=x.device)
-    mat = mat / mat.norm(dim=0).max()
-    return torch.einsum("ij,bjhw->bihw", mat, x)
+def colour_matrix() -> torch.Tensor:
+    """Lucid's colour matrix ``(3, 3)`` scaled so its largest column norm is 1 (float32, CPU)."""
+    mat = torch.tensor(COLOR_CORRELATION_SVD_SQRT)
+    return mat / mat.norm(dim=0).max()
+
+
+def decorrelate_colour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Map decorrelated channels ``(B, 3, H, W)`` to RGB logits with ``matrix`` (3, 3), e.g.
+    :func:`colour_matrix` made once, not per batch."""
+    return torch.einsum("ij,bjhw->bihw", matrix.to(x.dtype), x)
 
 
 class DeePSiMGenerator(Generator):
@@ -225,6 +230,7 @@ class FourierGenerator(Generator):
         self.register_buffer("dest", torch.tensor(dest), persistent=False)
         self.register_buffer("src", torch.tensor(src), persistent=False)
         self.register_buffer("sign", torch.tensor(sign), persistent=False)
+        self.register_buffer("colour", colour_matrix(), persistent=False)
 
     def _render(self, codes):
         b, n = codes.shape[0], self.canvas
@@ -233,7 +239,7 @@ class FourierGenerator(Generator):
         flat = codes.new_zeros(b, 3, n * (n // 2 + 1) * 2)
         flat = flat.scatter(2, self.dest.expand(b, 3, -1), values)
         spectrum = torch.view_as_complex(flat.view(b, 3, n, n // 2 + 1, 2))
-        logits = _decorrelate_colour(torch.fft.irfft2(spectrum, s=(n, n)))
+        logits = decorrelate_colour(torch.fft.irfft2(spectrum, s=(n, n)), self.colour)
         if n != self.image_size:
             logits = nn.functional.interpolate(logits, size=(self.image_size,) * 2,
                                                mode="bilinear", align_corners=False)
@@ -267,6 +273,7 @@ class PixelPyramidGenerator(Generator):
         # Bilinear upsampling of white noise keeps about (2/3)**2 of its variance.
         self.register_buffer("weights", weights / (weights.square().sum() * 4 / 9).sqrt(),
                              persistent=False)
+        self.register_buffer("colour", colour_matrix(), persistent=False)
 
     def _render(self, codes):
         b, start = codes.shape[0], 0
@@ -276,7 +283,7 @@ class PixelPyramidGenerator(Generator):
             start += 3 * g * g
             total = total + w * nn.functional.interpolate(
                 grid, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
-        return torch.sigmoid(_decorrelate_colour(total))
+        return torch.sigmoid(decorrelate_colour(total, self.colour))
 
 
 # ---------------------------------------------------------------- registry

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .generators import COLOR_CORRELATION_SVD_SQRT, make_generator
+from .generators import colour_matrix, decorrelate_colour, make_generator
 from .signs import rank_channels
 from .zoo import ZooModel, shared_copy
 
@@ -284,15 +284,14 @@ def _make_param(config: GradVisConfig, gens: list[torch.Generator], device: torc
         return (start * generator.init_std).to(device), generator
 
     scale = _fft_scale(size, config.decay).to(device)[..., None]
-    colour = torch.tensor(COLOR_CORRELATION_SVD_SQRT, device=device)
-    colour = colour / colour.norm(dim=0).max()
+    colour = colour_matrix().to(device)
     start = torch.stack([torch.randn(3, size, size // 2 + 1, 2, generator=g) for g in gens])
 
     def render(spectrum: Tensor) -> Tensor:
         image = torch.fft.irfft2(torch.view_as_complex(spectrum * scale), s=(size, size),
                                  norm="ortho") / _FFT_MAGIC
         if config.decorrelate:
-            image = torch.einsum("ij,bjhw->bihw", colour, image)
+            image = decorrelate_colour(image, colour)
         return torch.sigmoid(image)
 
     return (start * _FFT_INIT_STD).to(device), render

@@ -70,8 +70,7 @@ def _sender_matrix(weight: Tensor, *, groups: int = 1) -> Tensor:
             f"expected a Linear weight (out, in) or a Conv2d weight (out, in, kh, kw); "
             f"got a tensor with {w.ndim} dimensions, shape {tuple(w.shape)}"
         )
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = _positive_int(groups, "groups")
     n_out, n_in_per_group = w.shape
     if n_out % groups:
         raise ValueError(f"groups={groups} does not divide the {n_out} output channels")
@@ -130,9 +129,7 @@ def expected_untrained_dale_index(n: int) -> float:
         1.0 for ``n = 1``, 0.75 for ``n = 2`` and ``n = 3``, tending to 0.5 like
         ``0.5 + 1 / sqrt(2 pi n)``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int (the number of outgoing weights), got {n!r}")
-    n = int(n)
+    n = _positive_int(n, "n (the number of outgoing weights)")
     k = np.arange(n + 1, dtype=np.float64)
     log_pmf = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) - n * np.log(2.0)
     return float(np.sum(np.exp(log_pmf) * np.maximum(k, n - k)) / n)
@@ -209,13 +206,14 @@ def rank_channels(weight: Tensor, *, groups: int = 1) -> pd.DataFrame:
 
 def dale_histogram_edges(*, bins: int = 20) -> np.ndarray:
     """Bin edges ``(bins + 1,)`` of the ``hist`` column of :func:`layer_summary`, over [0.5, 1]."""
-    return np.linspace(0.5, 1.0, _check_bins(bins) + 1)
+    return np.linspace(0.5, 1.0, _positive_int(bins, "bins") + 1)
 
 
-def _check_bins(bins: int) -> int:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive int, got {bins!r}")
-    return bins
+def _positive_int(value, name: str) -> int:
+    """``value`` as an int when it is a (Python or NumPy) integer >= 1, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def _describe(name: str, module: nn.Module) -> tuple[str, int, int, int]:
@@ -250,7 +248,7 @@ def layer_summary(layers: Mapping[str, nn.Module], *, bins: int = 20) -> pd.Data
         zeros, left out of ``hist``), ``hist`` (list of ``bins`` counts) and ``note`` (grouped and
         depthwise layers are flagged; empty otherwise).
     """
-    bins = _check_bins(bins)
+    bins = _positive_int(bins, "bins")
     rows = []
     for name, module in layers.items():
         kind, n_in, n_out, groups = _describe(name, module)

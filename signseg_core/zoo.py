@@ -99,6 +99,7 @@ class ZooModel:
     trunk: nn.Module = field(init=False, repr=False)
     readout: nn.Linear = field(init=False, repr=False)
     readout_name: str = field(init=False)
+    _norm: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.module.eval().requires_grad_(False)
@@ -154,9 +155,23 @@ class ZooModel:
                 align_corners=False,
                 antialias=True,
             )
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        mean, std = self._normalisation(images)
         return (images - mean) / std
+
+    def _normalisation(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``mean`` and ``std`` as ``(1, 3, 1, 1)`` tensors on ``like``'s device and dtype.
+
+        Built once per (device, dtype), not on every call, and outside inference mode so that a
+        gradient pass (gradvis) may use tensors first made during a no-grad scoring pass.
+        """
+        key = (like.device, like.dtype)
+        if key not in self._norm:
+            with torch.inference_mode(False):
+                self._norm[key] = tuple(
+                    torch.tensor(v, device=like.device, dtype=like.dtype).view(1, 3, 1, 1)
+                    for v in (self.mean, self.std)
+                )
+        return self._norm[key]
 
     def features(self, images: Tensor, *, validate: bool = True) -> Tensor:
         """The activations the readout reads, ``(N, n_features)``."""
