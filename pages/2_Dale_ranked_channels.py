@@ -6,12 +6,12 @@ from __future__ import annotations
 import streamlit as st
 
 from signseg_core.gradvis import GradVisConfig, extreme_sender_channels
+from signseg_core.jobs import gradvis_key
 from signseg_core.plots import channel_ranking_figure
 from signseg_ui.common import (
     channel_ranking,
     clamp_state,
-    gradvis_job,
-    gradvis_key,
+    existing_gradvis_job,
     layer_picker,
     model_picker,
     require_model,
@@ -65,7 +65,7 @@ except ValueError as exc:
 
 request = gradvis_key(model, layer, positive + negative, config)
 arrays = stored_gradvis(request)
-job = gradvis_job(request)
+job = existing_gradvis_job(request)
 if arrays is None and job is not None and job.state == "done":
     arrays = job.result()
 busy = job is not None and job.is_active

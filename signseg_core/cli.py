@@ -87,19 +87,15 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     from .ablation import condition_grid
     from .bench import configure_cuda
     from .registry import load_model
-    from .visualize import VisualizeSettings, summary_table, visualize
+    from .visualize import summary_table, visualize
     from .zoo import resolve_device
 
     device = resolve_device(args.device)
     if device.type == "cuda":
         configure_cuda()
     model = load_model(args.model, device=device, weights=args.weights, untrained=args.untrained)
-    signs = ("positive", "negative") if args.sign == "both" else (args.sign,)
-    conditions = condition_grid(args.unit, signs=signs, alphas=args.alphas)
-    options = tuple(sorted(_generator_options(args.generator_option).items()))
-    settings = VisualizeSettings(generator=args.generator, generations=args.generations,
-                                 restarts=args.restarts, seed=args.seed, precision=args.precision,
-                                 generator_options=options)
+    conditions = condition_grid(args.unit, signs=_signs(args), alphas=args.alphas)
+    settings = _settings(args)
     with tqdm(total=settings.generations, desc="generations", unit="gen",
               disable=args.quiet) as bar:
         def progress(done, total):
@@ -145,18 +141,41 @@ def _generator_options(items: list[str]) -> dict:
     return out
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .imagenet import DEFAULT_UNITS
-    from .sweep import SweepSpec, run_sweep
+def _signs(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("positive", "negative") if args.sign == "both" else (args.sign,)
+
+
+def _settings(args: argparse.Namespace):
+    """The :class:`~signseg_core.visualize.VisualizeSettings` of :func:`_add_evolution_args`."""
     from .visualize import VisualizeSettings
 
-    settings = VisualizeSettings(
+    return VisualizeSettings(
         generator=args.generator, generations=args.generations, restarts=args.restarts,
         seed=args.seed, precision=args.precision,
         generator_options=tuple(sorted(_generator_options(args.generator_option).items())))
+
+
+def _add_evolution_args(p: argparse.ArgumentParser) -> None:
+    """The options ``visualize`` and ``sweep`` share: signs, alphas and the evolution budget."""
+    p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
+    p.add_argument("--alphas", type=parse_alphas, default=parse_alphas("0:1:0.1"),
+                   help="ablation strengths: start:stop:step (inclusive) or a comma list")
+    p.add_argument("--restarts", type=int, default=10)
+    p.add_argument("--generations", type=int, default=100)
+    p.add_argument("--generator", default="fourier")
+    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="generator option, e.g. size=128 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .imagenet import DEFAULT_UNITS
+    from .sweep import SweepSpec, run_sweep
+
     spec = SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
-                     signs=("positive", "negative") if args.sign == "both" else (args.sign,),
-                     alphas=args.alphas, settings=settings, ensemble=tuple(args.ensemble),
+                     signs=_signs(args), alphas=args.alphas, settings=_settings(args),
+                     ensemble=tuple(args.ensemble),
                      lpips=not args.no_lpips,
                      detector=None if args.detector == "none" else args.detector)
     result = run_sweep(spec, device=args.device, batch_size=args.batch_size,
@@ -205,6 +224,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .metrics import DEFAULT_ENSEMBLE
+
     parser = argparse.ArgumentParser(prog="python -m signseg_core",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,16 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="preferred images per ablation condition (cached)")
     p.add_argument("model")
     p.add_argument("--unit", type=int, nargs="+", required=True, help="readout unit(s)")
-    p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
-    p.add_argument("--alphas", type=parse_alphas, default=parse_alphas("0:1:0.1"),
-                   help="ablation strengths: start:stop:step (inclusive) or a comma list")
-    p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--generations", type=int, default=100)
-    p.add_argument("--generator", default="fourier")
-    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="generator option, e.g. size=128 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    _add_evolution_args(p)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--weights", help="a checkpoint to load instead of the model's own weights")
     p.add_argument("--untrained", action="store_true")
@@ -251,16 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["efficientnet_lite0"])
     p.add_argument("--units", type=int, nargs="+", default=None,
                    help="default: the paper's 11 units")
-    p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
-    p.add_argument("--alphas", type=parse_alphas, default=parse_alphas("0:1:0.1"))
-    p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--generations", type=int, default=100)
-    p.add_argument("--generator", default="fourier")
-    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--ensemble", nargs="+",
-                   default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    _add_evolution_args(p)
+    p.add_argument("--ensemble", nargs="+", default=list(DEFAULT_ENSEMBLE))
     p.add_argument("--no-lpips", action="store_true")
     p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_320_fpn",
                    help="a torchvision COCO detector, or none")

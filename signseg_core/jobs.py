@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from .errors import SignsegError
-from .store import ResultStore, default_store, key_digest
+from .store import CODE_VERSION, ResultStore, default_store, key_digest
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +348,13 @@ def default_manager() -> JobManager:
         return _default
 
 
+def _store_dir(store) -> str | None:
+    """The folder of ``store`` (None: :func:`~signseg_core.store.default_store`) for a job
+    key; None when results are not stored (``store=False``)."""
+    resolved = default_store() if store is None else store
+    return str(resolved.directory) if isinstance(resolved, ResultStore) else None
+
+
 def visualize_job_key(model, conditions, *, settings, generator=None, store=None):
     """The job key :func:`visualize_job` uses, and the sorted unique conditions it runs.
 
@@ -361,8 +368,7 @@ def visualize_job_key(model, conditions, *, settings, generator=None, store=None
     if not conds:
         raise ValueError("conditions is empty; give at least one Condition")
     precision = settings.precision if model.device.type == "cuda" else "fp32"
-    resolved = default_store() if store is None else store
-    where = str(resolved.directory) if isinstance(resolved, ResultStore) else None
+    where = _store_dir(store)
     if generator is not None:
         key = {"job": "visualize", "store": where,
                "conditions": [key_digest(condition_key(model, generator, c, settings, precision))
@@ -398,9 +404,9 @@ def visualize_job(manager: JobManager, model, conditions: Sequence, *, settings=
     from .visualize import VisualizeSettings, visualize
 
     settings = VisualizeSettings() if settings is None else settings
-    key, conds = visualize_job_key(model, conditions, settings=settings, generator=generator,
-                                   store=store)
     resolved = default_store() if store is None else store
+    key, conds = visualize_job_key(model, conditions, settings=settings, generator=generator,
+                                   store=resolved)
     if not label:
         label = (f"{model.name}: {len(conds)} condition{'s' * (len(conds) != 1)}, "
                  f"{settings.generator} {settings.generations} gen x {settings.restarts}")
@@ -411,3 +417,54 @@ def visualize_job(manager: JobManager, model, conditions: Sequence, *, settings=
                          progress=lambda d, t: progress(d, t, f"generation {d}/{t}"))
 
     return manager.submit(key, run, label=label)
+
+
+def gradvis_key(model, layer: str, channels: Sequence[int], config) -> dict:
+    """The store key of a sender-channel visualization: everything that determines it.
+
+    Parameters
+    ----------
+    model : ZooModel; its name and weight fingerprint enter the key.
+    layer : name of the layer whose input (sender) channels are visualized.
+    channels : channel indices, in the order the images come back.
+    config : :class:`~signseg_core.gradvis.GradVisConfig`.
+    """
+    return {"kind": "gradvis_channels", "code": CODE_VERSION, "model": model.name,
+            "fingerprint": model.fingerprint, "layer": layer, "site": "input",
+            "channels": [int(c) for c in channels], "config": config.to_dict()}
+
+
+def gradvis_job_key(key: dict, *, store: ResultStore | None = None) -> dict:
+    """The job key :func:`gradvis_job` submits the store key ``key`` (:func:`gradvis_key`)
+    under: the key plus the folder of ``store`` (None: the default store)."""
+    return {"job": "gradvis", "store": _store_dir(store), **key}
+
+
+def gradvis_job(manager: JobManager, model, layer: str, channels: Sequence[int], config, *,
+                store: ResultStore | None = None, label: str = "") -> Job:
+    """Submit :func:`~signseg_core.gradvis.visualize_channels` of the input ``channels`` of
+    ``layer`` as a job; identical requests share it.
+
+    The job's result is the dict of arrays of
+    :meth:`~signseg_core.gradvis.GradVisResult.arrays` (``images`` uint8 (N, S, S, 3) in
+    [0, 255], ``channels`` ...), also put in ``store`` (None: the default store) under
+    :func:`gradvis_key`. A cancelled job stores nothing.
+    """
+    from .gradvis import visualize_channels
+
+    key = gradvis_key(model, layer, channels, config)
+    resolved = default_store() if store is None else store
+    if not label:
+        label = f"{model.name} {layer}: {len(channels)} channels, {config.steps} steps"
+
+    def run(progress: ProgressFn, should_stop: Callable[[], bool]):
+        result = visualize_channels(
+            model, layer, key["channels"], site="input", config=config, should_stop=should_stop,
+            progress=lambda done, total, _objective: progress(done, total, f"step {done}/{total}"))
+        if result.cancelled:
+            raise JobCancelled("cancelled")
+        arrays = result.arrays()
+        resolved.put(key, arrays, meta={"model": model.name, "layer": layer})
+        return arrays
+
+    return manager.submit(gradvis_job_key(key, store=resolved), run, label=label)

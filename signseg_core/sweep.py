@@ -28,7 +28,7 @@ import pandas as pd
 
 from .ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
 from .imagenet import DEFAULT_UNITS
-from .metrics import ensemble_similarity
+from .metrics import DEFAULT_ENSEMBLE, ensemble_similarity
 from .spectra import radial_power_spectrum, spectral_slope
 from .store import CODE_VERSION, ResultStore, default_store
 from .visualize import ConditionResult, VisualizeSettings, visualize
@@ -36,7 +36,6 @@ from .zoo import ZooModel
 
 METRICS_VERSION = "1"
 SLOPE_RANGE = (4.0, 48.0)  # cycles/image fitted for the spectral slope (224-px images)
-DEFAULT_ENSEMBLE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import streamlit as st
 import torch
 
 from signseg_core.errors import SignsegError, UnknownNameError, WeightsNotFoundError
-from signseg_core.gradvis import GradVisConfig, visualize_channels
-from signseg_core.jobs import Job, JobCancelled, default_manager
+from signseg_core.gradvis import GradVisConfig
+from signseg_core.jobs import Job, default_manager, gradvis_job, gradvis_job_key
 from signseg_core.registry import get_entry, list_models, load_model
 from signseg_core.signs import (
     compare_trained_untrained,
@@ -31,7 +31,7 @@ from signseg_core.signs import (
     ratio_summary,
     readout_dale_vs_accuracy,
 )
-from signseg_core.store import CODE_VERSION, default_store
+from signseg_core.store import default_store
 from signseg_core.zoo import ZooModel
 
 log = logging.getLogger(__name__)
@@ -285,45 +285,22 @@ def readout_table(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 # -- gradient visualizations as background jobs ------------------------------------------------
 
-def gradvis_key(model: ZooModel, layer: str, channels: list[int], config: GradVisConfig) -> dict:
-    """Everything that determines a sender-channel visualization: its store key."""
-    return {"kind": "gradvis_channels", "code": CODE_VERSION, "model": model.name,
-            "fingerprint": model.fingerprint, "layer": layer, "site": "input",
-            "channels": [int(c) for c in channels], "config": config.to_dict()}
-
-
-def _job_key(key: dict) -> dict:
-    return {"job": "gradvis", "store": str(default_store().directory), **key}
-
-
 def stored_gradvis(key: dict) -> dict | None:
-    """The stored arrays (``images`` uint8 (N, S, S, 3), ``channels`` ...) of ``key``, or None."""
+    """The stored arrays (``images`` uint8 (N, S, S, 3), ``channels`` ...) of the
+    :func:`~signseg_core.jobs.gradvis_key` ``key``, or None."""
     entry = default_store().get(key)
     return None if entry is None else entry[0]
 
 
-def gradvis_job(key: dict) -> Job | None:
+def existing_gradvis_job(key: dict) -> Job | None:
     """The background job computing ``key``, if one was submitted and is remembered."""
-    return default_manager().get(_job_key(key))
+    return default_manager().get(gradvis_job_key(key))
 
 
 def submit_gradvis(model: ZooModel, layer: str, channels: list[int],
                    config: GradVisConfig) -> Job:
     """Visualize the input ``channels`` of ``layer`` in the background; store the result."""
-    key, store = gradvis_key(model, layer, channels, config), default_store()
-
-    def run(progress, should_stop):
-        result = visualize_channels(
-            model, layer, key["channels"], site="input", config=config, should_stop=should_stop,
-            progress=lambda done, total, _objective: progress(done, total, f"step {done}/{total}"))
-        if result.cancelled:
-            raise JobCancelled("cancelled")
-        arrays = result.arrays()
-        store.put(key, arrays, meta={"model": model.name, "layer": layer})
-        return arrays
-
-    label = f"{model.name} {layer}: {len(channels)} channels, {config.steps} steps"
-    return default_manager().submit(_job_key(key), run, label=label)
+    return gradvis_job(default_manager(), model, layer, channels, config)
 
 
 @st.fragment(run_every=2)

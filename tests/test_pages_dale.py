@@ -241,7 +241,7 @@ def test_rank_page_button_runs_a_job_whose_images_are_stored():
 
 
 def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
-    from signseg_ui.common import _job_key, gradvis_key
+    from signseg_core.jobs import gradvis_job_key, gradvis_key
 
     at = _small_settings(run_page(RANK_PAGE))
     model = load_model("tiny_test")
@@ -255,7 +255,7 @@ def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
             pass
         return {}
 
-    job = default_manager().submit(_job_key(request), slow, label="tiny_test slow")
+    job = default_manager().submit(gradvis_job_key(request), slow, label="tiny_test slow")
     at.run()
     assert not at.exception
     assert at.button(key="rank_visualize").proto.disabled
@@ -269,7 +269,7 @@ def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
 
 
 def test_rank_page_job_failure_is_an_error_message():
-    from signseg_ui.common import _job_key, gradvis_key
+    from signseg_core.jobs import gradvis_job_key, gradvis_key
 
     at = _small_settings(run_page(RANK_PAGE))
     model = load_model("tiny_test")
@@ -279,7 +279,7 @@ def test_rank_page_job_failure_is_an_error_message():
     def broken(progress, should_stop):
         raise RuntimeError("out of memory")
 
-    default_manager().submit(_job_key(request), broken, label="tiny_test broken").wait(10)
+    default_manager().submit(gradvis_job_key(request), broken, label="tiny_test broken").wait(10)
     at.run()
     assert not at.exception
     assert "RuntimeError: out of memory" in at.error[0].value
