@@ -38,8 +38,11 @@ def _write_figure(fig, path: Path) -> None:
         print(f"figure {path.name} not written ({type(exc).__name__}: {exc})")
 
 
-def _strip(store, model, generator, unit: int, alphas=(0.0, 0.3, 0.6, 1.0)) -> np.ndarray:
+def image_strip_for(store, model, generator, unit: int,
+                    alphas=(0.0, 0.3, 0.6, 1.0)) -> np.ndarray:
+    """Best image per alpha, one row per sign, with the ablated objective as caption."""
     from .ablation import Condition
+    from .plots import image_strip
     from .visualize import visualize
 
     rows = {}
@@ -49,7 +52,7 @@ def _strip(store, model, generator, unit: int, alphas=(0.0, 0.3, 0.6, 1.0)) -> n
                             store=store)
         rows[f"{sign[:3]} {model.class_names[unit][:10]}"] = [
             (r.best_image, f"a={r.key.alpha:g} {r.best_scores.max():.1f}") for r in results]
-    return rows
+    return image_strip(rows, tile=128)
 
 
 def _numbers(summary: pd.DataFrame, table: pd.DataFrame, spectra: pd.DataFrame) -> dict:
@@ -132,12 +135,6 @@ def build_report(*, device: str = "cpu", out: Path | None = None,
     (data_dir / "numbers.json").write_text(json.dumps(numbers, indent=2, default=float))
     out.write_text(render_markdown(numbers, result.statuses, summary, len(table)))
     return out
-
-
-def image_strip_for(store, model, generator, unit: int) -> np.ndarray:
-    from .plots import image_strip
-
-    return image_strip(_strip(store, model, generator, unit), tile=128)
 
 
 def _reading(numbers: dict) -> list[str]:
