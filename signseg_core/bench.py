@@ -51,18 +51,20 @@ def _setup(model_name: str, generator_name: str, device: torch.device, untrained
     return model, generator
 
 
-def time_raw(model, generator, *, batch_size: int, batches: int, precision: str) -> float:
+def time_raw(model, generator, *, batch_size: int, batches: int, precision: str,
+             compile: bool = False) -> float:
     """(c): images/s of generator + backbone forward on random codes."""
     device = model.device
     rows = model.readout.weight[:1].float()
     bias = torch.zeros(1, device=device)
     evo = torch.zeros(1, dtype=torch.long, device=device)
     score = make_scorer(model, generator, rows, bias, evo, batch_size, batch_size=batch_size,
-                        precision=precision)
+                        precision=precision, compile=compile)
     g = torch.Generator(device="cpu").manual_seed(0)
     codes = (torch.randn(batch_size, generator.dim, generator=g) * generator.sigma0).to(device)
     with torch.inference_mode():
-        score(codes)  # warm-up (cuDNN autotune, allocator)
+        for _ in range(2):  # warm-up: cuDNN autotuning, allocator, compilation (its 2nd call too)
+            score(codes)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(batches):
@@ -72,7 +74,7 @@ def time_raw(model, generator, *, batch_size: int, batches: int, precision: str)
 
 
 def time_batched(model, generator, *, evolutions: int, generations: int, batch_size: int,
-                 precision: str, units=DEFAULT_UNITS) -> tuple[float, int]:
+                 precision: str, units=DEFAULT_UNITS, compile: bool = False) -> tuple[float, int]:
     """(a): images/s of the engine over ``evolutions`` lockstep evolutions. Returns (rate, n)."""
     full = condition_grid(units)  # 21 conditions per unit, as in the paper
     conds = full if evolutions >= len(full) else condition_grid(units[:1], alphas=(0.0, 0.5, 1.0))
@@ -83,11 +85,11 @@ def time_batched(model, generator, *, evolutions: int, generations: int, batch_s
     # warm-up with one generation
     visualize(model, conds, settings=VisualizeSettings(
         generator=generator.name, generations=1, restarts=restarts, precision=precision),
-        generator=generator, store=False, batch_size=batch_size)
+        generator=generator, store=False, batch_size=batch_size, compile=compile)
     _sync(model.device)
     t0 = time.perf_counter()
     visualize(model, conds, settings=settings, generator=generator, store=False,
-              batch_size=batch_size)
+              batch_size=batch_size, compile=compile)
     _sync(model.device)
     n = len(conds) * restarts * popsize * generations
     return n / (time.perf_counter() - t0), n
@@ -117,14 +119,14 @@ def time_naive(model, generator, *, evolutions: int, generations: int, precision
 
 
 def time_sweep(model, generator, *, generations: int, restarts: int = 20, batch_size: int,
-               precision: str, full_generations: int = 100) -> dict:
+               precision: str, full_generations: int = 100, compile: bool = False) -> dict:
     """The paper's Fig 2 sweep on one network: 11 units × 21 conditions × ``restarts``."""
     conds = condition_grid(DEFAULT_UNITS)
     settings = VisualizeSettings(generator=generator.name, generations=generations,
                                  restarts=restarts, precision=precision)
     t0 = time.perf_counter()
     visualize(model, conds, settings=settings, generator=generator, store=False,
-              batch_size=batch_size)
+              batch_size=batch_size, compile=compile)
     _sync(model.device)
     seconds = time.perf_counter() - t0
     return {"sweep_conditions": len(conds), "sweep_evolutions": len(conds) * restarts,
@@ -134,7 +136,8 @@ def time_sweep(model, generator, *, generations: int, restarts: int = 20, batch_
 
 def run_bench(*, device="cpu", model_name=None, generator_name=None, evolutions=None,
               generations=None, naive_evolutions=None, batch_size=None, precision=None,
-              untrained=None, sweep=False, sweep_generations=100, sweep_restarts=20) -> dict:
+              untrained=None, sweep=False, sweep_generations=100, sweep_restarts=20,
+              compile=None) -> dict:
     device = resolve_device(device)
     cuda = device.type == "cuda"
     if cuda:
@@ -142,8 +145,9 @@ def run_bench(*, device="cpu", model_name=None, generator_name=None, evolutions=
     model_name = model_name or ("alexnet" if cuda else "efficientnet_lite0")
     generator_name = generator_name or ("deepsim" if cuda else "fourier")
     untrained = (model_name != "efficientnet_lite0") if untrained is None else untrained
-    precision = precision or ("bf16" if cuda else "fp32")
-    batch_size = batch_size or default_batch_size(device)
+    precision = precision or ("fp16" if cuda else "fp32")
+    compile = cuda if compile is None else compile  # the fastest measured configuration
+    batch_size = batch_size or (1024 if cuda else default_batch_size(device))
     evolutions = evolutions or (924 if cuda else 10)
     generations = generations or (3 if cuda else 2)
     naive_evolutions = naive_evolutions or (3 if cuda else 2)
@@ -153,12 +157,13 @@ def run_bench(*, device="cpu", model_name=None, generator_name=None, evolutions=
            else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "model": model_name, "weights": "random" if untrained else "trained",
            "generator": generator_name, "generator_dim": generator.dim, "precision": precision,
-           "batch_size": batch_size, "torch": torch.__version__}
+           "batch_size": batch_size, "compile": bool(compile), "torch": torch.__version__}
     out["raw_img_per_s"] = time_raw(model, generator, batch_size=batch_size,
-                                    batches=3 if not cuda else 20, precision=precision)
+                                    batches=3 if not cuda else 20, precision=precision,
+                                    compile=compile)
     out["batched_img_per_s"], out["batched_images"] = time_batched(
         model, generator, evolutions=evolutions, generations=generations,
-        batch_size=batch_size, precision=precision)
+        batch_size=batch_size, precision=precision, compile=compile)
     out["naive_img_per_s"] = time_naive(model, generator, evolutions=naive_evolutions,
                                         generations=generations, precision=precision)
     out["batched_over_raw"] = out["batched_img_per_s"] / out["raw_img_per_s"]
@@ -166,7 +171,7 @@ def run_bench(*, device="cpu", model_name=None, generator_name=None, evolutions=
     if sweep:
         out.update(time_sweep(model, generator, generations=sweep_generations,
                               restarts=sweep_restarts, batch_size=batch_size,
-                              precision=precision))
+                              precision=precision, compile=compile))
     return out
 
 
@@ -174,7 +179,8 @@ def format_report(r: dict) -> str:
     lines = [
         f"device {r['device']} ({r['device_name']}), torch {r['torch']}, threads {r['threads']}",
         f"model {r['model']} ({r['weights']} weights), generator {r['generator']} "
-        f"(d={r['generator_dim']}), {r['precision']}, batch {r['batch_size']}",
+        f"(d={r['generator_dim']}), {r['precision']}, batch {r['batch_size']}"
+        + (", torch.compile" if r.get("compile") else ""),
         f"(a) batched engine : {r['batched_img_per_s']:10.1f} img/s",
         f"(b) naive pycma    : {r['naive_img_per_s']:10.1f} img/s",
         f"(c) raw forward    : {r['raw_img_per_s']:10.1f} img/s",
@@ -192,7 +198,7 @@ def main_bench(args) -> int:
                        evolutions=args.evolutions, generations=args.generations,
                        batch_size=args.batch_size, precision=args.precision,
                        sweep=args.sweep, sweep_generations=args.sweep_generations,
-                       sweep_restarts=args.sweep_restarts)
+                       sweep_restarts=args.sweep_restarts, compile=args.compile)
     print(format_report(result))
     if args.json:
         print(json.dumps(result))

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from .errors import SignsegError
 
+# visualize.PRECISIONS, written out so that parsing arguments does not import torch (tested equal).
+PRECISIONS_CLI = ("fp32", "bf16", "fp16")
+
 
 def _cmd_models(args: argparse.Namespace) -> int:
     import pandas as pd
@@ -102,7 +105,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         results = visualize(model, conditions, settings=settings, progress=progress,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, compile=args.compile)
     table = summary_table(results, model.class_names)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     stored = sum(r.from_store for r in results)
@@ -166,7 +169,8 @@ def _add_evolution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE",
                    help="generator option, e.g. size=128 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS_CLI, default="fp32",
+                   help="bf16/fp16: half-precision autocast on CUDA (fp32 on a CPU)")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -253,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", type=int, nargs="+", required=True, help="readout unit(s)")
     _add_evolution_args(p)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--compile", action="store_true",
+                   help="score through torch.compile (pays off on long CUDA runs)")
     p.add_argument("--weights", help="a checkpoint to load instead of the model's own weights")
     p.add_argument("--untrained", action="store_true")
     p.add_argument("--device", default="cpu")
@@ -310,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evolutions", type=int, default=None)
     p.add_argument("--generations", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    p.add_argument("--precision", choices=PRECISIONS_CLI, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="score through torch.compile (default: on for CUDA, off for CPU)")
     p.add_argument("--sweep", action="store_true", help="also time the paper's Fig 2 sweep")
     p.add_argument("--sweep-generations", type=int, default=100,
                    help="generations to run; the time for 100 is extrapolated")

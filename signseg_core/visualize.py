@@ -25,7 +25,8 @@ from .evolve import CMAConfig, run_cmaes
 from .store import CODE_VERSION, ResultStore, default_store
 from .zoo import ZooModel
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class VisualizeSettings:
     """Everything besides the model and the condition that determines a preferred image.
 
     ``sigma0=None`` takes the generator's own; ``popsize=None`` the ``4 + floor(3 log2 d)`` rule.
-    ``precision="bf16"`` runs generator and backbone under bfloat16 autocast on CUDA (scores are
-    accumulated in float32); on CPU it falls back to fp32, and the key says so.
+    ``precision="bf16"`` or ``"fp16"`` runs generator and backbone under half-precision autocast
+    on CUDA (images stay in that dtype between the two; scores are accumulated in float32); on CPU
+    it falls back to fp32, and the key says so.
     """
 
     generator: str = "fourier"
@@ -183,8 +185,8 @@ def load_condition(store: ResultStore, key: ConditionKey) -> ConditionResult | N
 # -- the batched run --------------------------------------------------------------------------
 
 def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision in _HALF and device.type == "cuda":
+        return torch.autocast("cuda", dtype=_HALF[precision])
     return contextlib.nullcontext()
 
 
@@ -192,18 +194,43 @@ def default_batch_size(device: torch.device) -> int:
     return 512 if device.type == "cuda" else 64
 
 
+def _chunk_features(model: ZooModel, generator, *, half: bool, compile: bool):
+    """codes (n, d) → the readout's input features (n, F): generator, preprocessing, trunk.
+
+    Under half precision the generator's images go to the trunk in their own dtype (no float32
+    round trip). ``compile=True`` hands the whole chain to ``torch.compile`` (one graph for a fixed
+    chunk shape: the caller pads the last chunk), which fuses the elementwise work around the
+    convolutions; numerically it differs from eager only by rounding.
+    """
+    def chunk(codes: Tensor) -> Tensor:
+        images = generator(codes)
+        return model.features(images if half else images.float(), validate=False)
+
+    return torch.compile(chunk, dynamic=False) if compile else chunk
+
+
 def make_scorer(model: ZooModel, generator, rows: Tensor, biases: Tensor, evo_cond: Tensor,
-                popsize: int, *, batch_size: int, precision: str) -> Callable[[Tensor], Tensor]:
-    """codes (B * popsize, d), evolution-major → each sample's score under its own condition."""
+                popsize: int, *, batch_size: int, precision: str,
+                compile: bool = False) -> Callable[[Tensor], Tensor]:
+    """codes (B * popsize, d), evolution-major → each sample's score under its own condition.
+
+    Samples are scored ``batch_size`` at a time; with ``compile=True`` a short last chunk is
+    padded to ``batch_size`` so that one compiled graph serves every chunk.
+    """
     device = model.device
     row_cond = evo_cond.repeat_interleave(popsize)  # (B * popsize,)
+    half = precision in _HALF and device.type == "cuda"
+    features = _chunk_features(model, generator, half=half, compile=compile)
 
     def score(codes: Tensor) -> Tensor:
         out = torch.empty(codes.shape[0], device=device, dtype=torch.float32)
         for start in range(0, codes.shape[0], batch_size):
             stop = min(start + batch_size, codes.shape[0])
+            chunk = codes[start:stop]
+            if compile and stop - start < batch_size:
+                chunk = torch.cat([chunk, chunk[-1:].expand(batch_size - (stop - start), -1)])
             with _autocast(device, precision):
-                feats = model.features(generator(codes[start:stop]).float(), validate=False)
+                feats = features(chunk)[: stop - start]
             c = row_cond[start:stop]
             out[start:stop] = (feats.float() * rows[c]).sum(1) + biases[c]
         return out
@@ -221,6 +248,7 @@ def visualize(
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    compile: bool = False,
 ) -> list[ConditionResult]:
     """Preferred images for every condition (controls de-duplicated), from the store or computed.
 
@@ -233,6 +261,8 @@ def visualize(
     store : a ResultStore; None for the default store under the cache dir; False for none.
     progress : called as ``progress(generations_done, generations_total)``.
     should_stop : asked every generation; True cancels (nothing is stored, results are marked).
+    compile : score through ``torch.compile`` (worth it for long CUDA runs; the first chunk pays
+        the compile time). Not part of the key: it changes scores only by rounding.
 
     Returns
     -------
@@ -255,7 +285,8 @@ def visualize(
     todo = [(c, k) for c, k in zip(conds, keys) if found.get(k) is None]
     if todo:
         for result in _run(model, generator, todo, settings, precision,
-                           batch_size or default_batch_size(device), progress, should_stop):
+                           batch_size or default_batch_size(device), progress, should_stop,
+                           compile):
             found[result.key] = result
             if store is not None and not result.cancelled:
                 _save(store, result)
@@ -264,7 +295,8 @@ def visualize(
     return [found[k] for k in keys]
 
 
-def _run(model, generator, todo, settings, precision, batch_size, progress, should_stop):
+def _run(model, generator, todo, settings, precision, batch_size, progress, should_stop,
+         compile=False):
     device = model.device
     R = settings.restarts
     conds = [c for c, _ in todo]
@@ -277,7 +309,7 @@ def _run(model, generator, todo, settings, precision, batch_size, progress, shou
     config = settings.cma_config(generator.sigma0)
     popsize = config.strategy_parameters(x0.shape[1])["popsize"]
     score = make_scorer(model, generator, rows, biases, evo_cond, popsize,
-                        batch_size=batch_size, precision=precision)
+                        batch_size=batch_size, precision=precision, compile=compile)
     tick = None if progress is None else (lambda done, total, _best: progress(done, total))
     with torch.inference_mode():
         res = run_cmaes(score, x0, config=config, seeds=seeds, generations=settings.generations,

@@ -185,10 +185,35 @@ def test_cli_rejects_bad_alphas(capsys):
     assert "unit 1000 is out of range" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_compiled_scorer_matches_eager_with_a_padded_last_chunk(tiny):
+    """torch.compile changes scores only by rounding; 7 samples in chunks of 4 pad the last one."""
+    from signseg_core.generators import make_generator
+    from signseg_core.visualize import make_scorer
+
+    gen = make_generator("pixel", size=32)
+    rows, bias = tiny.readout.weight[:2].float(), tiny.readout.bias[:2].float()
+    evo = torch.tensor([0, 1])
+    codes = torch.randn(8, gen.dim, generator=torch.Generator().manual_seed(0)) * gen.sigma0
+    with torch.inference_mode():
+        eager = make_scorer(tiny, gen, rows, bias, evo, 4, batch_size=3, precision="fp32")(codes)
+        compiled = make_scorer(tiny, gen, rows, bias, evo, 4, batch_size=3, precision="fp32",
+                               compile=True)(codes)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(eager[:4], eager[4:])  # the two conditions' rows really differ
+
+
+def test_half_precisions_fall_back_to_fp32_on_cpu(tiny):
+    res = visualize(tiny, [Condition(1, "positive", 0.5)], store=False,
+                    settings=dataclasses.replace(SETTINGS, precision="fp16"))
+    assert res[0].key.precision == "fp32"
+
+
 @pytest.mark.needs_cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_bf16_scoring_keeps_the_ranking_of_a_population():
-    """bf16 autocast is used on CUDA only where it does not change which samples CMA-ES keeps."""
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_scoring_keeps_the_ranking_of_a_population(precision):
+    """Half-precision autocast is used on CUDA only where it keeps which samples CMA-ES keeps."""
     from scipy.stats import spearmanr
 
     from signseg_core.generators import make_generator
@@ -202,8 +227,16 @@ def test_bf16_scoring_keeps_the_ranking_of_a_population():
     codes = torch.randn(40, 4096, device="cuda", generator=rng) * 3
     with torch.inference_mode():
         fp32 = make_scorer(model, gen, rows, bias, evo, 40, batch_size=40, precision="fp32")(codes)
-        bf16 = make_scorer(model, gen, rows, bias, evo, 40, batch_size=40, precision="bf16")(codes)
-    rho = spearmanr(fp32.cpu().numpy(), bf16.cpu().numpy()).statistic
+        half = make_scorer(model, gen, rows, bias, evo, 40, batch_size=40,
+                           precision=precision)(codes)
+    rho = spearmanr(fp32.cpu().numpy(), half.cpu().numpy()).statistic
     assert rho > 0.98
     top_fp32 = set(fp32.topk(20).indices.tolist())  # the mu = 20 parents CMA-ES keeps
-    assert len(top_fp32 & set(bf16.topk(20).indices.tolist())) >= 18
+    assert len(top_fp32 & set(half.topk(20).indices.tolist())) >= 18
+
+
+def test_cli_precisions_are_the_engines():
+    from signseg_core.cli import PRECISIONS_CLI
+    from signseg_core.visualize import PRECISIONS
+
+    assert PRECISIONS_CLI == PRECISIONS
