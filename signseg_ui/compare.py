@@ -1,0 +1,248 @@
+"""UI helpers of the Compare models page (and the Export page's stored-sweep panels).
+
+* :func:`family_picker`: a preset family or any set of zoo models; kept for the session and in
+  the URL as ``?models=a,b,c``.
+* :func:`sweep_settings`: the settings a stored sweep was computed with (one form, shared by the
+  Compare and Export pages for the whole session), as a :class:`~signseg_core.sweep.SweepSpec`.
+* :func:`stored_sweep` and :func:`show_coverage`: the stored rows, read without recomputing
+  (cached), and what is missing, with the CLI command that computes it.
+
+Streamlit glue only; the reading, tables and figures live in ``signseg_core``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import streamlit as st
+
+from signseg_core.cli import parse_alphas
+from signseg_core.compare import FAMILIES, family_models
+from signseg_core.errors import UnknownNameError
+from signseg_core.imagenet import DEFAULT_UNITS, NUM_CLASSES
+from signseg_core.metrics import DEFAULT_ENSEMBLE
+from signseg_core.registry import TANH_ARCHS, get_entry
+from signseg_core.store import default_store, key_digest
+from signseg_core.stored_sweep import (
+    StoredSweep,
+    read_stored_sweep,
+    sweep_command,
+    weights_problem,
+)
+from signseg_core.sweep import SweepSpec
+from signseg_core.visualize import VisualizeSettings
+from signseg_core.zoo import resolve_device
+
+from .common import cached_model, picker_options
+from .explorer import PRECOMPUTED_SETTINGS, generator_choices
+
+CUSTOM = "custom"
+DEFAULT_FAMILY = "lite"
+QUERY_MODELS = "models"
+SESSION = "session"  # every widget here keeps its value across pages
+#: Sweep settings defaults: those of the precomputed EfficientNet-Lite0 sweep.
+SWEEP_DEFAULTS = {
+    **{f"sweep_{k}": v for k, v in PRECOMPUTED_SETTINGS["efficientnet_lite0"].items()},
+    "sweep_units": " ".join(map(str, DEFAULT_UNITS)), "sweep_alphas": "0:1:0.1",
+    "sweep_ensemble": list(DEFAULT_ENSEMBLE), "sweep_lpips": True, "sweep_detector": True,
+}
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+def parse_units(text: str, n_units: int = NUM_CLASSES) -> tuple[int, ...]:
+    """``"0 217, 373"`` → (0, 217, 373); ValueError naming the bad entry and the range."""
+    items = text.replace(",", " ").split()
+    if not items:
+        raise ValueError("give at least one unit, e.g. 0 217 373")
+    units = []
+    for item in items:
+        try:
+            unit = int(item)
+        except ValueError:
+            unit = -1
+        if not 0 <= unit < n_units:
+            raise ValueError(f"unit {item!r} is not an integer from 0 to {n_units - 1}")
+        units.append(unit)
+    return tuple(dict.fromkeys(units))
+
+
+def parse_alpha_list(text: str) -> tuple[float, ...]:
+    """``"0:1:0.1"`` or ``"0, 0.5, 1"`` → alphas in [0, 1]; ValueError otherwise."""
+    try:
+        alphas = parse_alphas(text.strip())
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
+    bad = [a for a in alphas if not 0.0 <= a <= 1.0]
+    if bad:
+        raise ValueError(f"ablation strengths must lie in [0, 1]; got {bad}")
+    return alphas
+
+
+def parse_models(raw: str) -> tuple[list[str], list[str]]:
+    """``"a,b"`` from the URL → (zoo names, messages about the names that are not)."""
+    names, problems = [], []
+    for name in dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()):
+        try:
+            get_entry(name)
+            names.append(name)
+        except UnknownNameError as exc:
+            problems.append(str(exc))
+    return names, problems
+
+
+def split_by_weights(models: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``models`` with weights here, and ``(name, why not)`` for the others."""
+    present, absent = [], []
+    for name in models:
+        problem = weights_problem(name)
+        if problem is None:
+            present.append(name)
+        else:
+            absent.append((name, problem[1]))
+    return present, absent
+
+
+def family_of(models: Sequence[str], arch: str) -> str:
+    """The family whose models are exactly ``models`` (in order), else :data:`CUSTOM`."""
+    for family in FAMILIES:
+        if tuple(models) == family_models(family, arch=arch):
+            return family
+    return CUSTOM
+
+
+# -- the family picker -------------------------------------------------------------------------
+
+def _family_changed(key: str) -> None:
+    family = st.session_state[f"{key}_family"]
+    if family != CUSTOM:
+        arch = st.session_state.get(f"{key}_arch", "resnet18")
+        st.session_state[f"{key}_models"] = list(family_models(family, arch=arch))
+
+
+def _models_changed(key: str) -> None:
+    arch = st.session_state.get(f"{key}_arch", "resnet18")
+    st.session_state[f"{key}_family"] = family_of(st.session_state[f"{key}_models"], arch)
+
+
+def _initial_models(key: str) -> None:
+    """First visit of the session: the URL's ``?models=``, else the default family."""
+    models = list(family_models(DEFAULT_FAMILY))
+    raw = st.query_params.get(QUERY_MODELS)
+    if raw:
+        wanted, problems = parse_models(raw)
+        for problem in problems:
+            st.error(f"Cannot open ?{QUERY_MODELS}={raw}: {problem}")
+        models = wanted or models
+    arch = models[0] if models and models[0] in TANH_ARCHS else "resnet18"
+    st.session_state[f"{key}_models"] = models
+    st.session_state[f"{key}_family"] = family_of(models, arch)
+    st.session_state[f"{key}_arch"] = arch
+
+
+def family_picker(*, key: str) -> list[str]:
+    """A family preset (or "custom") and a multiselect of zoo models; returns the chosen models.
+
+    Choosing a family fills the multiselect; editing the multiselect turns the family into
+    "custom" (unless it matches one). The choice is kept for the session and written to the
+    URL as ``?models=a,b,c``; unknown names in the URL are shown as errors and dropped.
+    """
+    if f"{key}_models" not in st.session_state:
+        _initial_models(key)
+    chosen = list(st.session_state[f"{key}_models"])
+    options = list(dict.fromkeys([*picker_options(only_present=False), *chosen]))
+    left, right = st.columns([1, 3])
+    family = left.selectbox(
+        "Family", [*FAMILIES, CUSTOM], key=f"{key}_family", persist_state=SESSION,
+        format_func=lambda f: FAMILIES[f][0] if f in FAMILIES else "Custom selection",
+        on_change=_family_changed, args=(key,))
+    if family == "tanh":
+        left.selectbox("Architecture (ReLU → Tanh)", TANH_ARCHS, key=f"{key}_arch",
+                       persist_state=SESSION, on_change=_family_changed, args=(key,))
+    models = right.multiselect("Models", options, key=f"{key}_models", persist_state=SESSION,
+                               on_change=_models_changed, args=(key,),
+                               help="Any zoo models, in the order they are drawn.")
+    text = ",".join(models)
+    if st.query_params.get(QUERY_MODELS) != text:
+        st.query_params[QUERY_MODELS] = text
+    return models
+
+
+# -- sweep settings ----------------------------------------------------------------------------
+
+def sweep_settings(models: Sequence[str]) -> SweepSpec | None:
+    """A form of the sweep's settings, applied together; the spec for ``models``, or None
+    (with an ``st.error``) when a field does not parse. Defaults: :data:`SWEEP_DEFAULTS`."""
+    for name, value in SWEEP_DEFAULTS.items():
+        st.session_state.setdefault(name, value)
+    ensemble_options = list(dict.fromkeys([*picker_options(), *st.session_state["sweep_ensemble"]]))
+    with st.expander("Sweep settings (stored results are found only at the settings they were "
+                     "computed with)"):
+        with st.form("sweep_form", border=False):
+            c1, c2, c3, c4 = st.columns(4)
+            generator = c1.selectbox("Generator", generator_choices(), key="sweep_generator",
+                                     persist_state=SESSION)
+            generations = c2.number_input("Generations", min_value=1, max_value=10000, step=10,
+                                          key="sweep_generations", persist_state=SESSION)
+            restarts = c3.number_input("Restarts", min_value=1, max_value=256, step=1,
+                                       key="sweep_restarts", persist_state=SESSION)
+            seed = c4.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
+                                   key="sweep_seed", persist_state=SESSION)
+            c1, c2 = st.columns([3, 1])
+            units = c1.text_input("Units", key="sweep_units", persist_state=SESSION,
+                                  help="Readout units, e.g. the paper's 11 default units.")
+            alphas = c2.text_input("Ablation strengths α", key="sweep_alphas",
+                                   persist_state=SESSION, help="start:stop:step or a list")
+            c1, c2, c3 = st.columns([3, 1, 1])
+            ensemble = c1.multiselect("Similarity ensemble", ensemble_options,
+                                      key="sweep_ensemble", persist_state=SESSION)
+            lpips = c2.checkbox("LPIPS", key="sweep_lpips", persist_state=SESSION)
+            detector = c3.checkbox("Objectness detector", key="sweep_detector",
+                                   persist_state=SESSION)
+            st.form_submit_button("Apply", key="sweep_apply")
+    try:
+        return SweepSpec(
+            models=tuple(models), units=parse_units(units), alphas=parse_alpha_list(alphas),
+            settings=VisualizeSettings(generator=generator, generations=int(generations),
+                                       restarts=int(restarts), seed=int(seed)),
+            ensemble=tuple(ensemble), lpips=bool(lpips),
+            detector=SweepSpec().detector if detector else None)
+    except ValueError as exc:
+        st.error(f"Sweep settings: {exc}")
+        return None
+
+
+# -- stored results ----------------------------------------------------------------------------
+
+@st.cache_data(ttl=600, show_spinner="Reading stored sweep results…", max_entries=16)
+def _read(digest: str, store_dir: str, _spec: SweepSpec) -> StoredSweep:
+    return read_stored_sweep(_spec, store=default_store(), loader=cached_model,
+                             device=str(resolve_device("auto")))
+
+
+def stored_sweep(spec: SweepSpec) -> StoredSweep:
+    """:func:`~signseg_core.stored_sweep.read_stored_sweep` of ``spec`` in the default store,
+    cached for 10 minutes (:func:`forget_stored` re-reads)."""
+    return _read(key_digest(spec), str(default_store().directory), spec)
+
+
+def forget_stored() -> None:
+    """Drop cached reads, so the next :func:`stored_sweep` sees newly stored results."""
+    _read.clear()
+
+
+def show_coverage(stored: StoredSweep, spec: SweepSpec, *, key: str) -> None:
+    """What is stored per model, and for what is not: why, and the command computing it."""
+    st.dataframe(stored.coverage.astype({"units_found": str, "units_missing": str}),
+                 hide_index=True, key=f"{key}_coverage",
+                 column_config={"reason": st.column_config.TextColumn(width="large")})
+    no_weights = stored.coverage[stored.coverage.status.isin(["no weights", "unknown", "error"])]
+    if len(no_weights):
+        st.warning("Cannot read results for these models here:\n"
+                   + "\n".join(f"- **{r.model}**: {r.reason}" for r in no_weights.itertuples()))
+    if stored.to_compute:
+        st.info(f"Not computed yet at these settings: {', '.join(stored.to_compute)}. This "
+                "command computes them (results go to the store; minutes per unit on a CPU, "
+                "add --device cuda on a GPU), then press Re-read:")
+        st.code(sweep_command(spec, stored.to_compute), language="bash")
