@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from contextvars import ContextVar
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,24 @@ def weights_dir() -> Path:
     return path
 
 
+_NO_DOWNLOADS: ContextVar[bool] = ContextVar("signseg_no_downloads", default=False)
+
+
 def offline() -> bool:
-    """True when downloads are forbidden (``SIGNSEG_OFFLINE`` set to 1/true/yes)."""
+    """True when downloads are forbidden (``SIGNSEG_OFFLINE`` set to 1/true/yes, or inside
+    :func:`no_downloads`)."""
+    if _NO_DOWNLOADS.get():
+        return True
     return os.environ.get("SIGNSEG_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """Within this block (this thread or task only), behave as offline: files that are missing
+    stay missing. For code that only reads what is already there, such as a page showing results.
+    """
+    token = _NO_DOWNLOADS.set(True)
+    try:
+        yield
+    finally:
+        _NO_DOWNLOADS.reset(token)

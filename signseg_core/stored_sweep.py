@@ -125,6 +125,7 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
     :class:`StoredSweep`; its coverage lists every model of ``spec.models`` once, in order.
     """
     from .generators import make_generator
+    from .paths import no_downloads
     from .registry import load_model
 
     store = store if store is not None else default_store()
@@ -135,7 +136,8 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
         problem = weights_problem(name)
         if problem is None and metrics is None and not metrics_error:
             try:
-                metrics = Metrics.build(spec, device, {n: loader(n) for n in spec.ensemble})
+                with no_downloads():  # reading results must never start a download
+                    metrics = Metrics.build(spec, device, {n: loader(n) for n in spec.ensemble})
             except (SignsegError, ValueError, OSError) as exc:
                 metrics_error = f"cannot set up the similarity ensemble {spec.ensemble}: {exc}"
         if problem is None and metrics_error:

@@ -34,7 +34,7 @@ from .store import CODE_VERSION, ResultStore, default_store
 from .visualize import ConditionResult, VisualizeSettings, visualize
 from .zoo import ZooModel
 
-METRICS_VERSION = "1"
+METRICS_VERSION = "2"  # 2: LPIPS/detector keyed by weights, not status text
 SLOPE_RANGE = (4.0, 48.0)  # cycles/image fitted for the spectral slope (224-px images)
 
 
@@ -63,8 +63,8 @@ class SweepSpec:
 class MetricKey:
     conditions: tuple[str, ...]  # digests of the unit's condition keys
     ensemble: tuple[str, ...]  # fingerprints
-    lpips: str
-    detector: str
+    lpips: str  # "off", "unavailable" or the LPIPS network's weight fingerprint
+    detector: str  # likewise for the detector
     version: str = METRICS_VERSION
     code_version: str = CODE_VERSION
 
@@ -77,6 +77,7 @@ class Metrics:
     lpips: object | None
     detector: object | None
     statuses: dict[str, str]
+    identities: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, spec: SweepSpec, device, models_cache: dict) -> "Metrics":
@@ -95,15 +96,32 @@ class Metrics:
         statuses["lpips"] = lp.status if lp is not None else "off"
         det = torchvision_detector(spec.detector, device=device) if spec.detector else None
         statuses["objectness"] = det.status if det is not None else "off"
-        return cls(ensemble, lp if lp is not None and lp.available else None,
-                   det if det is not None and det.available else None, statuses)
+        lp = lp if lp is not None and lp.available else None
+        det = det if det is not None and det.available else None
+        identities = {"lpips": _identity(lp, spec.lpips), "objectness": _identity(det, spec.detector)}
+        return cls(ensemble, lp, det, statuses, identities)
 
     def key(self, results: Sequence[ConditionResult]) -> MetricKey:
         from .store import key_digest
 
+        ids = self.identities or {"lpips": _identity(self.lpips, True),
+                                  "objectness": _identity(self.detector, True)}
         return MetricKey(tuple(key_digest(r.key) for r in results),
                          tuple(m.fingerprint for m in self.ensemble),
-                         self.statuses["lpips"], self.statuses["objectness"])
+                         ids["lpips"], ids["objectness"])
+
+
+def _identity(metric, wanted) -> str:
+    """What a metric's numbers depend on: its weights' fingerprint; never paths or messages
+    (the same weights found under another TORCH_HOME, or missing for another reason, give the
+    same key)."""
+    from .checkpoints import state_fingerprint
+
+    if not wanted:
+        return "off"
+    if metric is None:
+        return "unavailable"
+    return state_fingerprint(metric.module)
 
 
 def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,

@@ -136,3 +136,28 @@ def test_robustness_table_recovers_a_planted_trend():
     out = robustness_table(pd.DataFrame(rows)).set_index("sign")
     assert out.loc["positive", "rho"] < -0.9 and out.loc["negative", "rho"] > 0.9
     assert (out.n_models == 4).all()
+
+
+def test_metric_key_names_the_weights_not_where_they_lie_or_why_they_are_missing():
+    """Stored metric rows must be found again under another TORCH_HOME or another wording of
+    'missing': the key holds weight fingerprints, "unavailable" or "off", never status text."""
+    from signseg_core.detect import random_detector
+    from signseg_core.sweep import Metrics
+
+    here = Metrics([], None, random_detector(0), {"lpips": "unavailable: x", "objectness": "a"})
+    moved = Metrics([], None, random_detector(0), {"lpips": "unavailable: y", "objectness": "b"})
+    other = Metrics([], None, random_detector(1), {"lpips": "unavailable: x", "objectness": "a"})
+    gone = Metrics([], None, None, {"lpips": "off", "objectness": "unavailable: z"})
+    assert here.key([]) == moved.key([])
+    assert here.key([]) != other.key([])  # other weights, other numbers
+    assert gone.key([]).detector == "unavailable" and gone.key([]).lpips == "unavailable"
+
+
+def test_no_downloads_is_offline_within_the_block_only(monkeypatch):
+    from signseg_core import paths
+
+    monkeypatch.delenv("SIGNSEG_OFFLINE", raising=False)
+    assert not paths.offline()
+    with paths.no_downloads():
+        assert paths.offline()
+    assert not paths.offline()
