@@ -207,10 +207,49 @@ def clamp_state(key: str, low: int, high: int) -> None:
 
 # -- cached models and engine results ----------------------------------------------------------
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=4)
-def cached_model(name: str) -> ZooModel:
-    """The zoo model ``name`` with its weights, shared read-only by every session."""
-    return load_model(name, device="auto")
+#: ``st.session_state`` key of the device the session computes on ("cpu" or "cuda").
+SESSION_DEVICE = "device"
+
+
+def device_choices() -> dict[str, str]:
+    """Devices this machine offers, as ``{device: label}``; the CPU always, CUDA when present."""
+    choices = {"cpu": "CPU"}
+    if torch.cuda.is_available():
+        choices["cuda"] = f"GPU: {torch.cuda.get_device_name(0)}"
+    return choices
+
+
+def current_device() -> str:
+    """The session's device: its choice when still offered, else the GPU when present."""
+    choices = device_choices()
+    chosen = st.session_state.get(SESSION_DEVICE)
+    return chosen if chosen in choices else ("cuda" if "cuda" in choices else "cpu")
+
+
+def _remember_device(key: str) -> None:
+    st.session_state[SESSION_DEVICE] = st.session_state[key]
+
+
+def device_picker(*, key: str = "device_choice") -> str:
+    """A radio of :func:`device_choices`; the choice holds for every page of the session."""
+    choices = device_choices()
+    st.session_state[SESSION_DEVICE] = st.session_state[key] = current_device()
+    st.radio("Compute on", list(choices), format_func=choices.get, key=key, horizontal=True,
+             on_change=_remember_device, args=(key,),
+             help="Where this session's models run and its new computations go. Stored "
+                  "results are shared: their keys name the weights and settings, not the device.")
+    return st.session_state[SESSION_DEVICE]
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=6)
+def _cached_model(name: str, device: str) -> ZooModel:
+    return load_model(name, device=device)
+
+
+def cached_model(name: str, device: str | None = None) -> ZooModel:
+    """The zoo model ``name`` with its weights on ``device`` (default: the session's
+    :func:`current_device`), shared read-only by every session."""
+    return _cached_model(name, device or current_device())
 
 
 @st.cache_resource(show_spinner="Building the untrained network…", max_entries=2)

@@ -210,13 +210,14 @@ def test_home_page_shows_the_test_model_and_the_store(page, server, stored):
         f"{expected_untrained_dale_index(model.readout.out_features):.4f}")
     expect(metrics.filter(has_text="Readout size")).to_contain_text(
         f"{model.n_features} → {model.n_classes}")
-    expect(metrics.filter(has_text="Device")).to_contain_text("CPU")
+    expect(main.get_by_role("radiogroup", name="Compute on")).to_contain_text("CPU")
     expect(main.get_by_role("combobox", name="Model")).to_have_value("tiny_test")
     expect(main.get_by_text(f"fingerprint {model.fingerprint[:16]}")).to_be_visible()
     expect(page.get_by_test_id("stPlotlyChart")).to_be_visible()
     expect(page.get_by_text("No computations running.")).to_be_visible()
     nav = page.get_by_test_id("stSidebarNav")
-    for name in ("Ablation explorer", "Dale index", "Dale ranked channels"):
+    for name in ("Home", "Ablation explorer", "Dale index", "Dale-ranked channels",
+                 "Compare models", "Export"):
         expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
     expect(page).to_have_url(re.compile(r"[?&]model=tiny_test\b"))
     no_errors_on(page)

@@ -141,7 +141,9 @@ def test_home_page_shows_device_cache_and_running_jobs(tiny_dashboard):
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
         assert not at.exception, at.exception
         labels = {m.label: m.value for m in at.metric}
-        assert labels["Device"] in ("CPU", "GPU (CUDA)")
+        device = at.radio(key="home_device")
+        assert device.value == "cpu" and at.session_state["device"] == "cpu"
+        assert "No CUDA GPU is visible" in " ".join(c.value for c in at.caption)
         assert labels["Stored results"].endswith("entries")
         assert labels["Cache size"].endswith("MiB")
         jobs = [d for d in at.dataframe if "a test job" in d.value.to_string()]
@@ -149,3 +151,15 @@ def test_home_page_shows_device_cache_and_running_jobs(tiny_dashboard):
     finally:
         release.set()
         job.wait(10)
+
+
+def test_device_choices_offer_the_gpu_only_when_there_is_one(monkeypatch):
+    import torch
+
+    from signseg_ui import common
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert common.device_choices() == {"cpu": "CPU"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100")
+    assert common.device_choices() == {"cpu": "CPU", "cuda": "GPU: NVIDIA H100"}
