@@ -16,6 +16,7 @@ from signseg_ui.common import (
     require_model,
     show_error,
 )
+from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Dale index · signseg", layout="wide")
 st.title("Dale index")
@@ -44,7 +45,9 @@ except Exception as exc:  # the UI layer turns engine errors into messages
     st.stop()
 
 st.subheader(f"Mean Dale index per layer, {name}")
-st.plotly_chart(layer_dale_figure(summary, comparison=comparison), key="dale_layers_fig")
+layers_fig = layer_dale_figure(summary, comparison=comparison)
+st.plotly_chart(layers_fig, key="dale_layers_fig")
+export_panel(layers_fig, name=f"{name}_layer_dale", key="dale_layers_export")
 if comparison is None:
     columns = ["layer", "kind", "in_channels", "out_channels", "groups", "n_outgoing",
                "mean_dale", "std_dale", "expected_untrained", "note"]
@@ -62,10 +65,10 @@ for problem in problems:
     st.warning(problem)
 scored = readouts.dropna(subset=["top1"])
 n_classes = model.n_classes
-st.plotly_chart(
-    dale_vs_accuracy_figure(scored, expected_untrained=expected_untrained_dale_index(n_classes),
-                            highlight=name),
-    key="dale_vs_acc_fig")
+acc_fig = dale_vs_accuracy_figure(
+    scored, expected_untrained=expected_untrained_dale_index(n_classes), highlight=name)
+st.plotly_chart(acc_fig, key="dale_vs_acc_fig")
+export_panel(acc_fig, name="readout_dale_vs_top1", key="dale_vs_acc_export")
 st.caption(f"{len(scored)} models with weights on this machine and a published top-1; the "
            f"dashed line is the expectation for an untrained {n_classes}-way readout.")
 

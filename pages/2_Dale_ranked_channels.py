@@ -21,6 +21,7 @@ from signseg_ui.common import (
     stored_gradvis,
     submit_gradvis,
 )
+from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Ranked channels · signseg", layout="wide")
 st.title("Dale-ranked channels")
@@ -41,7 +42,9 @@ except Exception as exc:  # the UI layer turns engine errors into messages
     st.stop()
 
 st.subheader(f"{len(ranking)} sender channels of {layer}, most positive first")
-st.plotly_chart(channel_ranking_figure(ranking), key="rank_fig")
+ranking_fig = channel_ranking_figure(ranking)
+st.plotly_chart(ranking_fig, key="rank_fig")
+export_panel(ranking_fig, name=f"{name}_{layer}_channel_ranking", key="rank_export")
 st.dataframe(ranking[["rank", "channel", "sign", "dale_index", "frac_positive", "frac_negative",
                       "n_positive", "n_negative"]], hide_index=True, height=260, key="rank_table")
 
@@ -77,7 +80,8 @@ if st.button(f"Visualize top/bottom {k}", key="rank_visualize", type="primary",
 if arrays is not None:
     st.caption(f"Input channels of {layer}, {config.steps} Adam steps on a {config.image_size}-px "
                "Fourier image with jitter, scale and rotation (Lucent-style).")
-    show_sender_images(arrays, ranking, k=k)
+    strip = show_sender_images(arrays, ranking, k=k)
+    export_panel(strip, name=f"{name}_{layer}_extreme_senders", key="rank_strip_export")
 elif job is not None and job.is_active:
     show_job(job, key="rank_job")
 elif job is not None and job.state == "failed":

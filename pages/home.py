@@ -13,6 +13,7 @@ from signseg_core.registry import list_models
 from signseg_core.signs import dale_index, expected_untrained_dale_index
 from signseg_core.store import default_store
 from signseg_ui.common import cached_model, device_choices, device_picker, model_picker
+from signseg_ui.export_widgets import export_panel
 
 
 @st.cache_data(show_spinner=False)
@@ -50,11 +51,10 @@ st.caption(
     f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint[:16]}; "
     f"cache at {paths.cache_dir()}"
 )
-st.plotly_chart(
-    dale_histogram_figure(di, expected_untrained=expected,
-                          title=f"Readout Dale index per penultimate channel, {model.name}"),
-    key="home_dale_hist",
-)
+hist = dale_histogram_figure(di, expected_untrained=expected,
+                             title=f"Readout Dale index per penultimate channel, {model.name}")
+st.plotly_chart(hist, key="home_dale_hist")
+export_panel(hist, name=f"{model.name}_readout_dale_histogram", key="home_hist_export")
 
 st.subheader("Model zoo")
 st.dataframe(table, hide_index=True, width="stretch",

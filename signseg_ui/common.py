@@ -16,6 +16,7 @@ import math
 import os
 import traceback
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
@@ -23,6 +24,7 @@ import torch
 from signseg_core.errors import SignsegError, UnknownNameError, WeightsNotFoundError
 from signseg_core.gradvis import GradVisConfig
 from signseg_core.jobs import Job, default_manager, gradvis_job, gradvis_job_key
+from signseg_core.plots import image_strip
 from signseg_core.registry import get_entry, list_models, load_model
 from signseg_core.signs import (
     compare_trained_untrained,
@@ -351,16 +353,22 @@ def _job_progress(job: Job) -> None:
         st.rerun()  # the whole page, which now shows the result
 
 
-def show_sender_images(arrays: dict, ranking: pd.DataFrame, *, k: int) -> None:
+def show_sender_images(arrays: dict, ranking: pd.DataFrame, *, k: int) -> np.ndarray:
     """Two rows of images, the k most positive senders then the k most negative, each captioned
-    with its channel and the fraction of its outgoing weights that are positive."""
+    with its channel and the fraction of its outgoing weights that are positive.
+
+    Returns the same two rows as one captioned strip (uint8 (H, W, 3)) for export.
+    """
     images, channels = arrays["images"], [int(c) for c in arrays["channels"]]
     frac = ranking.set_index("channel").frac_positive
     captions = [f"ch. {c} · {frac[c]:.1%} positive" for c in channels]
+    rows = {}
     for label, part in (("Most positive senders", slice(0, k)),
                         ("Most negative senders", slice(k, 2 * k))):
         st.markdown(f"**{label}**")
         st.image(list(images[part]), caption=captions[part], width=192)
+        rows[label.split()[1]] = list(zip(images[part], captions[part]))
+    return image_strip(rows, tile=160)
 
 
 def show_job(job: Job, *, key: str) -> None:

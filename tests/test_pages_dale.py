@@ -124,6 +124,8 @@ def test_dale_page_renders_the_tiny_model_layers_and_the_offline_zoo():
     assert len(ratios) == 4
     expander = at.expander[0]
     assert "resnet50-0676ba61.pth" in expander.markdown[0].value
+    exports = [e.label for e in at.expander if e.label.startswith("Export")]
+    assert exports == ["Export tiny_test_layer_dale", "Export readout_dale_vs_top1"]
 
 
 def test_dale_page_compares_with_the_seeded_untrained_network():
