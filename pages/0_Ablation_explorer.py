@@ -12,7 +12,9 @@ from signseg_ui.explorer import (
     DEFAULT_ALPHA,
     DEFAULT_SIGN,
     DEFAULT_UNIT,
+    METRIC_SPEC,
     N_CONDITIONS,
+    condition_label,
     current_key,
     default_settings,
     explorer_settings,
@@ -25,9 +27,13 @@ from signseg_ui.explorer import (
     results_by_key,
     show_alpha_strip,
     show_current,
+    show_unit_metrics,
     stored_unit,
     submit_unit,
+    submit_unit_metrics,
+    sweep_ordered,
     unit_job,
+    unit_metrics,
     unit_text,
 )
 
@@ -98,7 +104,7 @@ elif missing and job is not None and job.state == "failed":
     st.error(f"The computation failed: {job.error}")
 
 shown = current_key(unit, sign, alpha)
-label = "control (intact)" if alpha == 0 else f"{sign} weights, α = {alpha:.1f}"
+label = condition_label(sign, alpha)
 st.subheader(f"{unit_text(unit)} — {label}")
 if shown in found:
     show_current(found[shown], label=label)
@@ -113,3 +119,28 @@ if found:
                     key="explorer_fig")
     st.caption("Ablated activation: the best objective over restarts with the weights removed. "
                "Intact logit: the unmodified unit's logit on that same image.")
+
+ordered = sweep_ordered(found, unit)
+if found and ordered is None:
+    st.caption("Similarity, objectness and spectrum against α follow once all "
+               f"{N_CONDITIONS} conditions of the unit are computed.")
+if ordered is not None:
+    st.subheader("Similarity, objectness and spectrum")
+    try:
+        metrics, measured, metrics_job = unit_metrics(name, ordered)
+    except Exception as exc:  # e.g. the similarity ensemble's weights are not here
+        show_error(exc, context="Cannot set up the metrics")
+    else:
+        if measured is not None:
+            show_unit_metrics(*measured, metrics.statuses, current=(sign, alpha))
+        elif metrics_job is None or metrics_job.state == "cancelled":
+            if st.button(f"Measure unit {unit}: similarity, objectness, spectra",
+                         key="explorer_metrics_compute",
+                         help=f"Measures the unit's images as a sweep does (ensemble "
+                              f"{', '.join(METRIC_SPEC.ensemble)}) in the background; the rows "
+                              "are kept on disk."):
+                metrics_job = submit_unit_metrics(name, ordered)
+        if measured is None and metrics_job is not None and metrics_job.is_active:
+            show_job(metrics_job, key="explorer_metrics_job")
+        elif measured is None and metrics_job is not None and metrics_job.state == "failed":
+            st.error(f"Measuring the unit failed: {metrics_job.error}")

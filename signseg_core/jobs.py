@@ -468,3 +468,112 @@ def gradvis_job(manager: JobManager, model, layer: str, channels: Sequence[int],
         return arrays
 
     return manager.submit(gradvis_job_key(key, store=resolved), run, label=label)
+
+
+def _check_unit_results(results: Sequence) -> None:
+    """One unit's conditions with exactly one control, else a ValueError saying what is wrong."""
+    if not results:
+        raise ValueError("results is empty; give one unit's ConditionResults")
+    units = sorted({(r.key.model, r.key.unit) for r in results})
+    if len(units) != 1:
+        raise ValueError(f"results must be one model's one unit; got (model, unit) {units}")
+    n_controls = sum(r.key.sign == "control" for r in results)
+    if n_controls != 1:
+        raise ValueError(f"results must hold exactly one control (alpha = 0) condition; "
+                         f"got {n_controls}")
+
+
+def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None = None):
+    """One unit's sweep metric rows and mean spectra as the sweep stored them, or None.
+
+    Reads (never computes) the entry :func:`~signseg_core.sweep.run_sweep` writes per unit, under
+    ``metrics.key(results)`` (:class:`~signseg_core.sweep.MetricKey`).
+
+    Parameters
+    ----------
+    results : sequence of :class:`~signseg_core.visualize.ConditionResult`
+        The unit's conditions in the order the sweep visualizes them
+        (:func:`~signseg_core.ablation.condition_grid` of the unit: control, positive 0.1..1,
+        negative 0.1..1); another order is another key.
+    metrics : :class:`~signseg_core.sweep.Metrics`, the metric setup (ensemble, LPIPS, detector).
+    store : default :func:`~signseg_core.store.default_store`.
+
+    Returns
+    -------
+    ``(rows, spectra)``: rows one per image (columns of ``run_sweep(...).table``; metric columns
+    and ``alpha`` float), spectra one per (condition, frequency) (``model``, ``unit``, ``sign``,
+    ``alpha``, ``freq``, ``power``); None when absent or unreadable.
+    """
+    import json
+
+    import pandas as pd
+
+    from .sweep import METRIC_COLUMNS
+
+    resolved = default_store() if store is None else store
+    got = resolved.get(metrics.key(results))
+    if got is None:
+        return None
+    try:
+        meta = got[1]
+        rows = pd.DataFrame(json.loads(meta["rows"])).astype(
+            {c: float for c in (*METRIC_COLUMNS, "alpha")})
+        return rows, pd.DataFrame(json.loads(meta["spectra"]))
+    except (KeyError, ValueError, TypeError):
+        return None  # the sweep (or metrics_job) deletes and recomputes such an entry
+
+
+def metrics_job_key(results: Sequence, metrics, *, store: ResultStore | None = None) -> dict:
+    """The job key :func:`metrics_job` submits ``results`` under: the digest of the unit's
+    :class:`~signseg_core.sweep.MetricKey` and the store's folder (None: the default store)."""
+    return {"job": "metrics", "store": _store_dir(store),
+            "metrics": key_digest(metrics.key(results))}
+
+
+def metrics_job(manager: JobManager, model, results: Sequence, metrics, *,
+                store: ResultStore | None = None, label: str = "") -> Job:
+    """Measure one unit's images as a sweep does (similarity, LPIPS, objectness, spectra) as a
+    job, and store the rows where :func:`~signseg_core.sweep.run_sweep` keeps them; identical
+    requests share one job.
+
+    Parameters
+    ----------
+    model : the unit's :class:`~signseg_core.zoo.ZooModel` (its class names label the rows).
+    results : the unit's :class:`~signseg_core.visualize.ConditionResult`\\ s in the sweep's
+        order (see :func:`stored_metric_rows`), exactly one of them the control.
+    metrics : :class:`~signseg_core.sweep.Metrics`; shared, only read.
+    store : default :func:`~signseg_core.store.default_store`.
+    label : shown in job lists; default names the model, unit and image count.
+
+    Returns
+    -------
+    Job whose result is ``(rows, spectra)`` as :func:`stored_metric_rows` reads them back (the
+    store keeps 15 significant digits). Rows already stored are read, not recomputed. The
+    measurement is one call (``sweep.unit_rows``): cancelling stops a queued job at once and a
+    running one when that call returns; what it measured is stored all the same (it is complete
+    and correct), but the job ends ``cancelled`` with no result.
+
+    Raises
+    ------
+    ValueError : ``results`` are not one unit's conditions with exactly one control.
+    """
+    from .sweep import _cached_unit_rows
+
+    _check_unit_results(results)
+    resolved = default_store() if store is None else store
+    results = list(results)
+    n_images = sum(len(r.images) for r in results)
+    if not label:
+        label = (f"{model.name} unit {results[0].key.unit}: similarity, objectness and spectra "
+                 f"of {n_images} images")
+
+    def run(progress: ProgressFn, should_stop: Callable[[], bool]):
+        if should_stop():
+            raise JobCancelled("cancelled")
+        progress(0, 1, f"measuring {n_images} images")
+        measured = _cached_unit_rows(resolved, results, metrics, model.class_names)
+        progress(1, 1, "measured")
+        # read back, so the job shows the very numbers a later page visit reads from the store
+        return stored_metric_rows(results, metrics, store=resolved) or measured
+
+    return manager.submit(metrics_job_key(results, metrics, store=resolved), run, label=label)

@@ -273,3 +273,65 @@ def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = N
                       margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
     fig.update_xaxes(range=[-0.02, 1.02])
     return fig
+
+
+def unit_metric_vs_alpha_figure(rows, metric: str, *, current: tuple[str, float] | None = None,
+                                title: str = "", y_title: str = "") -> go.Figure:
+    """One unit's image metric against ablation strength, per sign: every restart and their mean.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        One row per image of ONE model's ONE unit, as :func:`signseg_core.sweep.unit_rows`
+        makes them (columns ``model``, ``unit``, ``sign`` in {"control", "positive",
+        "negative"}, ``alpha`` in [0, 1] and ``metric``). The control rows (alpha 0) start both
+        signs' lines.
+    metric : str
+        The column to plot, e.g. ``"similarity"``, ``"objectness"``, ``"spectral_slope"``.
+    current : (sign, alpha), optional
+        The shown condition, marked with a ring on its sign's mean line (alpha 0: the control
+        point of that sign's line).
+
+    Traces, per sign with any finite value: ``"<sign>: mean over restarts"`` (lines+markers,
+    the NaN-skipping mean of the condition's images, sorted by alpha) and ``"<sign>: restarts"``
+    (one dot per finite image value, not in the legend: it toggles with its sign's mean); then
+    ``"shown"`` when ``current`` has a mean. A condition
+    whose values are all NaN (e.g. objectness without a detector) is left out.
+
+    Raises
+    ------
+    ValueError : ``metric`` is not a column, or ``rows`` hold more than one model or unit.
+    """
+    if metric not in rows.columns:
+        raise ValueError(f"unknown metric {metric!r}; choose from {list(rows.columns)}")
+    for column in ("model", "unit"):
+        values = sorted(set(rows[column])) if column in rows.columns else []
+        if len(values) > 1:
+            raise ValueError(f"rows must hold one {column}; got {values}")
+    fig = go.Figure()
+    for sign in ("positive", "negative"):
+        part = rows[rows.sign.isin(("control", sign))]
+        part = part[np.isfinite(part[metric].to_numpy(dtype=float))]
+        if part.empty:
+            continue
+        means = part.groupby("alpha")[metric].mean().sort_index()
+        alpha, mean = [float(a) for a in means.index], [float(v) for v in means.to_numpy()]
+        color = SIGN_COLORS[sign]
+        fig.add_trace(go.Scatter(x=alpha, y=mean, mode="lines+markers", line={"color": color},
+                                 name=f"{sign}: mean over restarts", legendgroup=sign))
+        fig.add_trace(go.Scatter(x=[float(a) for a in part.alpha],
+                                 y=[float(v) for v in part[metric]], mode="markers",
+                                 marker={"color": color, "size": 5, "opacity": 0.45},
+                                 name=f"{sign}: restarts", legendgroup=sign, showlegend=False))
+        if current is not None and current[0] == sign:
+            hit = [i for i, a in enumerate(alpha) if np.isclose(a, current[1])]
+            if hit:
+                fig.add_trace(go.Scatter(
+                    x=[alpha[hit[0]]], y=[mean[hit[0]]], mode="markers", name="shown",
+                    marker={"size": 16, "color": "rgba(0,0,0,0)",
+                            "line": {"width": 2, "color": "#222"}}))
+    fig.update_layout(title=title or None, xaxis_title="ablation strength α",
+                      yaxis_title=y_title or metric, legend=_LEGEND_BELOW,
+                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
+    fig.update_xaxes(range=[-0.02, 1.02])
+    return fig

@@ -98,7 +98,8 @@ class Metrics:
         statuses["objectness"] = det.status if det is not None else "off"
         lp = lp if lp is not None and lp.available else None
         det = det if det is not None and det.available else None
-        identities = {"lpips": _identity(lp, spec.lpips), "objectness": _identity(det, spec.detector)}
+        identities = {"lpips": _identity(lp, spec.lpips),
+                      "objectness": _identity(det, spec.detector)}
         return cls(ensemble, lp, det, statuses, identities)
 
     def key(self, results: Sequence[ConditionResult]) -> MetricKey:

@@ -7,6 +7,11 @@ background :func:`~signseg_core.jobs.visualize_job` for the whole unit, whose ke
 the model, generator, settings and unit, so every browser session asking for the same unit
 watches the same computation.
 
+Once all 21 are there, the unit's sweep metrics (similarity to the control images, objectness,
+spectral slope, mean spectra) are read from the entry :func:`~signseg_core.sweep.run_sweep` stores
+per unit, under the same metric setup as a default sweep (:data:`METRIC_SPEC`); when it is
+missing, one background :func:`~signseg_core.jobs.metrics_job` measures the unit and stores it.
+
 Streamlit glue only; the computations live in ``signseg_core``.
 """
 
@@ -19,8 +24,18 @@ import streamlit as st
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, Condition, condition_grid
 from signseg_core.generators import list_generators, make_generator
 from signseg_core.imagenet import NUM_CLASSES, check_unit, class_names
-from signseg_core.jobs import Job, default_manager, visualize_job, visualize_job_key
+from signseg_core.jobs import (
+    Job,
+    default_manager,
+    metrics_job,
+    metrics_job_key,
+    stored_metric_rows,
+    visualize_job,
+    visualize_job_key,
+)
+from signseg_core.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
 from signseg_core.store import default_store, key_digest
+from signseg_core.sweep import SLOPE_RANGE, Metrics, SweepSpec
 from signseg_core.visualize import (
     ConditionKey,
     ConditionResult,
@@ -42,6 +57,9 @@ PREVIEW_SETTINGS = {"generator": "fourier", "restarts": 4, "generations": 20, "s
 PRECOMPUTED_SETTINGS = {
     "efficientnet_lite0": {"generator": "fourier", "restarts": 5, "generations": 60, "seed": 0},
 }
+#: The metric setup of the unit's metric plots: a default sweep's (similarity ensemble, LPIPS,
+#: detector), so the rows ``python -m signseg_core sweep`` stores for a unit are found here.
+METRIC_SPEC = SweepSpec()
 
 
 # -- choices restored from the URL -------------------------------------------------------------
@@ -200,17 +218,143 @@ def current_key(unit: int, sign: str, alpha: float) -> tuple:
     return Condition(unit, sign, alpha).key
 
 
+# -- the unit's sweep metrics ------------------------------------------------------------------
+
+@st.cache_resource(show_spinner="Setting up the similarity ensemble and the detector…",
+                   max_entries=2)
+def cached_metrics(device: str, ensemble: tuple[str, ...], lpips: bool,
+                   detector: str | None) -> Metrics:
+    """The sweep's metric models (read-only, shared by every session and job); the ensemble is
+    the dashboard's cached models. Weights added later are seen after a server restart."""
+    spec = SweepSpec(ensemble=ensemble, lpips=lpips, detector=detector)
+    return Metrics.build(spec, device, {n: cached_model(n) for n in ensemble})
+
+
+def unit_metrics_setup(model_name: str) -> Metrics:
+    """:func:`cached_metrics` of :data:`METRIC_SPEC` on ``model_name``'s device."""
+    spec = METRIC_SPEC
+    return cached_metrics(str(cached_model(model_name).device), tuple(spec.ensemble),
+                          spec.lpips, spec.detector)
+
+
+def sweep_ordered(found: dict[tuple, ConditionResult], unit: int) -> list[ConditionResult] | None:
+    """``unit``'s 21 results in the order a sweep measures them, or None while any is missing."""
+    keys = [c.key for c in condition_grid([unit])]
+    return [found[k] for k in keys] if all(k in found for k in keys) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read_metric_rows(digest: str, store_dir: str, _results, _metrics):
+    got = stored_metric_rows(_results, _metrics, store=default_store())
+    if got is None:
+        raise _Missing(digest)
+    return got
+
+
+def stored_unit_metrics(model_name: str, results: Sequence[ConditionResult]):
+    """``(rows, spectra)`` a sweep stored for the unit of ``results`` (:func:`sweep_ordered`),
+    or None; a found entry is read from disk once per server process."""
+    metrics = unit_metrics_setup(model_name)
+    try:
+        return _read_metric_rows(key_digest(metrics.key(results)),
+                                 str(default_store().directory), results, metrics)
+    except _Missing:
+        return None
+
+
+def unit_metrics_job(model_name: str, results: Sequence[ConditionResult]) -> Job | None:
+    """The job measuring the unit of ``results``, if any session submitted one."""
+    return default_manager().get(metrics_job_key(results, unit_metrics_setup(model_name)))
+
+
+def submit_unit_metrics(model_name: str, results: Sequence[ConditionResult]) -> Job:
+    """Measure the unit of ``results`` in the background and store its rows (shared job)."""
+    return metrics_job(default_manager(), cached_model(model_name), results,
+                       unit_metrics_setup(model_name), store=default_store())
+
+
+def unit_metrics(model_name: str, results: Sequence[ConditionResult]):
+    """``(metrics, measured, job)`` of the unit of ``results`` (:func:`sweep_ordered`): the
+    metric setup, the ``(rows, spectra)`` stored or of a finished job (None if neither), and
+    the job measuring it (None if no session submitted one)."""
+    metrics = unit_metrics_setup(model_name)
+    measured, job = stored_unit_metrics(model_name, results), unit_metrics_job(model_name, results)
+    if measured is None and job is not None and job.state == "done":
+        measured = job.result()
+    return metrics, measured, job
+
+
+def objectness_note(status: str, *, detector: str | None) -> str:
+    """One line saying why objectness is not plotted: the missing weights file of the torchvision
+    ``detector`` when that is why, else the detector's ``status`` (e.g. ``"off"``)."""
+    from signseg_core.detect import TORCHVISION_DETECTORS, coco_weights_source
+
+    if detector in TORCHVISION_DETECTORS:
+        path = coco_weights_source(detector).path
+        if not path.is_file():
+            return (f"Objectness unavailable: the {detector} detector's weights file "
+                    f"{path.name} is missing (put it at {path}).")
+    return f"Objectness unavailable: {status.removeprefix('unavailable: ')}"
+
+
+def show_unit_metrics(rows, spectra, statuses: dict, *, current: tuple[str, float]) -> None:
+    """Similarity, objectness and spectral slope against α (both signs; the shown condition
+    ringed), and the control/ablated power ratio at the shown α.
+
+    ``rows``, ``spectra``: one unit's :func:`stored_unit_metrics`; ``statuses``: the metric
+    setup's (``Metrics.statuses``); ``current``: the shown ``(sign, alpha)``. Objectness without
+    a single finite value is one :func:`objectness_note` line instead of a plot.
+    """
+    left, right = st.columns(2)
+    left.plotly_chart(unit_metric_vs_alpha_figure(
+        rows, "similarity", current=current, y_title="similarity to the control images"),
+        key="explorer_fig_similarity")
+    if rows.objectness.notna().any():
+        right.plotly_chart(unit_metric_vs_alpha_figure(
+            rows, "objectness", current=current, y_title="objectness (highest box score)"),
+            key="explorer_fig_objectness")
+    else:
+        right.info(objectness_note(statuses.get("objectness", "off"),
+                                   detector=METRIC_SPEC.detector))
+    left, right = st.columns(2)
+    left.plotly_chart(unit_metric_vs_alpha_figure(
+        rows, "spectral_slope", current=current, y_title="spectral slope (log-log)"),
+        key="explorer_fig_spectral_slope")
+    if current[1] > 0:
+        right.plotly_chart(spectrum_ratio_figure(spectra, alpha=current[1]),
+                           key="explorer_fig_spectrum_ratio")
+    else:
+        right.caption("Pick α > 0 to see the control / ablated power ratio.")
+    st.caption(f"Similarity: mean cosine similarity of penultimate activations to the control "
+               f"images, averaged over {', '.join(METRIC_SPEC.ensemble)} (control images: to "
+               f"the other control images). Spectral slope: log-log slope of the radial power "
+               f"spectrum over {SLOPE_RANGE[0]:g}–{SLOPE_RANGE[1]:g} cycles/image. Dots are "
+               f"restarts, lines their mean; the power ratio is the control's mean spectrum over "
+               f"the ablated one at the shown α.")
+
 
 # -- drawing -----------------------------------------------------------------------------------
+
+def condition_label(sign: str, alpha: float) -> str:
+    """``"negative weights, α = 0.4"``; ``"control (intact)"`` for alpha 0."""
+    return "control (intact)" if alpha == 0 else f"{sign} weights, α = {alpha:.1f}"
+
+
+def current_caption(result: ConditionResult, *, label: str) -> str:
+    """The big image's caption: ``"negative weights, α = 0.4 · activation 0.17 · intact 0.11"``
+    (the best restart's scores; a stable hook for tests)."""
+    best = result.best_index
+    return (f"{label} · activation {result.best_scores[best]:.2f} · "
+            f"intact {result.intact_scores[best]:.2f}")
+
 
 def show_current(result: ConditionResult, *, label: str) -> None:
     """The best image large with its score, then every restart with its score above it."""
     best = result.best_index
+    n = len(result.best_scores)
     left, right = st.columns([1, 2])
-    left.markdown(f"**{label}: best of {len(result.best_scores)} restarts**")
-    left.image(result.images[best], width=300,
-               caption=f"activation {result.best_scores[best]:.2f} · "
-                       f"intact {result.intact_scores[best]:.2f}")
+    left.markdown(f"**{label}: best of {n} restart{'s' * (n != 1)}**")
+    left.image(result.images[best], width=300, caption=current_caption(result, label=label))
     right.markdown("**Every restart** (activation of the ablated unit above each image)")
     columns = right.columns(max(len(result.best_scores), 4))
     for i, column in enumerate(columns[:len(result.best_scores)]):

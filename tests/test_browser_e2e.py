@@ -180,8 +180,10 @@ def no_errors_on(page) -> None:
 # -- expected text, worked out from the engine -------------------------------------------------
 
 def best_caption(result: ConditionResult) -> str:
-    best = result.best_index
-    return f"activation {result.best_scores[best]:.2f} · intact {result.intact_scores[best]:.2f}"
+    best, key = result.best_index, result.key
+    label = "control (intact)" if key.alpha == 0 else f"{key.sign} weights, α = {key.alpha:.1f}"
+    return (f"{label} · activation {result.best_scores[best]:.2f} · "
+            f"intact {result.intact_scores[best]:.2f}")
 
 
 def strip_score(result: ConditionResult) -> str:

@@ -1,5 +1,10 @@
 """The ablation explorer page (pages/0), driven through AppTest on the tiny test network, and the
-engine figure it draws."""
+engine figure it draws.
+
+Each unit's 21 conditions are visualized once per module and written into every test's own store.
+The unit's metric plots use a fast metric setup (tiny_test as the whole similarity ensemble, no
+LPIPS; the default detector, whose weights are missing under the test's TORCH_HOME).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +17,30 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.ablation import Condition, condition_grid
-from signseg_core.jobs import default_manager
+from signseg_core.jobs import default_manager, metrics_job_key, stored_metric_rows
 from signseg_core.plots import activation_vs_alpha_figure
 from signseg_core.registry import load_model
-from signseg_core.visualize import ConditionKey, ConditionResult, visualize
+from signseg_core.store import default_store
+from signseg_core.sweep import Metrics, SweepSpec, run_sweep
+from signseg_core.visualize import ConditionKey, ConditionResult, _save, visualize
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "0_Ablation_explorer.py")
 TINY = {"generator": "fourier", "restarts": 2, "generations": 2, "seed": 0}
 
 
-pytestmark = pytest.mark.usefixtures("tiny_dashboard")
+#: The explorer's metric setup in these tests (the page's default loads three EfficientNets).
+TEST_METRICS = SweepSpec(ensemble=("tiny_test",), lpips=False)
+DETECTOR_FILE = "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth"
+
+pytestmark = pytest.mark.usefixtures("tiny_dashboard", "fast_metrics")
+
+
+@pytest.fixture
+def fast_metrics(monkeypatch):
+    import signseg_ui.explorer
+
+    monkeypatch.setattr(signseg_ui.explorer, "METRIC_SPEC", TEST_METRICS)
 
 
 def run_page(**query) -> AppTest:
@@ -39,13 +57,41 @@ def tiny_settings(at: AppTest) -> AppTest:
     return at.run()
 
 
+_VISUALIZED: dict[int, list[ConditionResult]] = {}
+
+
 def fill_store(unit: int = 373) -> dict:
-    """Compute the unit's conditions into the test's store exactly as the page asks for them."""
+    """Put the unit's conditions into the test's store exactly as the page asks for them
+    (computed once per module)."""
     from signseg_ui.explorer import explorer_settings
 
-    results = visualize(load_model("tiny_test"), condition_grid([unit]),
-                        settings=explorer_settings(**TINY))
-    return {r.condition.key: r for r in results}
+    if unit not in _VISUALIZED:
+        _VISUALIZED[unit] = visualize(load_model("tiny_test"), condition_grid([unit]),
+                                      settings=explorer_settings(**TINY), store=False)
+    for result in _VISUALIZED[unit]:
+        _save(default_store(), result)
+    return {r.condition.key: r for r in _VISUALIZED[unit]}
+
+
+def sweep_unit(unit: int = 373):
+    """What ``python -m signseg_core sweep`` stores for the unit at the page's settings and
+    metric setup: its table."""
+    from signseg_ui.explorer import explorer_settings
+
+    spec = SweepSpec(models=("tiny_test",), units=(unit,), settings=explorer_settings(**TINY),
+                     ensemble=TEST_METRICS.ensemble, lpips=TEST_METRICS.lpips,
+                     detector=TEST_METRICS.detector)
+    return run_sweep(spec).table
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """The page's Plotly figures (as JSON) by y-axis title."""
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return {f["layout"]["yaxis"]["title"]["text"]: f for f in figs}
+
+
+def keys_of_buttons(at: AppTest) -> list[str]:
+    return [b.key for b in at.button]
 
 
 def markdowns(at: AppTest) -> list[str]:
@@ -112,13 +158,15 @@ def test_stored_results_show_at_once_and_the_slider_moves_over_them():
     found = fill_store()
     n_jobs = len(default_manager().jobs(active_only=False))
     at = tiny_settings(run_page())
-    assert not at.button  # nothing to compute
+    assert keys_of_buttons(at) == ["explorer_metrics_compute"]  # images stored, metrics not
     images = at.get("image")
     assert len(images) == 1 + 2 + 2 * 11  # best, the restarts, the strip
     current = found[Condition(373, "positive", 0.5).key]
     best = current.best_index
     assert images[0].proto.imgs[0].caption == (
-        f"activation {current.best_scores[best]:.2f} · intact {current.intact_scores[best]:.2f}")
+        f"positive weights, α = 0.5 · activation {current.best_scores[best]:.2f} · "
+        f"intact {current.intact_scores[best]:.2f}")
+    assert "**positive weights, α = 0.5: best of 2 restarts**" in markdowns(at)
     texts = markdowns(at)
     for i, score in enumerate(current.best_scores):  # a score above each restart
         assert any(t.startswith(f"**{score:.2f}**") for t in texts)
@@ -134,10 +182,13 @@ def test_stored_results_show_at_once_and_the_slider_moves_over_them():
     assert not at.exception
     moved = found[Condition(373, "positive", 1.0).key]
     caption = at.get("image")[0].proto.imgs[0].caption
-    assert caption.startswith(f"activation {moved.best_scores[moved.best_index]:.2f}")
+    assert caption.startswith(f"positive weights, α = 1.0 · "
+                              f"activation {moved.best_scores[moved.best_index]:.2f}")
     assert "positive weights, α = 1.0" in at.subheader[0].value
     assert at.query_params["alpha"] == "1"
     assert len(default_manager().jobs(active_only=False)) == n_jobs  # no job for stored ones
+    at.select_slider(key="explorer_alpha").set_value(0.0).run()
+    assert at.get("image")[0].proto.imgs[0].caption.startswith("control (intact) · activation")
 
 
 def test_the_compute_button_starts_one_job_whose_images_appear():
@@ -148,7 +199,7 @@ def test_the_compute_button_starts_one_job_whose_images_appear():
     assert len(jobs) == 1 and jobs[0].wait(60), jobs
     assert jobs[0].state == "done", jobs[0].error
     at.run()
-    assert not at.exception and not at.button
+    assert not at.exception and "explorer_compute" not in keys_of_buttons(at)
     assert len(at.get("image")) == 25
     assert any(t.startswith("**Negative weights") for t in markdowns(at))
 
@@ -202,3 +253,105 @@ def test_a_bad_url_value_is_an_error_message_not_a_crash(query, says):
     assert at.selectbox(key="explorer_unit").value == 373
     assert at.radio(key="explorer_sign").value == "positive"
     assert at.select_slider(key="explorer_alpha").value == 0.5
+
+
+# -- the unit's metrics ------------------------------------------------------------------------
+
+def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs():
+    fill_store()
+    table = sweep_unit()
+    at = tiny_settings(run_page(sign="negative", alpha="0.3"))
+    assert "explorer_metrics_compute" not in keys_of_buttons(at)
+    figs = charts(at)
+    assert list(figs) == ["activation of the best image", "similarity to the control images",
+                          "spectral slope (log-log)", "power ratio control / ablated"]
+    for title, metric in (("similarity to the control images", "similarity"),
+                          ("spectral slope (log-log)", "spectral_slope")):
+        lines = {t["name"]: t for t in figs[title]["data"]}
+        for sign in ("positive", "negative"):
+            part = table[table.sign.isin(("control", sign))].groupby("alpha")[metric].mean()
+            line = lines[f"{sign}: mean over restarts"]
+            assert line["x"] == [round(0.1 * i, 6) for i in range(11)]
+            np.testing.assert_allclose(line["y"], part.to_numpy(), rtol=1e-12)
+        shown = table[(table.sign == "negative") & np.isclose(table.alpha, 0.3)][metric].mean()
+        assert lines["shown"]["x"] == [0.3]
+        np.testing.assert_allclose(lines["shown"]["y"], [shown], rtol=1e-12)
+    ratio = {t["name"] for t in figs["power ratio control / ablated"]["data"]}
+    assert ratio == {"positive α=0.3", "negative α=0.3"}
+    notes = [i.value for i in at.info]
+    assert len(notes) == 1 and notes[0].startswith("Objectness unavailable")
+    assert DETECTOR_FILE in notes[0] and "\n" not in notes[0]
+
+    at.select_slider(key="explorer_alpha").set_value(0.0).run()
+    assert not at.exception
+    figs = charts(at)
+    assert "power ratio control / ablated" not in figs
+    shown = {t["name"]: t for t in figs["similarity to the control images"]["data"]}["shown"]
+    assert shown["x"] == [0.0]  # the control, on the negative line
+    assert len(figs["similarity to the control images"]["data"]) == 5
+
+
+def test_only_images_stored_offer_a_measure_button_whose_job_stores_the_rows():
+    found = fill_store()
+    at = tiny_settings(run_page())
+    button = at.button(key="explorer_metrics_compute")
+    assert button.label == "Measure unit 373: similarity, objectness, spectra"
+    assert list(charts(at)) == ["activation of the best image"]
+    button.click().run()
+    assert not at.exception
+    jobs = [j for j in default_manager().jobs(active_only=False) if "similarity" in j.label]
+    assert len(jobs) == 1 and jobs[0].wait(60), jobs
+    assert jobs[0].state == "done", jobs[0].error
+    at.run()
+    assert not at.exception and "explorer_metrics_compute" not in keys_of_buttons(at)
+    assert "similarity to the control images" in charts(at)
+    ordered = [found[c.key] for c in condition_grid([373])]
+    metrics = Metrics.build(TEST_METRICS, "cpu", {})
+    rows, _ = stored_metric_rows(ordered, metrics)  # stored where a sweep would look
+    lines = {t["name"]: t for t in charts(at)["similarity to the control images"]["data"]}
+    np.testing.assert_allclose(
+        lines["positive: mean over restarts"]["y"],
+        rows[rows.sign.isin(("control", "positive"))].groupby("alpha").similarity.mean(),
+        rtol=1e-12)
+
+
+def test_a_running_metrics_job_shows_progress_and_cancels():
+    found = fill_store()
+    ordered = [found[c.key] for c in condition_grid([373])]
+    key = metrics_job_key(ordered, Metrics.build(TEST_METRICS, "cpu", {}))
+
+    def slow(progress, should_stop):
+        progress(0, 1, "measuring 42 images")
+        while not should_stop():
+            threading.Event().wait(0.02)
+        return None
+
+    job = default_manager().submit(key, slow, label="slow metrics")
+    at = tiny_settings(run_page())
+    assert "explorer_metrics_compute" not in keys_of_buttons(at)
+    assert "measuring 42 images" in at.get("progress")[0].text
+    at.button(key="explorer_metrics_job_cancel").click().run()
+    assert job.wait(10) and job.state == "cancelled"
+    at.run()
+    assert "explorer_metrics_compute" in keys_of_buttons(at)
+
+
+def test_the_caption_of_one_restart_is_singular():
+    def page():
+        import numpy as np
+
+        from signseg_core.visualize import ConditionKey, ConditionResult
+        from signseg_ui.explorer import show_current
+
+        key = ConditionKey("m", "f", 7, "negative", 0.4, "fourier", "g", "{}", 1, 1, 0, "fp32")
+        one = np.zeros((1, 1))
+        show_current(ConditionResult(key, np.zeros((1, 2, 2, 3), np.uint8), np.array([0.17]),
+                                     np.array([0.114]), one, one, np.zeros((1, 1), np.float32),
+                                     np.zeros((1, 1), np.float32)),
+                     label="negative weights, α = 0.4")
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception, at.exception
+    assert "**negative weights, α = 0.4: best of 1 restart**" in markdowns(at)
+    assert (at.get("image")[0].proto.imgs[0].caption
+            == "negative weights, α = 0.4 · activation 0.17 · intact 0.11")
