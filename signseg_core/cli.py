@@ -325,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-restarts", type=int, default=20)
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=_cmd_bench)
+
+    from .neurons_cli import add_neurons_parser  # the `neurons ...` subcommands
+
+    add_neurons_parser(sub)
     return parser
 
 

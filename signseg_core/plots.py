@@ -6,6 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 from torch import Tensor
 
+#: Colour of reference lines and "current" markers: a mid grey that reads on the light and the dark
+#: dashboard theme and in exported files alike (near-black vanished on the dark theme).
+NEUTRAL = "#8c8c8c"
+
 
 def _vline(x: float, name: str, color: str, dash: str, height: float) -> go.Scatter:
     return go.Scatter(x=[x, x], y=[0, height], mode="lines", name=name,
@@ -26,7 +30,7 @@ def dale_histogram_figure(dale: Tensor | np.ndarray, *, expected_untrained: floa
     height = float(counts.max()) * 1.05
     fig = go.Figure(go.Histogram(x=values, xbins={"start": lo, "end": hi, "size": (hi - lo) / bins},
                                  marker_color="#4c78a8", name="channels"))
-    fig.add_trace(_vline(float(values.mean()), f"mean {values.mean():.4f}", "#222222", "solid",
+    fig.add_trace(_vline(float(values.mean()), f"mean {values.mean():.4f}", NEUTRAL, "solid",
                          height))
     if expected_untrained is not None:
         fig.add_trace(_vline(expected_untrained, f"untrained expectation {expected_untrained:.4f}",
@@ -147,7 +151,7 @@ def layer_dale_figure(summary, *, comparison=None, title: str = "") -> go.Figure
     regular = summary[~depthwise]
     fig = go.Figure(go.Scatter(
         x=list(regular.layer), y=list(regular.mean_dale), mode="lines+markers",
-        name="mean Dale index", line={"color": "#222222"}, marker={"size": 6},
+        name="mean Dale index", line={"color": NEUTRAL}, marker={"size": 6},
         error_y={"type": "data", "array": list(regular.std_dale), "thickness": 1,
                  "color": "#999999"}))
     if depthwise.any():
@@ -267,7 +271,7 @@ def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = N
                 fig.add_trace(go.Scatter(x=[alpha[i]], y=[ablated[i]], mode="markers",
                                          name="shown", marker={"size": 16, "color": "rgba(0,0,0,0)",
                                                                "line": {"width": 2,
-                                                                        "color": "#222"}}))
+                                                                        "color": NEUTRAL}}))
     fig.update_layout(title=title or None, xaxis_title="ablation strength α",
                       yaxis_title="activation of the best image", legend=_LEGEND_BELOW,
                       margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
@@ -329,7 +333,7 @@ def unit_metric_vs_alpha_figure(rows, metric: str, *, current: tuple[str, float]
                 fig.add_trace(go.Scatter(
                     x=[alpha[hit[0]]], y=[mean[hit[0]]], mode="markers", name="shown",
                     marker={"size": 16, "color": "rgba(0,0,0,0)",
-                            "line": {"width": 2, "color": "#222"}}))
+                            "line": {"width": 2, "color": NEUTRAL}}))
     fig.update_layout(title=title or None, xaxis_title="ablation strength α",
                       yaxis_title=y_title or metric, legend=_LEGEND_BELOW,
                       margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
