@@ -17,7 +17,9 @@ ENV SIGNSEG_CACHE_DIR=/app/cache
 # the precomputed Lite0 sweep, so the explorer shows results on a first visit (same as make run)
 RUN for f in docs/data/lite0_fourier_g60_r5_*.npz; do \
       SIGNSEG_OFFLINE=1 python -m signseg_core import-bundle "$f" --model efficientnet_lite0 \
-      || exit 1; done
+      || exit 1; done \
+ && (SIGNSEG_OFFLINE=1 python -m signseg_core import-sweep \
+       docs/data/reproduction/lite0_fourier.parquet || true)
 EXPOSE 8501
 # Inside the container the server must listen on all interfaces to be reachable.
 CMD ["python", "-m", "streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

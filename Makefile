@@ -20,10 +20,13 @@ run: setup preview
 	$(BIN)/streamlit run app.py
 
 # The precomputed Lite0 sweep (docs/data, made on a GPU) into the store, so the ablation explorer
-# shows real results on a first visit; ~25 s once, a few seconds when already there.
+# shows real results on a first visit; ~25 s once, a few seconds when already there. Its metric
+# rows too, where this machine's metric setup matches (else the explorer measures on demand).
 preview: setup
 	@for f in docs/data/lite0_fourier_g60_r5_*.npz; do \
 	  $(BIN)/python -m signseg_core import-bundle $$f --model efficientnet_lite0 || exit 1; done
+	@$(BIN)/python -m signseg_core import-sweep docs/data/reproduction/lite0_fourier.parquet \
+	  --quiet || echo "metric rows not imported: the explorer measures them on demand"
 
 test: setup chromium
 	SIGNSEG_OFFLINE=1 $(BIN)/python -m pytest

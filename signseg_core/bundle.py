@@ -93,3 +93,111 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
         _save(store, result)
         out.append(result)
     return out
+
+
+def spec_from_status(status: dict):
+    """The :class:`~signseg_core.sweep.SweepSpec` that ``SweepResult.save`` wrote to
+    ``<stem>_status.json`` (its ``"spec"`` entry)."""
+    from .sweep import SweepSpec
+    from .visualize import VisualizeSettings
+
+    try:
+        spec = json.loads(status["spec"])
+        settings = dict(spec.pop("settings"))
+        settings["generator_options"] = tuple(tuple(kv) for kv in settings["generator_options"])
+        return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()},
+                         settings=VisualizeSettings(**settings))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"the status file holds no readable sweep spec ({exc})") from exc
+
+
+def _kind(status: str) -> str:
+    return status.split(":", 1)[0].strip().split(" ", 1)[0]  # "ok", "unavailable", "off", "random"
+
+
+def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = None,
+                      device="cpu") -> list[str]:
+    """Put a saved sweep's metric rows into the store, so that pages show them without measuring.
+
+    ``table_path`` is the per-image table ``SweepResult.save`` wrote (``<stem>.parquet``); its
+    ``<stem>_spectra.parquet`` and ``<stem>_status.json`` lie beside it. For each unit whose
+    images are in the store (import its bundle first), the unit's rows are checked against the
+    stored results (every image's activation must be the stored best score) and written under the
+    key a sweep here would look them up by. A metric measured there but not here, or here but not
+    there, makes the whole import refuse: rows are never filed under a setup that did not make
+    them.
+
+    Returns
+    -------
+    One line per unit: imported, already there, or why not.
+    """
+    import pandas as pd
+
+    from .ablation import condition_grid
+    from .generators import make_generator
+    from .paths import no_downloads
+    from .registry import load_model
+    from .sweep import Metrics, read_unit_rows, write_unit_rows
+    from .visualize import condition_key
+
+    table_path = Path(table_path)
+    stem = table_path.with_suffix("")
+    status = json.loads(Path(f"{stem}_status.json").read_text())
+    table = pd.read_parquet(table_path)
+    spectra = pd.read_parquet(f"{stem}_spectra.parquet")
+    spec = spec_from_status(status)
+    store = store or default_store()
+    models: dict = {}
+    with no_downloads():
+        metrics = Metrics.build(spec, device, models)
+    for name in ("lpips", "objectness"):
+        there, here = _kind(status.get(name, "off")), _kind(metrics.statuses[name])
+        if there == "ok" or here == "ok":  # no fingerprint in the status: cannot be checked
+            raise ValueError(
+                f"{name} was {status.get(name)!r} where the table was made and is "
+                f"{metrics.statuses[name]!r} here: the rows cannot be shown to come from this "
+                "setup; measure here instead (python -m signseg_core sweep ...)")
+    lines = []
+    for model_name in spec.models:
+        model = models.get(model_name) or load_model(model_name, device=device)
+        generator = make_generator(spec.settings.generator, device=model.device,
+                                   **dict(spec.settings.generator_options))
+        for unit in spec.units:
+            conds = condition_grid([unit], signs=spec.signs,
+                                   alphas=tuple(sorted(set(spec.alphas) | {0.0})))
+            keys = [condition_key(model, generator, c, spec.settings, spec.settings.precision)
+                    for c in conds]
+            results = [load_condition(store, k) for k in keys]
+            where = f"{model_name} unit {unit}"
+            if any(r is None for r in results):
+                lines.append(f"{where}: images not in the store (import its bundle first)")
+                continue
+            key = metrics.key(results)
+            if read_unit_rows(store, key) is not None:
+                lines.append(f"{where}: already in the store")
+                continue
+            rows = _rows_in_result_order(table, model_name, unit, results)
+            if rows is None:
+                lines.append(f"{where}: the table's rows do not match the stored images")
+                continue
+            unit_spectra = spectra[(spectra.model == model_name) & (spectra.unit == unit)]
+            write_unit_rows(store, key, rows, unit_spectra.reset_index(drop=True))
+            lines.append(f"{where}: imported {len(rows)} rows")
+    return lines
+
+
+def _rows_in_result_order(table, model_name: str, unit: int, results):
+    """The table's rows of one unit in the order a sweep writes them, or None if they do not
+    belong to ``results`` (other images or another count)."""
+    import pandas as pd
+
+    mine = table[(table.model == model_name) & (table.unit == unit)]
+    parts = []
+    for r in results:
+        k = r.key
+        part = mine[(mine.sign == k.sign) & np.isclose(mine.alpha, k.alpha)].sort_values("restart")
+        if len(part) != len(r.best_scores) or not np.allclose(
+                part.activation.to_numpy(), r.best_scores, rtol=1e-9, atol=0):
+            return None
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

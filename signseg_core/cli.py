@@ -126,6 +126,19 @@ def _cmd_import_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_sweep(args: argparse.Namespace) -> int:
+    from .bundle import import_sweep_rows
+
+    lines = import_sweep_rows(args.table)
+    for line in lines if not args.quiet else []:
+        print(line)
+    imported = sum(": imported " in line for line in lines)
+    there = sum(line.endswith("already in the store") for line in lines)
+    print(f"metric rows of {len(lines)} units: {imported} imported, {there} already in the store, "
+          f"{len(lines) - imported - there} not imported")
+    return 0
+
+
 def _generator_options(items: list[str]) -> dict:
     """``["size=128", "decay=1.5"]`` → ``{"size": 128, "decay": 1.5}``."""
     out = {}
@@ -307,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rescore", action="store_true",
                    help="recompute the intact unit's logits here (slow on a CPU)")
     p.set_defaults(func=_cmd_import_bundle)
+
+    p = sub.add_parser("import-sweep",
+                       help="put a saved sweep's metric rows into the store (images must be there)")
+    p.add_argument("table", help="the sweep's per-image <stem>.parquet; <stem>_spectra.parquet "
+                                 "and <stem>_status.json beside it")
+    p.add_argument("--quiet", action="store_true", help="print only the summary line")
+    p.set_defaults(func=_cmd_import_sweep)
 
     p = sub.add_parser("bench", help="images/s: batched engine vs naive pycma vs raw forward")
     p.add_argument("--device", default="cpu")

@@ -504,23 +504,10 @@ def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None 
     and ``alpha`` float), spectra one per (condition, frequency) (``model``, ``unit``, ``sign``,
     ``alpha``, ``freq``, ``power``); None when absent or unreadable.
     """
-    import json
-
-    import pandas as pd
-
-    from .sweep import METRIC_COLUMNS
+    from .sweep import read_unit_rows
 
     resolved = default_store() if store is None else store
-    got = resolved.get(metrics.key(results))
-    if got is None:
-        return None
-    try:
-        meta = got[1]
-        rows = pd.DataFrame(json.loads(meta["rows"])).astype(
-            {c: float for c in (*METRIC_COLUMNS, "alpha")})
-        return rows, pd.DataFrame(json.loads(meta["spectra"]))
-    except (KeyError, ValueError, TypeError):
-        return None  # the sweep (or metrics_job) deletes and recomputes such an entry
+    return read_unit_rows(resolved, metrics.key(results))  # unreadable: None, recomputed later
 
 
 def metrics_job_key(results: Sequence, metrics, *, store: ResultStore | None = None) -> dict:

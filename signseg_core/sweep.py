@@ -173,22 +173,37 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
     return pd.DataFrame(rows), spectra
 
 
+def read_unit_rows(store, key: MetricKey) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """One unit's stored ``(rows, spectra)`` under ``key``; None when absent or unreadable."""
+    got = store.get(key) if store is not None else None
+    if got is None:
+        return None
+    try:
+        meta = got[1]
+        rows = pd.DataFrame(json.loads(meta["rows"])).astype(
+            {c: float for c in (*METRIC_COLUMNS, "alpha")})
+        return rows, pd.DataFrame(json.loads(meta["spectra"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def write_unit_rows(store, key: MetricKey, rows: pd.DataFrame, spectra: pd.DataFrame) -> None:
+    """Store one unit's metric rows and mean spectra (JSON, full float precision) under ``key``."""
+    store.put(key, {}, meta={
+        name: frame.to_json(orient="records", double_precision=15)
+        for name, frame in (("rows", rows), ("spectra", spectra))})
+
+
 def _cached_unit_rows(store, results, metrics, class_names):
     key = metrics.key(results)
-    got = store.get(key) if store is not None else None
+    got = read_unit_rows(store, key)
     if got is not None:
-        arrays, meta, _ = got
-        try:
-            rows = pd.DataFrame(json.loads(meta["rows"])).astype(
-                {c: float for c in (*METRIC_COLUMNS, "alpha")})
-            return rows, pd.DataFrame(json.loads(meta["spectra"]))
-        except (KeyError, ValueError):
-            store.delete(key)
+        return got
+    if store is not None and store.get(key) is not None:
+        store.delete(key)  # unreadable: recompute
     rows, spectra = unit_rows(results, metrics, class_names)
     if store is not None:
-        store.put(key, {}, meta={
-            name: frame.to_json(orient="records", double_precision=15)
-            for name, frame in (("rows", rows), ("spectra", spectra))})
+        write_unit_rows(store, key, rows, spectra)
     return rows, spectra
 
 

@@ -161,3 +161,45 @@ def test_no_downloads_is_offline_within_the_block_only(monkeypatch):
     with paths.no_downloads():
         assert paths.offline()
     assert not paths.offline()
+
+
+def test_saved_sweep_rows_import_into_a_store_that_holds_the_images(tmp_path):
+    import json
+
+    from signseg_core.ablation import condition_grid
+    from signseg_core.bundle import import_sweep_rows
+    from signseg_core.registry import load_model
+    from signseg_core.sweep import Metrics, read_unit_rows
+
+    store = ResultStore(tmp_path / "s")
+    result = run_sweep(SPEC, store=store)
+    result.save(tmp_path / "out")
+    metrics = Metrics.build(SPEC, "cpu", {})
+    keys = {}
+    for unit in SPEC.units:  # forget the measured rows, keep the images
+        results = vis_mod.visualize(load_model("tiny_test"),
+                                    condition_grid([unit], alphas=SPEC.alphas),
+                                    settings=SPEC.settings, store=store)
+        keys[unit] = metrics.key(results)
+        store.delete(keys[unit])
+    table = tmp_path / "out" / "sweep.parquet"
+    lines = import_sweep_rows(table, store=store)
+    assert lines == ["tiny_test unit 1: imported 10 rows", "tiny_test unit 2: imported 10 rows"]
+    for unit in SPEC.units:
+        rows, spectra = read_unit_rows(store, keys[unit])
+        want = result.table[result.table.unit == unit].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows[want.columns], want, check_dtype=False)
+        assert len(spectra) and set(spectra.unit) == {unit}
+    assert import_sweep_rows(table, store=store)[0] == "tiny_test unit 1: already in the store"
+
+    store.delete(keys[1])  # rows of other images are refused, not filed
+    bad = pd.read_parquet(table)
+    bad.loc[bad.unit == 1, "activation"] += 1.0
+    bad.to_parquet(table)
+    assert import_sweep_rows(table, store=store)[0] == (
+        "tiny_test unit 1: the table's rows do not match the stored images")
+    status = tmp_path / "out" / "sweep_status.json"
+    saved = json.loads(status.read_text())
+    status.write_text(json.dumps({**saved, "lpips": "ok: LPIPS v0.1 alex (/x.pth)"}))
+    with pytest.raises(ValueError, match="lpips was 'ok: LPIPS"):
+        import_sweep_rows(table, store=store)
