@@ -1,25 +1,102 @@
-"""signseg dashboard: the entry point (``make run``, or ``streamlit run app.py``).
+"""signseg dashboard: the home page (``make run``, or ``streamlit run app.py``).
 
-It names the pages and their order; each page lives in ``pages/`` and every computation in
-``signseg_core``. URL paths stay those of the page files (``/Ablation_explorer``, ...), so
-shared links keep working.
+What signseg does, the model zoo with weight status, the device, the store, running jobs. The
+other pages live in ``pages/``; every computation lives in ``signseg_core``.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from signseg_core import paths
+from signseg_core.jobs import default_manager
+from signseg_core.plots import dale_histogram_figure
+from signseg_core.registry import list_models
+from signseg_core.signs import dale_index, expected_untrained_dale_index
+from signseg_core.store import default_store
+from signseg_ui.common import (
+    cached_model,
+    device_choices,
+    device_picker,
+    model_picker,
+    sidebar_nav,
+)
+from signseg_ui.export_widgets import export_panel
+
 st.set_page_config(page_title="signseg", layout="wide")
+sidebar_nav()
 
-PAGES = [
-    st.Page("pages/home.py", title="Home", default=True),
-    st.Page("pages/0_Ablation_explorer.py", title="Ablation explorer",
-            url_path="Ablation_explorer"),
-    st.Page("pages/1_Dale_index.py", title="Dale index", url_path="Dale_index"),
-    st.Page("pages/2_Dale_ranked_channels.py", title="Dale-ranked channels",
-            url_path="Dale_ranked_channels"),
-    st.Page("pages/3_Compare_models.py", title="Compare models", url_path="Compare_models"),
-    st.Page("pages/4_Export.py", title="Export", url_path="Export"),
-]
 
-st.navigation(PAGES).run()
+@st.cache_data(show_spinner=False)
+def models_table() -> pd.DataFrame:
+    table = pd.DataFrame(list_models())
+    table = table[table.family != "test"]
+    table["weights"] = table.weights_present.map({True: "present", False: "missing"})
+    return table[["name", "family", "input_size", "top1", "weights", "weights_path"]]
+
+
+st.title("signseg")
+st.write(
+    "What do the positive and the negative weights of a vision network each encode? "
+    "signseg ablates a unit's positive or negative input weights, finds the unit's preferred "
+    "images before and after, and measures what changed."
+)
+
+table = models_table()
+choice = model_picker(key="home_model")
+
+try:
+    model = cached_model(choice)
+except Exception as exc:  # the UI layer turns engine errors into messages
+    st.error(str(exc))
+    st.stop()
+
+di = dale_index(model.readout.weight.detach())
+n_out = model.readout.out_features
+col1, col2, col3 = st.columns(3)
+col1.metric("Readout Dale index (mean)", f"{di.mean().item():.4f}")
+expected = expected_untrained_dale_index(n_out)
+col2.metric(f"Untrained expectation ({n_out} outgoing weights)", f"{expected:.4f}")
+col3.metric("Readout size", f"{model.n_features} → {n_out}")
+st.caption(
+    f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint[:16]}; "
+    f"cache at {paths.cache_dir()}"
+)
+hist = dale_histogram_figure(di, expected_untrained=expected,
+                             title=f"Readout Dale index per penultimate channel, {model.name}")
+st.plotly_chart(hist, key="home_dale_hist")
+export_panel(hist, name=f"{model.name}_readout_dale_histogram", key="home_hist_export")
+
+st.subheader("Model zoo")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"top1": st.column_config.NumberColumn("top-1 %", format="%.1f")})
+st.caption(
+    "Missing weights: torchvision models load from the torch hub cache "
+    "($TORCH_HOME/hub/checkpoints); robust ResNet50s, ResNet18-Tanh and SimSiam go under "
+    f"{paths.weights_dir()}."
+)
+
+st.subheader("This machine")
+store = default_store()
+c1, c2, c3 = st.columns(3)
+with c1:
+    device = device_picker(key="home_device")
+c2.metric("Stored results", f"{len(store)} entries")
+c3.metric("Cache size", f"{store.size_bytes() / 2**20:.1f} MiB")
+note = "" if len(device_choices()) > 1 else " No CUDA GPU is visible to this process."
+st.caption(f"Result store: {store.directory}. Models run on the "
+           f"{device_choices()[device]} when the dashboard computes.{note}")
+
+
+@st.fragment(run_every=3)
+def running_jobs() -> None:
+    jobs = [job.info() for job in default_manager().jobs(active_only=True)]
+    if jobs:
+        st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch", key="home_jobs")
+    else:
+        st.caption("No computations running.")
+
+
+st.subheader("Running jobs")
+running_jobs()

@@ -7,7 +7,7 @@ import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS
 from signseg_core.plots import activation_vs_alpha_figure
-from signseg_ui.common import model_picker, require_model, show_error, show_job
+from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
 from signseg_ui.explorer import (
     DEFAULT_ALPHA,
     DEFAULT_SIGN,
@@ -38,6 +38,7 @@ from signseg_ui.explorer import (
 )
 
 st.set_page_config(page_title="Ablation explorer · signseg", layout="wide")
+sidebar_nav()
 st.title("Ablation explorer")
 st.write(
     "Pick a readout unit, then remove a fraction α of its positive or of its negative input "

@@ -15,10 +15,12 @@ from signseg_ui.common import (
     readout_table,
     require_model,
     show_error,
+    sidebar_nav,
 )
 from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Dale index · signseg", layout="wide")
+sidebar_nav()
 st.title("Dale index")
 st.write(
     "For every channel that sends weights into a layer, the Dale index is the fraction of its "

@@ -18,12 +18,14 @@ from signseg_ui.common import (
     show_error,
     show_job,
     show_sender_images,
+    sidebar_nav,
     stored_gradvis,
     submit_gradvis,
 )
 from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Ranked channels · signseg", layout="wide")
+sidebar_nav()
 st.title("Dale-ranked channels")
 st.write(
     "Each channel that feeds a layer sends it positive and negative weights. Ranked by the "

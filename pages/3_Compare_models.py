@@ -17,7 +17,7 @@ from signseg_core.compare import (
 from signseg_core.imagenet import NUM_CLASSES
 from signseg_core.signs import expected_untrained_dale_index
 from signseg_core.sweep import METRIC_COLUMNS, model_eps
-from signseg_ui.common import readout_table, show_error
+from signseg_ui.common import readout_table, show_error, sidebar_nav
 from signseg_ui.compare import (
     SESSION,
     family_picker,
@@ -30,6 +30,7 @@ from signseg_ui.compare import (
 from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Compare models · signseg", layout="wide")
+sidebar_nav()
 st.title("Compare models")
 st.write(
     "Set a family of models side by side: the robust ResNet50s trained at growing L∞ ε, a "

@@ -8,7 +8,7 @@ import streamlit as st
 
 from signseg_core.compare import METRIC_LABELS
 from signseg_core.sweep import METRIC_COLUMNS
-from signseg_ui.common import layer_picker, model_picker, require_model, show_error
+from signseg_ui.common import layer_picker, model_picker, require_model, show_error, sidebar_nav
 from signseg_ui.compare import SESSION, sweep_settings
 from signseg_ui.explorer import DEFAULT_UNIT, remember_choice, restore_choice, unit_text
 from signseg_ui.export_widgets import (
@@ -23,6 +23,7 @@ from signseg_ui.export_widgets import (
 )
 
 st.set_page_config(page_title="Export · signseg", layout="wide")
+sidebar_nav()
 st.title("Export")
 st.write(
     "Pick a panel, its size for print (mm at a DPI) or screen (px), and download it as PNG, SVG "

@@ -217,10 +217,11 @@ def test_home_page_shows_the_test_model_and_the_store(page, server, stored):
     expect(main.get_by_text(f"fingerprint {model.fingerprint[:16]}")).to_be_visible()
     expect(page.get_by_test_id("stPlotlyChart")).to_be_visible()
     expect(page.get_by_text("No computations running.")).to_be_visible()
-    nav = page.get_by_test_id("stSidebarNav")
+    nav = page.get_by_test_id("stSidebar")
     for name in ("Home", "Ablation explorer", "Dale index", "Dale-ranked channels",
                  "Compare models", "Export"):
         expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
+    expect(nav.get_by_text("app", exact=True)).to_have_count(0)
     expect(page).to_have_url(re.compile(r"[?&]model=tiny_test\b"))
     no_errors_on(page)
     screenshot(page, "home")
