@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS
+from signseg_core.compare import alpha_strip
 from signseg_core.plots import activation_vs_alpha_figure
 from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
 from signseg_ui.explorer import (
@@ -36,6 +37,7 @@ from signseg_ui.explorer import (
     unit_metrics,
     unit_text,
 )
+from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Ablation explorer · signseg", layout="wide")
 sidebar_nav()
@@ -116,8 +118,12 @@ else:
 if found:
     st.subheader("The whole α strip")
     show_alpha_strip(found, unit, current=shown)
-    st.plotly_chart(activation_vs_alpha_figure(list(found.values()), current=(sign, alpha)),
-                    key="explorer_fig")
+    export_panel(alpha_strip(list(found.values()), tile=160),
+                 name=f"{name}_unit{unit}_alpha_strip", key="explorer_strip_export")
+    activation_fig = activation_vs_alpha_figure(list(found.values()), current=(sign, alpha))
+    st.plotly_chart(activation_fig, key="explorer_fig")
+    export_panel(activation_fig, name=f"{name}_unit{unit}_activation_vs_alpha",
+                 key="explorer_fig_export")
     st.caption("Ablated activation: the best objective over restarts with the weights removed. "
                "Intact logit: the unmodified unit's logit on that same image.")
 

@@ -305,24 +305,32 @@ def show_unit_metrics(rows, spectra, statuses: dict, *, current: tuple[str, floa
     setup's (``Metrics.statuses``); ``current``: the shown ``(sign, alpha)``. Objectness without
     a single finite value is one :func:`objectness_note` line instead of a plot.
     """
+    from .export_widgets import export_panel
+
+    stem = f"{rows.model.iloc[0]}_unit{rows.unit.iloc[0]}"
+
+    def panel(column, fig, name: str) -> None:
+        with column:
+            st.plotly_chart(fig, key=f"explorer_fig_{name}")
+            export_panel(fig, name=f"{stem}_{name}", key=f"explorer_{name}_export")
+
     left, right = st.columns(2)
-    left.plotly_chart(unit_metric_vs_alpha_figure(
+    panel(left, unit_metric_vs_alpha_figure(
         rows, "similarity", current=current, y_title="similarity to the control images"),
-        key="explorer_fig_similarity")
+        "similarity")
     if rows.objectness.notna().any():
-        right.plotly_chart(unit_metric_vs_alpha_figure(
+        panel(right, unit_metric_vs_alpha_figure(
             rows, "objectness", current=current, y_title="objectness (highest box score)"),
-            key="explorer_fig_objectness")
+            "objectness")
     else:
         right.info(objectness_note(statuses.get("objectness", "off"),
                                    detector=METRIC_SPEC.detector))
     left, right = st.columns(2)
-    left.plotly_chart(unit_metric_vs_alpha_figure(
+    panel(left, unit_metric_vs_alpha_figure(
         rows, "spectral_slope", current=current, y_title="spectral slope (log-log)"),
-        key="explorer_fig_spectral_slope")
+        "spectral_slope")
     if current[1] > 0:
-        right.plotly_chart(spectrum_ratio_figure(spectra, alpha=current[1]),
-                           key="explorer_fig_spectrum_ratio")
+        panel(right, spectrum_ratio_figure(spectra, alpha=current[1]), "spectrum_ratio")
     else:
         right.caption("Pick α > 0 to see the control / ablated power ratio.")
     st.caption(f"Similarity: mean cosine similarity of penultimate activations to the control "

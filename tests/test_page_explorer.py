@@ -281,6 +281,10 @@ def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs():
     notes = [i.value for i in at.info]
     assert len(notes) == 1 and notes[0].startswith("Objectness unavailable")
     assert DETECTOR_FILE in notes[0] and "\n" not in notes[0]
+    exports = [e.label.removeprefix("Export tiny_test_unit") for e in at.expander
+               if e.label.startswith("Export")]
+    assert exports == [f"373_{panel}" for panel in (
+        "alpha_strip", "activation_vs_alpha", "similarity", "spectral_slope", "spectrum_ratio")]
 
     at.select_slider(key="explorer_alpha").set_value(0.0).run()
     assert not at.exception
