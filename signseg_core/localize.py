@@ -342,7 +342,8 @@ def clear_background(image, mask, *, fill="gray"):
     """
     was_numpy = isinstance(image, np.ndarray)
     img = _check_image(image)
-    keep = torch.as_tensor(_as_bool_mask(mask, tuple(img.shape[1:])), device=img.device)
+    keep = torch.as_tensor(np.array(_as_bool_mask(mask, tuple(img.shape[1:])), copy=True),
+                           device=img.device)  # a copy: masks may be read-only arrays
     colour = torch.tensor(_fill_value(fill), dtype=img.dtype, device=img.device).view(3, 1, 1)
     out = torch.where(keep, img, colour)
     return out.cpu().numpy() if was_numpy else out

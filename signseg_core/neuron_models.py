@@ -133,7 +133,8 @@ def _r2(y, pred) -> float:
 
 
 def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
-            neurons: Sequence[str] | None = None) -> list[NeuronFit]:
+            neurons: Sequence[str] | None = None,
+            min_sd_ratio: float = 1e-3) -> list[NeuronFit]:
     """One-component PLS regression of each neuron's responses on the features (paper A.1).
 
     For each neuron the images it was shown (non-NaN responses) are split by
@@ -149,6 +150,12 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
     test_fraction : held-out fraction in (0, 1); the paper uses 0.2.
     seed : seed of the split.
     neurons : names of the neurons; default ``"0", "1", ...``.
+    min_sd_ratio : features whose standard deviation over the training images is below this
+        fraction of the median (over features that vary) are left out of the fit and get weight
+        0. PLS scales every feature to unit variance, so a ReLU feature that is nearly silent on
+        the training images would otherwise get a weight of 1/SD in feature units: huge, ruling
+        the positive/negative ratio, the ablation order (largest |w| first) and any image that
+        happens to drive it. 0 keeps every non-constant feature.
 
     Returns
     -------
@@ -179,19 +186,31 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
             raise ValueError(f"neuron {name!r}: {exc}") from None
         train, test = shown[tr], shown[te]
         yt = y[train, j]
-        if np.ptp(yt) == 0:  # nothing to regress: the model is the constant
-            w, b = np.zeros(x.shape[1]), float(yt[0])
+        keep = _informative(x[train], float(min_sd_ratio))
+        if np.ptp(yt) == 0 or not keep.any():  # nothing to regress on: the model is the mean
+            w, b = np.zeros(x.shape[1]), float(yt.mean())
         else:
             pls = PLSRegression(n_components=1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-zero feature columns
-                pls.fit(x[train], yt)
-            w = np.asarray(pls.coef_, dtype=np.float64).reshape(-1)
-            b = float(np.ravel(pls.predict(np.zeros((1, x.shape[1]))))[0])
+            pls.fit(x[train][:, keep], yt)
+            w = np.zeros(x.shape[1])
+            w[keep] = np.asarray(pls.coef_, dtype=np.float64).reshape(-1)
+            b = float(np.ravel(pls.predict(np.zeros((1, int(keep.sum())))))[0])
         w.setflags(write=False)
         fits.append(NeuronFit(name, w, b, _r2(yt, x[train] @ w + b),
                               _r2(y[test, j], x[test] @ w + b), train, test))
     return fits
+
+
+def _informative(x: np.ndarray, min_sd_ratio: float) -> np.ndarray:
+    """Mask of the columns of ``x`` whose SD is at least ``min_sd_ratio`` x the median SD of
+    the columns that vary at all (constant columns are never kept)."""
+    if not 0.0 <= min_sd_ratio < 1.0:
+        raise ValueError(f"min_sd_ratio must lie in [0, 1), got {min_sd_ratio!r}")
+    sd = x.std(axis=0)
+    varying = sd > 0
+    if not varying.any():
+        return varying
+    return varying & (sd >= min_sd_ratio * float(np.median(sd[varying])))
 
 
 def fits_table(fits: Sequence[NeuronFit], *, dataset=None) -> pd.DataFrame:

@@ -276,3 +276,23 @@ def test_neuron_units_run_through_ablation_and_visualize(neuron_model):
     img = torch.from_numpy(results[0].images).permute(0, 3, 1, 2).float() / 255
     pred = predicted_responses(model, img)[0, 0]
     assert float(pred) == pytest.approx(float(results[0].intact_scores[0]), abs=0.05)
+
+
+def test_nearly_silent_features_get_no_weight_and_leave_the_fit_alone():
+    """A ReLU feature active by 1e-6 on one training image must not get a 1/SD-sized weight."""
+    from signseg_core.neuron_models import fit_pls
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6))
+    y = x @ np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0]) + 0.1 * rng.normal(size=200)
+    silent = np.zeros((200, 1))
+    silent[3, 0] = 1e-6
+    plain = fit_pls(x, y, seed=1)[0]
+    padded = fit_pls(np.hstack([x, silent]), y, seed=1)[0]
+    assert padded.weight[-1] == 0.0
+    np.testing.assert_allclose(padded.weight[:-1], plain.weight, rtol=1e-9)
+    assert padded.r2_test == pytest.approx(plain.r2_test)
+    kept_all = fit_pls(np.hstack([x, silent]), y, seed=1, min_sd_ratio=0.0)[0]
+    assert abs(kept_all.weight[-1]) > 1e3  # what PLS's own scaling does to such a feature
+    flat = fit_pls(np.zeros((50, 2)), rng.normal(size=50), seed=0)[0]
+    assert not flat.weight.any() and np.isfinite(flat.bias)
