@@ -2,7 +2,9 @@
 
 Commands: ``models`` (the zoo and whether each model's weights are here), ``dale MODEL``
 (per-layer Dale index table), ``visualize MODEL`` (preferred images per ablation condition, into
-the store), ``bench`` (engine throughput).
+the store), ``sweep`` / ``report`` (metrics over units, docs/reproduction.md), ``select-classes``,
+``import-bundle`` / ``import-sweep`` (results made elsewhere), ``bench`` (engine throughput) and
+``neurons fit|ablate|dale-features|diverse-set|localize|demo`` (models of recorded neurons).
 """
 
 from __future__ import annotations
