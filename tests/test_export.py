@@ -397,3 +397,25 @@ def test_zip_of_a_whole_figure(renderer):
                                                "b_alpha.csv"]}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", manifest["created_utc"])
     assert renderer_running()  # a renderer the caller started is left running
+
+
+def test_print_layout_sets_print_type_and_makes_room_for_title_and_legend():
+    """A single-column panel (89 mm = 336 layout px): 7 pt text, the long title wrapped within
+    the width, the legend in the row below it, the top margin holding both."""
+    from signseg_core.export import _pt, print_layout
+    from signseg_core.plots import dale_histogram_figure
+
+    fig = dale_histogram_figure(np.linspace(0.5, 0.6, 50), expected_untrained=0.5126,
+                                title="Readout Dale index per penultimate channel, "
+                                      "efficientnet_lite0")
+    before = fig.to_dict()
+    out = print_layout(before, 336.0, 254.0)
+    lay = out["layout"]
+    assert before == fig.to_dict()  # the figure itself is not changed
+    assert lay["font"]["size"] == pytest.approx(7 * 96 / 72)
+    lines = lay["title"]["text"].split("<br>")
+    assert len(lines) == 2 and all(len(line) * 0.55 * _pt(8) <= 336 - 12 for line in lines)
+    assert lay["legend"]["orientation"] == "h" and lay["legend"]["y"] == 1.0
+    three_rows = 3 * 2.3 * _pt(6.5)  # "untrained expectation 0.5126" leaves one entry a row
+    assert lay["margin"]["t"] >= 2 * 1.3 * _pt(8) + three_rows
+    assert out["data"] == before["data"] and "height" not in lay
