@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .plots import SIGN_COLORS
+from .plots import NEUTRAL, SIGN_COLORS
 
 __all__ = ["dale_features_figure", "fit_quality_figure", "lasso_figure", "neuron_ablation_figure",
            "prediction_scatter_figure", "sign_ratio_figure", "weight_distribution_figure"]
@@ -53,7 +53,7 @@ def fit_quality_figure(table: pd.DataFrame, *, best: pd.DataFrame | None = None,
     if best is not None and not best.empty:
         fig.add_trace(go.Scatter(x=list(best["neuron"]), y=list(best["r2_test"]),
                                  mode="markers", name="best per session",
-                                 marker={"symbol": "star", "size": 14, "color": "#222222"}))
+                                 marker={"symbol": "star", "size": 14, "color": NEUTRAL}))
     fig.update_layout(title=title or None, yaxis_title="test r²", barmode="overlay",
                       legend=_LEGEND_ABOVE, margin=_margin(title))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
@@ -75,7 +75,7 @@ def sign_ratio_figure(table: pd.DataFrame, *, title: str = "", bins: int = 20) -
     if ratio.size:
         mean = float(ratio.mean())
         fig.add_trace(go.Scatter(x=[mean, mean], y=[0, height], mode="lines",
-                                 name=f"mean {mean:.2f}", line={"color": "#222222", "width": 2}))
+                                 name=f"mean {mean:.2f}", line={"color": NEUTRAL, "width": 2}))
     fig.add_trace(go.Scatter(x=[1, 1], y=[0, height], mode="lines", name="equal (1)",
                              line={"color": "#888888", "dash": "dash"}))
     fig.update_layout(title=title or None, xaxis_title="Σ positive / |Σ negative| weights",
@@ -118,7 +118,7 @@ def lasso_figure(table: pd.DataFrame, *, title: str = "") -> go.Figure:
     """
     fig = make_subplots(rows=1, cols=3, subplot_titles=("train r²", "test r²",
                                                         "gain of negative weights"))
-    styles = {False: ("unconstrained", "#222222"), True: ("positive only", SIGN_COLORS[
+    styles = {False: ("unconstrained", NEUTRAL), True: ("positive only", SIGN_COLORS[
         "positive"])}
     for positive, (label, color) in styles.items():
         part = table[table["positive"] == positive].sort_values("penalty")

@@ -60,6 +60,7 @@ PAGES = (
     ("pages/2_Dale_ranked_channels.py", "Dale-ranked channels"),
     ("pages/3_Compare_models.py", "Compare models"),
     ("pages/4_Export.py", "Export"),
+    ("pages/5_Neuron_models.py", "Neuron models"),
 )
 
 

@@ -1,0 +1,399 @@
+"""UI helpers of the Neuron models page (paper §4.6, A.1, A.4): the chosen dataset, cached fits,
+the neuron model's ablation job, and cached lasso, diverseSet and localization results.
+
+The dataset chosen is kept in ``st.session_state["neurons_data"]`` as ``(responses file, image
+folder or "")`` and in the URL as ``?data=<responses file>``. Cached results are keyed by the
+files' :func:`data_signature` (paths, sizes, modification times), so editing a file refits.
+Streamlit glue only: every computation is :mod:`signseg_core.neurons` and friends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
+from signseg_core.jobs import Job, default_manager, visualize_job, visualize_job_key
+from signseg_core.localize import background_clearing_effect, mask_overlay
+from signseg_core.neuron_data import NeuronDataError, load_image, load_neuron_data
+from signseg_core.neurons import (
+    NeuronStudy,
+    fit_study,
+    lasso_table,
+    localize_and_clear,
+    neuron_readout_model,
+)
+from signseg_core.paths import cache_dir
+from signseg_core.plots import image_strip
+from signseg_core.stimuli import contact_sheet, diverse_set_from_folder
+from signseg_core.store import default_store, key_digest
+from signseg_core.visualize import (
+    ConditionResult,
+    VisualizeSettings,
+    condition_key,
+    load_condition,
+    to_uint8,
+)
+
+from .common import cached_model, current_device
+from .explorer import cached_generator
+
+SESSION_DATA = "neurons_data"
+QUERY_DATA = "data"
+#: Options of the demo dataset (:func:`~signseg_core.neuron_demo.write_demo_dataset`).
+DEMO_OPTIONS: dict = {"model_name": "efficientnet_lite0"}
+DEMO_DIR = "neuron_demo"
+#: Ablation defaults: 5 conditions × 3 restarts × 8 codes × 15 generations = 1800 images,
+#: about a minute of EfficientNet-Lite0 on a laptop CPU.
+ABLATION_DEFAULTS = {"generator": "fourier", "generations": 15, "restarts": 3, "popsize": 8,
+                     "seed": 0}
+ALPHA_GRIDS = {"quick": (0.0, 0.5, 1.0), "paper": DEFAULT_ALPHAS}
+ALPHA_GRID_LABELS = {"quick": "α = 0, 0.5, 1", "paper": "α = 0 to 1 by 0.1 (the paper's)"}
+#: The paper's localization geometry: 50-px disks and σ = 30 px on 256-px images.
+PAPER_SIDE, PAPER_DIAMETER, PAPER_SIGMA = 256, 50, 30.0
+
+
+# -- the dataset -------------------------------------------------------------------------------
+
+def demo_dataset(progress=None) -> Path:
+    """``responses.csv`` of the demo dataset in ``cache_dir() / "neuron_demo"``, written once.
+
+    Written into a temporary sibling folder and renamed, so a half-written demo is never used;
+    a concurrent writer's finished folder wins.
+    """
+    from signseg_core.neuron_demo import write_demo_dataset
+
+    final = cache_dir() / DEMO_DIR
+    csv = final / "responses.csv"
+    if csv.is_file() and (final / "planted_weights.npz").is_file():
+        return csv
+    tmp = cache_dir() / f".{DEMO_DIR}-{uuid.uuid4().hex[:8]}"
+    try:
+        write_demo_dataset(tmp, progress=progress, **DEMO_OPTIONS)
+        if final.exists() and not csv.is_file():
+            shutil.rmtree(final)  # an incomplete leftover
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another session finished first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return csv
+
+
+def _stat(path) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+@st.cache_data(show_spinner="Reading the responses…", max_entries=8)
+def _dataset(path: str, image_dir: str, file_key: str):
+    return load_neuron_data(path, image_dir=image_dir or None)
+
+
+def load_dataset(path: str, image_dir: str = ""):
+    """:func:`~signseg_core.neuron_data.load_neuron_data`, cached until the responses file
+    changes; raises :class:`NeuronDataError` listing every problem."""
+    folder = str(Path(image_dir).expanduser().resolve()) if image_dir else ""
+    return _dataset(path, image_dir, key_digest([_stat(Path(path).expanduser().resolve()),
+                                                 folder]))
+
+
+def data_signature(path: str, image_dir: str = "") -> str:
+    """A digest of the responses file's and the dataset's images' paths, sizes and modification
+    times (loads the dataset: raises :class:`NeuronDataError` when it cannot)."""
+    dataset = load_dataset(path, image_dir)
+    return key_digest([_stat(Path(path).expanduser().resolve()), image_dir]
+                      + [_stat(p) for p in dataset.images])
+
+
+def folder_signature(folder: str) -> str:
+    """A digest of the paths, sizes and modification times of the files directly in ``folder``."""
+    with os.scandir(folder) as entries:
+        return key_digest([_stat(e.path) for e in sorted(entries, key=lambda e: e.name)
+                           if e.is_file()])
+
+
+def problems_markdown(exc: NeuronDataError) -> str:
+    """The error as Markdown: what failed, then one bullet per problem."""
+    shown = exc.problems[:25]
+    more = len(exc.problems) - len(shown)
+    lines = [f"- {p}" for p in shown] + ([f"- … and {more} more"] if more > 0 else [])
+    n = len(exc.problems)
+    return f"Cannot load {exc.source}: {n} problem{'s' * (n != 1)}\n\n" + "\n".join(lines)
+
+
+def choose_data(path: str, image_dir: str = "") -> str | None:
+    """Load the dataset; on success remember it (session and ``?data=``) and return None, else
+    forget the previous choice and return the error message (nothing is half-loaded)."""
+    path, image_dir = path.strip(), image_dir.strip()
+    try:
+        if not path:
+            raise ValueError("enter the path of a responses file (.csv or .npz)")
+        load_dataset(path, image_dir)
+    except NeuronDataError as exc:
+        message = problems_markdown(exc)
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        message = f"Cannot load {path or 'the data'}: {exc}"
+    else:
+        st.session_state[SESSION_DATA] = (path, image_dir)
+        st.query_params[QUERY_DATA] = path
+        return None
+    st.session_state.pop(SESSION_DATA, None)
+    st.query_params.pop(QUERY_DATA, None)
+    return message
+
+
+# -- fits --------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Computing features and fitting one PLS model per neuron…",
+               max_entries=8)
+def _study(model_name: str, device: str, path: str, image_dir: str, signature: str):
+    return fit_study(cached_model(model_name, device), load_dataset(path, image_dir))
+
+
+def cached_study(model_name: str, path: str, image_dir: str = "") -> NeuronStudy:
+    """:func:`~signseg_core.neurons.fit_study` of the dataset on ``model_name``'s features."""
+    return _study(model_name, current_device(), path, image_dir,
+                  data_signature(path, image_dir))
+
+
+def default_neuron(study: NeuronStudy) -> str:
+    """The best-fitted neuron of all (highest test r² among the best per session)."""
+    best = study.best
+    return str(best.loc[best["r2_test"].idxmax(), "neuron"]) if len(best) else study.neurons[0]
+
+
+def neuron_label(study: NeuronStudy, neuron: str) -> str:
+    """``"n06 · session s1 · test r² 0.78 ★"`` (★: best of its session)."""
+    row = study.table.iloc[study.index(neuron)]
+    star = " ★" if neuron in study.best_neurons else ""
+    session = f" · session {row['session']}" if row["session"] else ""
+    return f"{neuron}{session} · test r² {row['r2_test']:.2f}{star}"
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _readout(model_name: str, device: str, path: str, image_dir: str, signature: str,
+             neuron: str):
+    study = _study(model_name, device, path, image_dir, signature)
+    return neuron_readout_model(cached_model(model_name, device), study, [neuron])
+
+
+def readout_model(model_name: str, path: str, image_dir: str, neuron: str):
+    """The neuron model as a one-unit ZooModel (shared, read-only)."""
+    return _readout(model_name, current_device(), path, image_dir,
+                    data_signature(path, image_dir), neuron)
+
+
+@st.cache_data(show_spinner="Fitting lasso models (5 penalties × 5 folds × 2 constraints)…",
+               max_entries=32)
+def _lasso(model_name: str, device: str, path: str, image_dir: str, signature: str,
+           neuron: str) -> pd.DataFrame:
+    return lasso_table(_study(model_name, device, path, image_dir, signature), neuron)
+
+
+def cached_lasso(model_name: str, path: str, image_dir: str, neuron: str) -> pd.DataFrame:
+    """:func:`~signseg_core.neurons.lasso_table` of one neuron, cached."""
+    return _lasso(model_name, current_device(), path, image_dir,
+                  data_signature(path, image_dir), neuron)
+
+
+def models_needed(n_features: int, *, alpha: float = 0.05) -> int:
+    """Fewest neuron models with which a feature can pass the Bonferroni sign test:
+    the smallest ``m`` with ``2 * 0.5**m * n_features < alpha``."""
+    return math.floor(math.log2(2 * n_features / alpha)) + 1
+
+
+def top_agreement(table: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The ``n`` features most models weight with one sign, strongest mean weight first."""
+    order = table.assign(_w=table["mean_normalized_weight"].abs())
+    order = order.sort_values(["agreement", "n", "_w"], ascending=False, kind="stable")
+    return order.head(n)[["feature", "n_positive", "n_negative", "agreement", "p_bonferroni",
+                          "mean_normalized_weight"]]
+
+
+# -- the neuron model's ablation ---------------------------------------------------------------
+
+def ablation_request(model_name: str, path: str, image_dir: str, neuron: str,
+                     settings: VisualizeSettings, alphas):
+    """``(readout model, generator, conditions, store keys)`` of the neuron's conditions."""
+    readout = readout_model(model_name, path, image_dir, neuron)
+    generator = cached_generator(settings.generator, str(readout.device))
+    precision = settings.precision if readout.device.type == "cuda" else "fp32"
+    conditions = condition_grid([0], signs=SIGNS, alphas=alphas)
+    keys = [condition_key(readout, generator, c, settings, precision) for c in conditions]
+    return readout, generator, conditions, keys
+
+
+class _Missing(Exception):
+    """Raised inside the cached read so that a missing entry is never cached."""
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _read_condition(digest: str, store_dir: str, _key) -> ConditionResult:
+    result = load_condition(default_store(), _key)
+    if result is None:
+        raise _Missing(digest)
+    return result
+
+
+def stored_ablation(request) -> dict[tuple, ConditionResult]:
+    """Stored results of the request's conditions by :attr:`Condition.key` (missing: absent)."""
+    _, _, conditions, keys = request
+    store_dir, found = str(default_store().directory), {}
+    for condition, key in zip(conditions, keys):
+        try:
+            found[condition.key] = _read_condition(key_digest(key), store_dir, key)
+        except _Missing:
+            pass
+    return found
+
+
+def ablation_job(request, settings: VisualizeSettings) -> Job | None:
+    """The job computing the request, if any session submitted one."""
+    readout, generator, conditions, _ = request
+    key, _ = visualize_job_key(readout, conditions, settings=settings, generator=generator)
+    return default_manager().get(key)
+
+
+def submit_ablation(request, settings: VisualizeSettings, *, label: str) -> Job:
+    """Evolve the request's conditions in the background (stored ones are read, not redone)."""
+    readout, generator, conditions, _ = request
+    return visualize_job(default_manager(), readout, conditions, settings=settings,
+                         generator=generator, store=default_store(), label=label)
+
+
+def images_per_run(request, settings: VisualizeSettings) -> int:
+    """Images the request scores: conditions × restarts × population × generations."""
+    generator, conditions = request[1], request[2]
+    popsize = settings.popsize or 4 + math.floor(3 * math.log2(generator.dim))
+    return len(conditions) * settings.restarts * popsize * settings.generations
+
+
+def natural_max_predicted(study: NeuronStudy, neuron: str) -> float:
+    """The neuron model's largest predicted response to the dataset's images (as
+    :attr:`~signseg_core.neurons.NeuronAblation.natural_max_predicted`)."""
+    fit = study.fit(neuron)
+    return float(np.max(study.features.astype(np.float64) @ fit.weight + fit.bias))
+
+
+def strip_rows(results) -> dict[str, list[ConditionResult]]:
+    """One row per sign present, the control first, by alpha: ``{"positive": [...], ...}``."""
+    control = [r for r in results if r.key.sign == "control"][:1]
+    rows = {}
+    for sign in SIGNS:
+        own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
+        if own:
+            rows[sign] = control + own
+    return rows or {"control": control}
+
+
+def show_neuron_strip(results) -> np.ndarray:
+    """Fig 6-7: per sign, the best image per alpha with the intact neuron model's predicted
+    response above it (bold) and the ablated model's below. Returns the strip for export."""
+    rows = strip_rows(results)
+    for sign, row in rows.items():
+        st.markdown(f"**{sign.capitalize()} weights ablated**" if sign != "control"
+                    else "**Control**")
+        columns = st.columns(max(len(row), 6))
+        for result, column in zip(row, columns):
+            b = result.best_index
+            column.markdown(f"**{result.intact_scores[b]:.2f}**")
+            column.image(result.best_image, caption=f"α = {result.key.alpha:g} · ablated "
+                                                    f"{result.best_scores[b]:.2f}")
+    return image_strip({f"{s} ablated": [
+        (r.best_image, f"a={r.key.alpha:g} pred {r.intact_scores[r.best_index]:.1f}")
+        for r in row] for s, row in rows.items()}, tile=160)
+
+
+# -- diverseSet and localization ---------------------------------------------------------------
+
+@st.cache_data(show_spinner="Choosing a diverse set (model outputs, PCA, k-means)…",
+               max_entries=16)
+def _diverse(model_name: str, device: str, folder: str, signature: str, k: int, seed: int):
+    return diverse_set_from_folder(cached_model(model_name, device), folder, k=k, seed=seed)
+
+
+def cached_diverse_set(model_name: str, folder: str, *, k: int, seed: int = 0):
+    """:func:`~signseg_core.stimuli.diverse_set_from_folder` on the model's outputs, cached."""
+    folder = str(Path(folder).expanduser())
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return _diverse(model_name, current_device(), folder, folder_signature(folder), int(k),
+                    int(seed))
+
+
+def diverse_sheet(selection, *, columns: int = 8) -> np.ndarray:
+    """The chosen images as a labelled contact sheet (uint8 (H, W, 3))."""
+    return contact_sheet(selection.paths, columns=min(columns, selection.k), labels=True)
+
+
+def localization_geometry(height: int, width: int) -> tuple[int, float]:
+    """``(disk diameter px, sigma px)``: the paper's 50 px and 30 px scaled from 256 px to the
+    image's short side (a 128-px image: 25 and 15)."""
+    side = min(height, width)
+    return max(2, round(side * PAPER_DIAMETER / PAPER_SIDE)), side * PAPER_SIGMA / PAPER_SIDE
+
+
+@st.cache_data(show_spinner="Shuffling 30 disks and scoring the perturbed images…",
+               max_entries=32)
+def _localize(model_name: str, device: str, path: str, image_dir: str, signature: str,
+              neuron: str, image_path: str, seed: int):
+    readout = _readout(model_name, device, path, image_dir, signature, neuron)
+
+    def score(x):
+        return readout(x)[:, 0]
+
+    image = load_image(image_path)
+    diameter, sigma = localization_geometry(*image.shape[1:])
+    loc, gray = localize_and_clear(score, image, fill="gray", diameter=diameter, sigma=sigma,
+                                   seed=seed)
+    white = background_clearing_effect(score, image, loc.mask.copy(), fill="white")
+    return image.numpy(), loc, {"gray": gray, "white": white}
+
+
+def cached_localization(model_name: str, path: str, image_dir: str, neuron: str,
+                        image_path: str, *, seed: int = 0):
+    """``(image (3, H, W) array, LocalizationResult, {fill: BackgroundClearing})`` of the neuron
+    model on one image: the perturbation mask, then the rest cleared to gray and to white."""
+    return _localize(model_name, current_device(), path, image_dir,
+                     data_signature(path, image_dir), neuron, str(image_path), int(seed))
+
+
+def images_by_response(study: NeuronStudy, responses: pd.DataFrame) -> dict[str, float]:
+    """``{image path: recorded response}`` of one neuron's :func:`response_table`, highest
+    response first (the images a localization is most informative on)."""
+    paths = dict(zip(study.dataset.image_names, study.dataset.images))
+    order = responses.sort_values("response", ascending=False, kind="stable")
+    return {str(paths[i]): float(r) for i, r in zip(order["image"], order["response"])}
+
+
+def show_localization(image: np.ndarray, loc, clearings: dict, *, stem: str) -> None:
+    """The mask outlined on the image and the image cleared to each fill, each exportable, then
+    the mask's size and the responses before and after clearing."""
+    from .export_widgets import export_panel
+
+    panels = {"mask": mask_overlay(image, loc)}
+    for fill, clearing in clearings.items():
+        panels[f"cleared_{fill}"] = to_uint8(clearing.cleared_image[None])[0]
+    for column, (label, picture) in zip(st.columns(len(panels)), panels.items()):
+        with column:
+            st.image(picture, caption=label.replace("_", " to "), width=256)
+            export_panel(picture, name=f"{stem}_{label}", key=f"neurons_loc_{label}_export")
+    st.caption(f"The mask covers {loc.area_fraction:.0%} of the image (disks of {loc.diameter} "
+               f"px, σ = {loc.sigma:.1f} px: the paper's 50 and 30 px scaled from 256 px). "
+               "Relative change > 0: clearing the background raised the predicted response.")
+    st.dataframe(pd.DataFrame([{"fill": f, "intact": c.intact, "cleared": c.cleared,
+                                "relative_change": c.relative_change}
+                               for f, c in clearings.items()]),
+                 hide_index=True, key="neurons_clear_table")

@@ -1,0 +1,242 @@
+"""The Neuron models page (pages/5), driven through AppTest on the tiny test network and a small
+demo dataset (4 planted neurons, 24 images of 32 px): what it shows equals the engine's answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from signseg_core.jobs import default_manager
+from signseg_core.neuron_data import load_image, load_neuron_data
+from signseg_core.neuron_demo import write_demo_dataset
+from signseg_core.neurons import (
+    fit_study,
+    localize_and_clear,
+    neuron_ablation_table,
+    neuron_readout_model,
+    response_table,
+)
+from signseg_core.paths import cache_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "5_Neuron_models.py")
+SMALL_DEMO = {"model_name": "tiny_test", "n_images": 24, "n_neurons": 4, "image_size": 32}
+
+pytestmark = pytest.mark.usefixtures("tiny_dashboard", "small_demo")
+
+
+@pytest.fixture
+def small_demo(monkeypatch):
+    import signseg_ui.neurons
+
+    monkeypatch.setattr(signseg_ui.neurons, "DEMO_OPTIONS", SMALL_DEMO)
+
+
+@pytest.fixture(scope="module")
+def demo_csv(tmp_path_factory) -> Path:
+    return write_demo_dataset(tmp_path_factory.mktemp("demo"), store=False, **SMALL_DEMO)
+
+
+def run_page(**query) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(query)
+    at.run(timeout=120)
+    assert not at.exception, at.exception
+    return at
+
+
+def load(at: AppTest, path, images: str = "") -> AppTest:
+    at.text_input(key="neurons_path").input(str(path))
+    at.text_input(key="neurons_images").input(images)
+    at.button(key="neurons_load").click().run(timeout=120)
+    assert not at.exception, at.exception
+    return at
+
+
+def frame(at: AppTest, column: str):
+    """The first dataframe shown with ``column``."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert found, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+def chart(at: AppTest, key: str) -> dict:
+    for element in at.get("plotly_chart"):
+        if key in element.proto.id:
+            return json.loads(element.proto.spec)
+    raise AssertionError(f"no plotly chart with key {key!r}")
+
+
+def traces(fig: dict) -> dict[str, dict]:
+    return {t.get("name"): t for t in fig["data"]}
+
+
+def test_a_first_visit_offers_the_demo_and_shows_nothing_half_loaded():
+    at = run_page()
+    assert [b.key for b in at.button] == ["neurons_demo", "neurons_load"]
+    assert at.text_input(key="neurons_path").value == ""
+    assert "use the demo dataset" in at.info[0].value and not at.dataframe
+    assert not at.get("plotly_chart")
+
+
+def test_the_demo_button_fits_every_neuron_as_fit_study_does(tiny):
+    at = run_page()
+    at.button(key="neurons_demo").click().run(timeout=120)
+    assert not at.exception, at.exception
+    csv = cache_dir() / "neuron_demo" / "responses.csv"
+    assert at.text_input(key="neurons_path").value == str(csv)
+    assert at.query_params["data"] == str(csv)
+    study = fit_study(tiny, load_neuron_data(csv), store=False)
+    table = frame(at, "r2_test")
+    assert list(table["neuron"]) == ["n00", "n01", "n02", "n03"]
+    np.testing.assert_allclose(table["r2_test"], study.table["r2_test"], rtol=1e-9)
+    np.testing.assert_allclose(table["positive_negative_ratio"],
+                               study.table["positive_negative_ratio"], rtol=1e-9)
+    best = study.best.loc[study.best["r2_test"].idxmax(), "neuron"]
+    assert at.selectbox(key="neurons_neuron").value == best
+    stars = traces(chart(at, "neurons_fit_fig"))["best per session"]
+    assert sorted(stars["x"]) == sorted(study.best_neurons)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Neurons"] == "4" and metrics["Sessions"] == "3"
+    summary = study.summary()
+    assert metrics["Test r², best per session"] == (
+        f"{summary['best_r2_test_mean']:.2f} ± {summary['best_r2_test_sd']:.2f}")
+    # 4 models cannot pass the Bonferroni test over 16 features: say why, show the top ones
+    assert "at least 10 models are needed" in at.info[0].value
+    assert len(frame(at, "agreement")) == 16
+
+
+def test_a_bad_csv_is_an_error_listing_its_row_and_forgets_the_last_dataset(demo_csv, tmp_path):
+    lines = demo_csv.read_text().splitlines()
+    lines[2] = lines[2].replace(lines[2].split(",")[2], "abc")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    at = load(run_page(), demo_csv, str(demo_csv.parent))
+    assert len(frame(at, "r2_test")) == 4
+    load(at, bad, str(demo_csv.parent))
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "line 3: response 'abc' is not a number" in errors[0]
+    assert "1 problem\n" in errors[0]
+    assert not at.dataframe and not at.get("plotly_chart") and "data" not in at.query_params
+
+
+def test_choosing_another_neuron_redraws_its_predictions_and_lasso(demo_csv, tiny):
+    study = fit_study(tiny, load_neuron_data(demo_csv), store=False)
+    at = load(run_page(), demo_csv)
+    first = at.selectbox(key="neurons_neuron").value
+    other = next(n for n in study.neurons if n != first)
+    for neuron in (first, other):
+        if neuron != first:
+            at.selectbox(key="neurons_neuron").set_value(neuron).run(timeout=120)
+        want = response_table(study, neuron)
+        test = traces(chart(at, "neurons_scatter_fig"))["test"]
+        part = want[want["split"] == "test"]
+        np.testing.assert_allclose(test["x"], part["predicted"], rtol=1e-5)
+        np.testing.assert_allclose(test["y"], part["response"], rtol=1e-12)
+    at.toggle(key="neurons_lasso").set_value(True).run(timeout=120)
+    assert not at.exception
+    assert {"train: unconstrained", "test: positive only", "test r² gain"} <= set(
+        traces(chart(at, "neurons_lasso_fig")))
+
+
+def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(demo_csv):
+    at = load(run_page(), demo_csv)
+    neuron = at.selectbox(key="neurons_neuron").value
+    at.number_input(key="neurons_generations").set_value(2)
+    at.number_input(key="neurons_restarts").set_value(2)
+    at.number_input(key="neurons_popsize").set_value(4).run(timeout=120)
+    assert at.button(key="neurons_ablate").label == f"Compute neuron {neuron} (5 conditions)"
+    at.button(key="neurons_ablate").click().run(timeout=120)
+    assert not at.exception, at.exception
+    jobs = [j for j in default_manager().jobs(active_only=False) if f"neuron {neuron}" in j.label]
+    assert len(jobs) == 1 and jobs[0].wait(60) and jobs[0].state == "done", jobs
+    want = neuron_ablation_table(neuron, jobs[0].result())
+    at.run(timeout=120)
+    assert not at.exception and "neurons_ablate" not in [b.key for b in at.button]
+    shown = frame(at, "predicted_response")
+    assert list(shown["condition"]) == ["control", "pos 0.5", "pos 1", "neg 0.5", "neg 1"]
+    np.testing.assert_allclose(shown["predicted_response"], want["predicted_response"])
+    np.testing.assert_allclose(shown["ablated_response"], want["ablated_response"])
+    bold = [m.value for m in at.markdown if m.value.startswith("**") and m.value[2].isdigit()]
+    assert bold == [f"**{v:.2f}**" for v in want["predicted_response"].iloc[[0, 1, 2, 0, 3, 4]]]
+    assert len(at.get("image")) == 6  # control + 2 alphas, per sign
+
+    revisit = run_page(data=str(demo_csv))  # a new session: the URL and the store
+    revisit.selectbox(key="neurons_neuron").set_value(neuron)
+    revisit.number_input(key="neurons_generations").set_value(2)
+    revisit.number_input(key="neurons_restarts").set_value(2)
+    revisit.number_input(key="neurons_popsize").set_value(4).run(timeout=120)
+    assert "neurons_ablate" not in [b.key for b in revisit.button]
+    again = frame(revisit, "predicted_response")
+    np.testing.assert_allclose(again["predicted_response"], want["predicted_response"])
+    assert again["from_store"].all() and len(default_manager().jobs(active_only=False)) == 1
+
+
+def test_localization_shows_the_mask_and_the_clearing_effect(demo_csv, tiny):
+    at = load(run_page(), demo_csv)
+    neuron = at.selectbox(key="neurons_neuron").value
+    image_path = at.selectbox(key="neurons_loc_image").value
+    study = fit_study(tiny, load_neuron_data(demo_csv), store=False)
+    responses = response_table(study, neuron)
+    assert Path(image_path).name == responses.loc[responses["response"].idxmax(), "image"]
+    at.button(key="neurons_localize").click().run(timeout=120)
+    assert not at.exception, at.exception
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert captions[-3:] == ["mask", "cleared to gray", "cleared to white"]
+    readout = neuron_readout_model(tiny, study, [neuron])
+    loc, gray = localize_and_clear(lambda x: readout(x)[:, 0], load_image(image_path),
+                                   diameter=6, sigma=3.75)  # 50 and 30 px scaled to 32 px
+    table = frame(at, "relative_change").set_index("fill")
+    assert table.loc["gray", "intact"] == pytest.approx(gray.intact, rel=1e-6)
+    assert table.loc["gray", "relative_change"] == pytest.approx(gray.relative_change, rel=1e-5)
+    assert f"covers {loc.area_fraction:.0%} of the image" in at.caption[-1].value
+    assert {e.label for e in at.expander} >= {
+        f"Export tiny_test_responses_{neuron}_{Path(image_path).stem}_mask"}
+
+
+def test_the_diverse_set_is_a_contact_sheet_of_k_images(demo_csv):
+    at = load(run_page(), demo_csv)
+    assert at.text_input(key="neurons_diverse_folder").value == str(demo_csv.parent / "images")
+    at.number_input(key="neurons_diverse_k").set_value(5)
+    at.button(key="neurons_diverse_run").click().run(timeout=120)
+    assert not at.exception, at.exception
+    sheet = [i for i in at.get("image") if "PCA components" in i.proto.imgs[0].caption]
+    assert len(sheet) == 1 and sheet[0].proto.imgs[0].caption.startswith("5 of 24 images")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def test_models_needed_and_the_localization_geometry_follow_the_paper():
+    from signseg_ui.neurons import localization_geometry, models_needed
+
+    assert models_needed(1280) == 16  # 2 * 0.5**16 * 1280 = 0.039 < 0.05 <= 2 * 0.5**15 * 1280
+    assert models_needed(16) == 10  # 2 * 0.5**10 * 16 = 0.031; m = 9 gives 0.0625
+    assert localization_geometry(256, 300) == (50, 30.0)
+    assert localization_geometry(128, 128) == (25, 15.0)
+    assert localization_geometry(32, 40) == (6, 3.75)
+
+
+def test_the_data_signature_follows_the_responses_file_and_its_images(demo_csv, tmp_path):
+    import os
+    import shutil
+
+    from signseg_ui.neurons import data_signature, folder_signature
+
+    copy = Path(shutil.copytree(demo_csv.parent, tmp_path / "demo"))
+    csv = str(copy / "responses.csv")
+    first = data_signature(csv)
+    os.utime(copy / "planted_weights.npz", ns=(1, 1))  # not part of the dataset
+    assert data_signature(csv) == first
+    os.utime(copy / "images" / "img_003.png", ns=(1, 1))
+    second = data_signature(csv)
+    assert second != first
+    os.utime(copy / "responses.csv", ns=(1, 1))
+    assert data_signature(csv) != second
+    assert data_signature(csv, str(copy)) != data_signature(csv)
+    images = folder_signature(str(copy / "images"))
+    os.utime(copy / "images" / "img_000.png", ns=(2, 2))
+    assert folder_signature(str(copy / "images")) != images
