@@ -51,7 +51,7 @@ QUERY_DATA = "data"
 DEMO_OPTIONS: dict = {"model_name": "efficientnet_lite0"}
 DEMO_DIR = "neuron_demo"
 #: Ablation defaults: 5 conditions × 3 restarts × 8 codes × 15 generations = 1800 images,
-#: about a minute of EfficientNet-Lite0 on a laptop CPU.
+#: 47 s of EfficientNet-Lite0 on the 2-core development CPU (docs/benchmarks.md).
 ABLATION_DEFAULTS = {"generator": "fourier", "generations": 15, "restarts": 3, "popsize": 8,
                      "seed": 0}
 ALPHA_GRIDS = {"quick": (0.0, 0.5, 1.0), "paper": DEFAULT_ALPHAS}
