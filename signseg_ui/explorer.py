@@ -173,10 +173,9 @@ def unit_request(model_name: str, unit: int, settings: VisualizeSettings):
     return model, generator, conditions, keys
 
 
-def stored_unit(model_name: str, unit: int,
-                settings: VisualizeSettings) -> dict[tuple, ConditionResult]:
-    """The stored results of ``unit``'s conditions, by :attr:`Condition.key` (missing: absent)."""
-    _, _, conditions, keys = unit_request(model_name, unit, settings)
+def stored_results(conditions, keys) -> dict[tuple, ConditionResult]:
+    """The stored results of ``conditions`` (store ``keys`` in the same order), by
+    :attr:`Condition.key`; missing ones are absent. Reads are cached per entry."""
     store_dir, found = str(default_store().directory), {}
     for condition, key in zip(conditions, keys):
         try:
@@ -184,6 +183,13 @@ def stored_unit(model_name: str, unit: int,
         except _Missing:
             pass
     return found
+
+
+def stored_unit(model_name: str, unit: int,
+                settings: VisualizeSettings) -> dict[tuple, ConditionResult]:
+    """The stored results of ``unit``'s conditions, by :attr:`Condition.key` (missing: absent)."""
+    _, _, conditions, keys = unit_request(model_name, unit, settings)
+    return stored_results(conditions, keys)
 
 
 def unit_job_key(model_name: str, unit: int, settings: VisualizeSettings) -> dict:

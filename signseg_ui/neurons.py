@@ -38,12 +38,11 @@ from signseg_core.visualize import (
     ConditionResult,
     VisualizeSettings,
     condition_key,
-    load_condition,
     to_uint8,
 )
 
 from .common import cached_model, current_device
-from .explorer import cached_generator
+from .explorer import cached_generator, stored_results
 
 SESSION_DATA = "neurons_data"
 QUERY_DATA = "data"
@@ -235,28 +234,10 @@ def ablation_request(model_name: str, path: str, image_dir: str, neuron: str,
     return readout, generator, conditions, keys
 
 
-class _Missing(Exception):
-    """Raised inside the cached read so that a missing entry is never cached."""
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def _read_condition(digest: str, store_dir: str, _key) -> ConditionResult:
-    result = load_condition(default_store(), _key)
-    if result is None:
-        raise _Missing(digest)
-    return result
-
-
 def stored_ablation(request) -> dict[tuple, ConditionResult]:
     """Stored results of the request's conditions by :attr:`Condition.key` (missing: absent)."""
     _, _, conditions, keys = request
-    store_dir, found = str(default_store().directory), {}
-    for condition, key in zip(conditions, keys):
-        try:
-            found[condition.key] = _read_condition(key_digest(key), store_dir, key)
-        except _Missing:
-            pass
-    return found
+    return stored_results(conditions, keys)
 
 
 def ablation_job(request, settings: VisualizeSettings) -> Job | None:
