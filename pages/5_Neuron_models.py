@@ -41,7 +41,6 @@ from signseg_ui.neurons import (
     images_by_response,
     images_per_run,
     models_needed,
-    natural_max_predicted,
     neuron_label,
     show_localization,
     show_neuron_strip,
@@ -207,7 +206,7 @@ with ablation:
             export_panel(strip, name=f"{stem}_{neuron}_ablation_strip",
                          key="neurons_strip_export")
             table = neuron_ablation_table(neuron, list(found.values()))
-            fig = neuron_ablation_figure(table, natural_max=natural_max_predicted(study, neuron))
+            fig = neuron_ablation_figure(table, natural_max=study.natural_max_predicted(neuron))
             st.plotly_chart(fig, key="neurons_ablation_fig")
             export_panel(fig, name=f"{stem}_{neuron}_ablation", key="neurons_ablation_export")
             st.dataframe(table, hide_index=True, key="neurons_ablation_table")

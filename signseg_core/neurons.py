@@ -117,6 +117,12 @@ class NeuronStudy:
     def fit(self, neuron: str) -> NeuronFit:
         return self.fits[self.index(neuron)]
 
+    def natural_max_predicted(self, neuron: str) -> float:
+        """The neuron model's largest predicted response to the dataset's images: the bar
+        its preferred (generated) images are measured against."""
+        fit = self.fit(neuron)
+        return float(np.max(self.features.astype(np.float64) @ fit.weight + fit.bias))
+
     def weights(self, neurons: Sequence[str] | None = None) -> np.ndarray:
         """float64 array (n_chosen, n_features): the chosen neuron models' weights, in order."""
         chosen = self.neurons if neurons is None else [str(n) for n in neurons]
@@ -282,7 +288,7 @@ def ablate_neuron(model: ZooModel, study: NeuronStudy, neuron: str, *,
     results = visualize(readout_model, conditions, settings=settings, generator=generator,
                         store=store, batch_size=batch_size, progress=progress,
                         should_stop=should_stop)
-    natural = float(np.max(study.features.astype(np.float64) @ fit.weight + fit.bias))
+    natural = study.natural_max_predicted(neuron)
     return NeuronAblation(fit.neuron, readout_model.name, tuple(results),
                           neuron_ablation_table(fit.neuron, results), natural)
 

@@ -261,13 +261,6 @@ def images_per_run(request, settings: VisualizeSettings) -> int:
     return len(conditions) * settings.restarts * popsize * settings.generations
 
 
-def natural_max_predicted(study: NeuronStudy, neuron: str) -> float:
-    """The neuron model's largest predicted response to the dataset's images (as
-    :attr:`~signseg_core.neurons.NeuronAblation.natural_max_predicted`)."""
-    fit = study.fit(neuron)
-    return float(np.max(study.features.astype(np.float64) @ fit.weight + fit.bias))
-
-
 def strip_rows(results) -> dict[str, list[ConditionResult]]:
     """One row per sign present, the control first, by alpha: ``{"positive": [...], ...}``."""
     control = [r for r in results if r.key.sign == "control"][:1]
