@@ -330,6 +330,17 @@ def _fill_value(fill) -> tuple[float, float, float]:
     return tuple(float(v) for v in vals)
 
 
+#: The paper's localization geometry: 50-px disks and σ = 30 px on 256-px images (A.1).
+PAPER_SIDE, PAPER_DIAMETER, PAPER_SIGMA = 256, 50, 30.0
+
+
+def paper_geometry(height: int, width: int) -> tuple[int, float]:
+    """``(disk diameter px, sigma px)``: the paper's 50 px and 30 px scaled from 256 px to the
+    image's short side (a 128-px image: 25 and 15)."""
+    side = min(int(height), int(width))
+    return max(2, round(side * PAPER_DIAMETER / PAPER_SIDE)), side * PAPER_SIGMA / PAPER_SIDE
+
+
 def clear_background(image, mask, *, fill="gray"):
     """Keep the pixels inside ``mask`` and paint the rest one uniform colour.
 

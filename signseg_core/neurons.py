@@ -339,11 +339,17 @@ def localize_and_clear(score_fn, image, *, fill="gray", n_disks: int = 30, diame
 
     Returns
     -------
-    (LocalizationResult, BackgroundClearing)
+    (LocalizationResult, BackgroundClearing or None): None when the mask is empty (no
+    perturbation lowered the response), since clearing would then paint the whole image.
     """
+    import warnings
+
     from .localize import background_clearing_effect, perturbation_mask
 
-    loc = perturbation_mask(score_fn, image, n_disks=n_disks, diameter=diameter, sigma=sigma,
-                            threshold=threshold, seed=seed)
-    # a writable copy: torch warns when it wraps the read-only mask
-    return loc, background_clearing_effect(score_fn, image, loc.mask.copy(), fill=fill)
+    with warnings.catch_warnings():  # an empty mask is reported through the None below
+        warnings.simplefilter("ignore", UserWarning)
+        loc = perturbation_mask(score_fn, image, n_disks=n_disks, diameter=diameter,
+                                sigma=sigma, threshold=threshold, seed=seed)
+    if not loc.mask.any():
+        return loc, None
+    return loc, background_clearing_effect(score_fn, image, loc.mask, fill=fill)

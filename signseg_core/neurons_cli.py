@@ -168,7 +168,7 @@ def _cmd_diverse_set(args: argparse.Namespace) -> int:
 
 def _cmd_localize(args: argparse.Namespace) -> int:
     from .export import image_png
-    from .localize import mask_overlay
+    from .localize import mask_overlay, paper_geometry
     from .neuron_data import load_image
     from .neurons import localize_and_clear, neuron_readout_model
     from .registry import load_model
@@ -189,15 +189,22 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         if not 0 <= args.unit < model.n_classes:
             raise ValueError(f"unit {args.unit} is out of range 0..{model.n_classes - 1}")
         what, unit = f"unit {args.unit} ({model.class_names[args.unit]})", args.unit
+    diameter, sigma = paper_geometry(*image.shape[1:])
+    diameter = args.diameter if args.diameter is not None else diameter
+    sigma = args.sigma if args.sigma is not None else sigma
     loc, clearing = localize_and_clear(
         lambda x: scorer(x)[:, unit], image, fill=args.fill, n_disks=args.n_disks,
-        diameter=args.diameter, sigma=args.sigma, threshold=args.threshold, seed=args.seed)
+        diameter=diameter, sigma=sigma, threshold=args.threshold, seed=args.seed)
     print(f"{what} of {model.name} on {Path(args.image).name} "
           f"({image.shape[2]}x{image.shape[1]} px)")
     print(f"localized region: {loc.area_fraction:.1%} of the image "
-          f"({args.n_disks} disks of {args.diameter} px)")
-    print(f"response intact {clearing.intact:.4f}, background cleared ({args.fill}) "
-          f"{clearing.cleared:.4f}: relative change {clearing.relative_change:+.1%}")
+          f"({args.n_disks} disks of {diameter} px, sigma {sigma:g} px)")
+    if clearing is None:
+        print("no region: no perturbation lowered the response, so there is nothing to keep "
+              "and nothing was cleared")
+    else:
+        print(f"response intact {clearing.intact:.4f}, background cleared ({args.fill}) "
+              f"{clearing.cleared:.4f}: relative change {clearing.relative_change:+.1%}")
     out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_overlay.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(image_png(mask_overlay(image, loc)))
@@ -291,8 +298,10 @@ def add_neurons_parser(sub) -> None:
     p.add_argument("--out", default=None, help="overlay PNG (default: <image>_overlay.png)")
     p.add_argument("--fill", choices=("gray", "white", "black"), default="gray")
     p.add_argument("--n-disks", type=int, default=30)
-    p.add_argument("--diameter", type=int, default=50, help="disk diameter in px")
-    p.add_argument("--sigma", type=float, default=30.0, help="smoothing in px")
+    p.add_argument("--diameter", type=int, default=None,
+                   help="disk diameter in px (default: the paper's 50 px per 256 px of image)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="smoothing in px (default: the paper's 30 px per 256 px of image)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_localize)

@@ -21,7 +21,7 @@ import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
 from signseg_core.jobs import Job, default_manager, visualize_job, visualize_job_key
-from signseg_core.localize import background_clearing_effect, mask_overlay
+from signseg_core.localize import background_clearing_effect, mask_overlay, paper_geometry
 from signseg_core.neuron_data import NeuronDataError, load_image, load_neuron_data
 from signseg_core.neurons import (
     NeuronStudy,
@@ -55,8 +55,6 @@ ABLATION_DEFAULTS = {"generator": "fourier", "generations": 15, "restarts": 3, "
                      "seed": 0}
 ALPHA_GRIDS = {"quick": (0.0, 0.5, 1.0), "paper": DEFAULT_ALPHAS}
 ALPHA_GRID_LABELS = {"quick": "α = 0, 0.5, 1", "paper": "α = 0 to 1 by 0.1 (the paper's)"}
-#: The paper's localization geometry: 50-px disks and σ = 30 px on 256-px images.
-PAPER_SIDE, PAPER_DIAMETER, PAPER_SIGMA = 256, 50, 30.0
 
 
 # -- the dataset -------------------------------------------------------------------------------
@@ -312,13 +310,6 @@ def diverse_sheet(selection, *, columns: int = 8) -> np.ndarray:
     return contact_sheet(selection.paths, columns=min(columns, selection.k), labels=True)
 
 
-def localization_geometry(height: int, width: int) -> tuple[int, float]:
-    """``(disk diameter px, sigma px)``: the paper's 50 px and 30 px scaled from 256 px to the
-    image's short side (a 128-px image: 25 and 15)."""
-    side = min(height, width)
-    return max(2, round(side * PAPER_DIAMETER / PAPER_SIDE)), side * PAPER_SIGMA / PAPER_SIDE
-
-
 @st.cache_data(show_spinner="Shuffling 30 disks and scoring the perturbed images…",
                max_entries=32)
 def _localize(model_name: str, device: str, path: str, image_dir: str, signature: str,
@@ -329,17 +320,20 @@ def _localize(model_name: str, device: str, path: str, image_dir: str, signature
         return readout(x)[:, 0]
 
     image = load_image(image_path)
-    diameter, sigma = localization_geometry(*image.shape[1:])
+    diameter, sigma = paper_geometry(*image.shape[1:])
     loc, gray = localize_and_clear(score, image, fill="gray", diameter=diameter, sigma=sigma,
                                    seed=seed)
-    white = background_clearing_effect(score, image, loc.mask.copy(), fill="white")
+    if gray is None:  # an empty mask: nothing to keep, nothing to clear
+        return image.numpy(), loc, {}
+    white = background_clearing_effect(score, image, loc.mask, fill="white")
     return image.numpy(), loc, {"gray": gray, "white": white}
 
 
 def cached_localization(model_name: str, path: str, image_dir: str, neuron: str,
                         image_path: str, *, seed: int = 0):
     """``(image (3, H, W) array, LocalizationResult, {fill: BackgroundClearing})`` of the neuron
-    model on one image: the perturbation mask, then the rest cleared to gray and to white."""
+    model on one image: the perturbation mask, then the rest cleared to gray and to white (no
+    clearing for an empty mask)."""
     return _localize(model_name, current_device(), path, image_dir,
                      data_signature(path, image_dir), neuron, str(image_path), int(seed))
 
@@ -367,6 +361,11 @@ def show_localization(image: np.ndarray, loc, clearings: dict, *, stem: str) -> 
     st.caption(f"The mask covers {loc.area_fraction:.0%} of the image (disks of {loc.diameter} "
                f"px, σ = {loc.sigma:.1f} px: the paper's 50 and 30 px scaled from 256 px). "
                "Relative change > 0: clearing the background raised the predicted response.")
+    if not clearings:
+        st.info("No region: no perturbation lowered the predicted response on this image, so "
+                "there is nothing to keep and nothing was cleared. Try an image the neuron "
+                "responds to more.")
+        return
     st.dataframe(pd.DataFrame([{"fill": f, "intact": c.intact, "cleared": c.cleared,
                                 "relative_change": c.relative_change}
                                for f, c in clearings.items()]),

@@ -164,3 +164,23 @@ def test_bad_data_exits_2_naming_the_row(capsys, demo, tmp_path):
     assert err.startswith("error: ") and "line 3: response 'lots' is not a number" in err
     code, _, err = _run(capsys, "neurons", "ablate", demo, *TINY, "--neuron", "zz")
     assert code == 2 and "unknown neuron 'zz'" in err
+
+
+def test_localize_defaults_to_the_papers_geometry_and_says_when_nothing_is_localized(
+        capsys, demo, tiny, monkeypatch):
+    """64-px images get 12-px disks and sigma 7.5 (50 and 30 per 256 px); a response no
+    perturbation lowers gives an empty mask, and then nothing is cleared."""
+    import signseg_core.neurons as neurons_mod
+
+    image = demo.parent / "images" / "img_003.png"
+    code, out, _ = _run(capsys, "neurons", "localize", image, "--unit", 5, *TINY,
+                        "--n-disks", 6)
+    assert code == 0 and "6 disks of 12 px, sigma 7.5 px" in out
+
+    flat = neurons_mod.localize_and_clear(lambda x: x.new_ones(len(x)), load_image(image),
+                                          diameter=12, sigma=7.5, n_disks=6)
+    assert not flat[0].mask.any() and flat[1] is None
+    monkeypatch.setattr(neurons_mod, "localize_and_clear",
+                        lambda *a, **k: flat)
+    code, out, _ = _run(capsys, "neurons", "localize", image, "--unit", 5, *TINY)
+    assert code == 0 and "no region" in out and "relative change" not in out
