@@ -167,10 +167,12 @@ def test_bad_data_exits_2_naming_the_row(capsys, demo, tmp_path):
 
 
 def test_localize_defaults_to_the_papers_geometry_and_says_when_nothing_is_localized(
-        capsys, demo, tiny, monkeypatch):
+        capsys, demo, tiny, monkeypatch, tmp_path):
     """64-px images get 12-px disks and sigma 7.5 (50 and 30 per 256 px); a response no
     perturbation lowers gives an empty mask, and then nothing is cleared."""
     import signseg_core.neurons as neurons_mod
+
+    monkeypatch.chdir(tmp_path)  # the overlay's default place: <image>_overlay.png, here
 
     image = demo.parent / "images" / "img_003.png"
     code, out, _ = _run(capsys, "neurons", "localize", image, "--unit", 5, *TINY,
@@ -184,3 +186,4 @@ def test_localize_defaults_to_the_papers_geometry_and_says_when_nothing_is_local
                         lambda *a, **k: flat)
     code, out, _ = _run(capsys, "neurons", "localize", image, "--unit", 5, *TINY)
     assert code == 0 and "no region" in out and "relative change" not in out
+    assert (tmp_path / "img_003_overlay.png").is_file()
