@@ -23,7 +23,7 @@ import torch
 
 from signseg_core.errors import SignsegError, UnknownNameError, WeightsNotFoundError
 from signseg_core.gradvis import GradVisConfig
-from signseg_core.jobs import Job, default_manager, gradvis_job, gradvis_job_key
+from signseg_core.jobs import Job, default_manager
 from signseg_core.plots import image_strip
 from signseg_core.registry import get_entry, list_models, load_model
 from signseg_core.signs import (
@@ -34,6 +34,7 @@ from signseg_core.signs import (
     readout_dale_vs_accuracy,
 )
 from signseg_core.store import default_store
+from signseg_core.tasks import gradvis_job, gradvis_job_key
 from signseg_core.zoo import ZooModel
 
 log = logging.getLogger(__name__)
@@ -361,7 +362,7 @@ def readout_table(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 def stored_gradvis(key: dict) -> dict | None:
     """The stored arrays (``images`` uint8 (N, S, S, 3), ``channels`` ...) of the
-    :func:`~signseg_core.jobs.gradvis_key` ``key``, or None."""
+    :func:`~signseg_core.tasks.gradvis_key` ``key``, or None."""
     entry = default_store().get(key)
     return None if entry is None else entry[0]
 

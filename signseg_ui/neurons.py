@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
-from signseg_core.jobs import Job, default_manager, visualize_job, visualize_job_key
+from signseg_core.jobs import Job, default_manager
 from signseg_core.localize import background_clearing_effect, mask_overlay, paper_geometry
 from signseg_core.neuron_data import NeuronDataError, load_image, load_neuron_data
 from signseg_core.neurons import (
@@ -34,6 +34,7 @@ from signseg_core.paths import cache_dir
 from signseg_core.plots import image_strip
 from signseg_core.stimuli import contact_sheet, diverse_set_from_folder
 from signseg_core.store import default_store, key_digest
+from signseg_core.tasks import visualize_job, visualize_job_key
 from signseg_core.visualize import (
     ConditionResult,
     VisualizeSettings,

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from signseg_core.ablation import Condition
-from signseg_core.jobs import JobCancelled, JobManager, default_manager, visualize_job
+from signseg_core.jobs import JobCancelled, JobManager, default_manager
 from signseg_core.registry import load_model
+from signseg_core.tasks import visualize_job
 from signseg_core.visualize import VisualizeSettings, visualize
 
 WAIT = 10.0  # generous upper bound on any wait; passing tests never come near it

@@ -17,11 +17,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.ablation import Condition, condition_grid
-from signseg_core.jobs import default_manager, metrics_job_key, stored_metric_rows
+from signseg_core.jobs import default_manager
 from signseg_core.plots import activation_vs_alpha_figure
 from signseg_core.registry import load_model
 from signseg_core.store import default_store
 from signseg_core.sweep import Metrics, SweepSpec, run_sweep
+from signseg_core.tasks import metrics_job_key, stored_metric_rows
 from signseg_core.visualize import ConditionKey, ConditionResult, _save, visualize
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -243,7 +243,7 @@ def test_rank_page_button_runs_a_job_whose_images_are_stored():
 
 
 def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
-    from signseg_core.jobs import gradvis_job_key, gradvis_key
+    from signseg_core.tasks import gradvis_job_key, gradvis_key
 
     at = _small_settings(run_page(RANK_PAGE))
     model = load_model("tiny_test")
@@ -271,7 +271,7 @@ def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
 
 
 def test_rank_page_job_failure_is_an_error_message():
-    from signseg_core.jobs import gradvis_job_key, gradvis_key
+    from signseg_core.tasks import gradvis_job_key, gradvis_key
 
     at = _small_settings(run_page(RANK_PAGE))
     model = load_model("tiny_test")
