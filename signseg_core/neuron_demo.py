@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import check_int
+
 __all__ = ["BASELINE", "GAIN", "N_CONSISTENT", "N_PRIVATE", "write_demo_dataset"]
 
 BASELINE = 2.0  # spikes/s: the lowest response of every neuron
@@ -60,12 +62,6 @@ PRIVATE_WEIGHT = (0.3, 1.0)  # |v| of a neuron's own feature
 AREAS = ("V1", "V4", "IT")
 MONKEYS = ("C", "D")
 _PHOTO_FRACTION = 2 / 3
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 # -- images -------------------------------------------------------------------------------------
@@ -217,11 +213,11 @@ def write_demo_dataset(out_dir: str | Path, *, n_images: int = 120, n_neurons: i
     from .neuron_data import NeuronDataset, dataset_features
     from .registry import load_model
 
-    n_images = _check_int("n_images", n_images, 10)
-    n_neurons = _check_int("n_neurons", n_neurons, 1)
-    n_sessions = _check_int("n_sessions", n_sessions, 1)
-    _check_int("seed", seed, 0)
-    image_size = _check_int("image_size", image_size, 16)
+    n_images = check_int("n_images", n_images, low=10)
+    n_neurons = check_int("n_neurons", n_neurons, low=1)
+    n_sessions = check_int("n_sessions", n_sessions, low=1)
+    check_int("seed", seed, low=0)
+    image_size = check_int("image_size", image_size, low=16)
     if n_sessions > n_neurons:
         raise ValueError(f"n_sessions={n_sessions} exceeds n_neurons={n_neurons}; every session "
                          "needs a neuron")

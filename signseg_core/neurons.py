@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
+from .checks import check_int
 from .neuron_data import NeuronDataset, dataset_features
 from .neuron_models import (
     NeuronFit,
@@ -143,12 +144,6 @@ class NeuronStudy:
                 "ratio_sd": float(ratio.std(ddof=1)) if ratio.notna().sum() > 1 else 0.0}
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def fit_study(model: ZooModel, dataset: NeuronDataset, *, test_fraction: float = 0.2,
               seed: int = 0, store=None, batch_size: int = 32,
               progress: Callable[[int, int], None] | None = None) -> NeuronStudy:
@@ -162,7 +157,7 @@ def fit_study(model: ZooModel, dataset: NeuronDataset, *, test_fraction: float =
     store : ResultStore for the features; None for the default store, False for none.
     batch_size : images per trunk pass. progress : ``progress(images_done, n_images)``.
     """
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, low=0)
     features = dataset_features(model, dataset, batch_size=batch_size, store=store,
                                 progress=progress)
     fits = fit_pls(features, dataset.responses, test_fraction=test_fraction, seed=seed,

@@ -29,6 +29,8 @@ import torch
 from scipy.special import gammaln
 from torch import Tensor, nn
 
+from .checks import check_int
+
 __all__ = [
     "compare_trained_untrained",
     "dale_histogram_edges",
@@ -70,7 +72,7 @@ def _sender_matrix(weight: Tensor, *, groups: int = 1) -> Tensor:
             f"expected a Linear weight (out, in) or a Conv2d weight (out, in, kh, kw); "
             f"got a tensor with {w.ndim} dimensions, shape {tuple(w.shape)}"
         )
-    groups = _positive_int(groups, "groups")
+    groups = check_int("groups", groups, low=1)
     n_out, n_in_per_group = w.shape
     if n_out % groups:
         raise ValueError(f"groups={groups} does not divide the {n_out} output channels")
@@ -129,7 +131,7 @@ def expected_untrained_dale_index(n: int) -> float:
         1.0 for ``n = 1``, 0.75 for ``n = 2`` and ``n = 3``, tending to 0.5 like
         ``0.5 + 1 / sqrt(2 pi n)``.
     """
-    n = _positive_int(n, "n (the number of outgoing weights)")
+    n = check_int("n (the number of outgoing weights)", n, low=1)
     k = np.arange(n + 1, dtype=np.float64)
     log_pmf = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) - n * np.log(2.0)
     return float(np.sum(np.exp(log_pmf) * np.maximum(k, n - k)) / n)
@@ -206,14 +208,7 @@ def rank_channels(weight: Tensor, *, groups: int = 1) -> pd.DataFrame:
 
 def dale_histogram_edges(*, bins: int = 20) -> np.ndarray:
     """Bin edges ``(bins + 1,)`` of the ``hist`` column of :func:`layer_summary`, over [0.5, 1]."""
-    return np.linspace(0.5, 1.0, _positive_int(bins, "bins") + 1)
-
-
-def _positive_int(value, name: str) -> int:
-    """``value`` as an int when it is a (Python or NumPy) integer >= 1, else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return np.linspace(0.5, 1.0, check_int("bins", bins, low=1) + 1)
 
 
 def _describe(name: str, module: nn.Module) -> tuple[str, int, int, int]:
@@ -248,7 +243,7 @@ def layer_summary(layers: Mapping[str, nn.Module], *, bins: int = 20) -> pd.Data
         zeros, left out of ``hist``), ``hist`` (list of ``bins`` counts) and ``note`` (grouped and
         depthwise layers are flagged; empty otherwise).
     """
-    bins = _positive_int(bins, "bins")
+    bins = check_int("bins", bins, low=1)
     rows = []
     for name, module in layers.items():
         kind, n_in, n_out, groups = _describe(name, module)
