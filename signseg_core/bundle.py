@@ -165,8 +165,7 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
         for unit in spec.units:
             conds = condition_grid([unit], signs=spec.signs,
                                    alphas=tuple(sorted(set(spec.alphas) | {0.0})))
-            keys = [condition_key(model, generator, c, spec.settings, spec.settings.precision)
-                    for c in conds]
+            keys = [condition_key(model, generator, c, spec.settings) for c in conds]
             results = [load_condition(store, k) for k in keys]
             where = f"{model_name} unit {unit}"
             if any(r is None for r in results):

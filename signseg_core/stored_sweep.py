@@ -85,11 +85,11 @@ def weights_problem(name: str) -> tuple[str, str] | None:
     return "no weights", str(WeightsNotFoundError(name, source.path, hint))
 
 
-def unit_condition_keys(model, generator, unit: int, spec: SweepSpec, precision: str) -> list:
+def unit_condition_keys(model, generator, unit: int, spec: SweepSpec) -> list:
     """Store keys of one unit's conditions, in the order :func:`run_sweep` visualizes them."""
     alphas = tuple(sorted(set(spec.alphas) | {0.0}))
     conditions = condition_grid([unit], signs=spec.signs, alphas=alphas)
-    return [condition_key(model, generator, c, spec.settings, precision) for c in conditions]
+    return [condition_key(model, generator, c, spec.settings) for c in conditions]
 
 
 def _stored_rows(store: ResultStore, key) -> pd.DataFrame | None:
@@ -165,10 +165,9 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
 def _model_rows(model, generator, spec: SweepSpec, store: ResultStore, metrics: Metrics):
     """One model's stored metric rows per unit, the units found, and the units whose images
     (but not metric rows) are stored."""
-    precision = spec.settings.precision if model.device.type == "cuda" else "fp32"
     tables, found, images_only = [], [], []
     for unit in spec.units:
-        keys = unit_condition_keys(model, generator, unit, spec, precision)
+        keys = unit_condition_keys(model, generator, unit, spec)
         rows = _stored_rows(store, metrics.key([_Keyed(k) for k in keys]))
         if rows is not None:
             tables.append(rows)

@@ -30,7 +30,7 @@ def visualize_job_key(model, conditions, *, settings, generator=None, store=None
     conds = sorted(unique_conditions(conditions), key=lambda c: c.key)
     if not conds:
         raise ValueError("conditions is empty; give at least one Condition")
-    precision = settings.precision if model.device.type == "cuda" else "fp32"
+    precision = settings.precision_on(model.device)
     where = _store_dir(store)
     if generator is not None:
         key = {"job": "visualize", "store": where,

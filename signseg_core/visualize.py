@@ -60,6 +60,10 @@ class VisualizeSettings:
         # Validates popsize / sigma0 / covariance / step_size_rule the optimizer's way.
         self.cma_config(1.0)
 
+    def precision_on(self, device: torch.device) -> str:
+        """The precision that runs on ``device``: ``precision`` on CUDA, fp32 elsewhere."""
+        return self.precision if torch.device(device).type == "cuda" else "fp32"
+
     def cma_config(self, generator_sigma0: float) -> CMAConfig:
         return CMAConfig(popsize=self.popsize, sigma0=self.sigma0 or generator_sigma0,
                          covariance=self.covariance, step_size_rule=self.step_size_rule,
@@ -125,7 +129,10 @@ class ConditionResult:
 
 
 def condition_key(model: ZooModel, generator, condition: Condition,
-                  settings: VisualizeSettings, precision: str) -> ConditionKey:
+                  settings: VisualizeSettings, precision: str | None = None) -> ConditionKey:
+    """The store key of ``condition``'s result. ``precision`` defaults to what runs on the
+    model's device (:meth:`VisualizeSettings.precision_on`), the one a run there stores under."""
+    precision = precision or settings.precision_on(model.device)
     sign = "control" if condition.is_control else condition.sign
     optimizer = json.dumps(settings.cma_config(generator.sigma0).to_dict(), sort_keys=True)
     return ConditionKey(model.name, model.fingerprint, condition.unit, sign, condition.alpha,
@@ -274,7 +281,7 @@ def visualize(
     if generator is None:
         generator = make_generator(settings.generator, device=device,
                                    **dict(settings.generator_options))
-    precision = settings.precision if device.type == "cuda" else "fp32"
+    precision = settings.precision_on(device)
     if store is None:
         store = default_store()
     elif store is False:

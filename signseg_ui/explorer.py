@@ -166,9 +166,8 @@ def unit_request(model_name: str, unit: int, settings: VisualizeSettings):
     """``(model, generator, conditions, keys)`` of ``unit``'s 21 conditions under ``settings``."""
     model = cached_model(model_name)
     generator = cached_generator(settings.generator, str(model.device))
-    precision = settings.precision if model.device.type == "cuda" else "fp32"
     conditions = condition_grid([unit])
-    keys = [condition_key(model, generator, c, settings, precision) for c in conditions]
+    keys = [condition_key(model, generator, c, settings) for c in conditions]
     return model, generator, conditions, keys
 
 

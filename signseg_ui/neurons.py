@@ -227,9 +227,8 @@ def ablation_request(model_name: str, path: str, image_dir: str, neuron: str,
     """``(readout model, generator, conditions, store keys)`` of the neuron's conditions."""
     readout = readout_model(model_name, path, image_dir, neuron)
     generator = cached_generator(settings.generator, str(readout.device))
-    precision = settings.precision if readout.device.type == "cuda" else "fp32"
     conditions = condition_grid([0], signs=SIGNS, alphas=alphas)
-    keys = [condition_key(readout, generator, c, settings, precision) for c in conditions]
+    keys = [condition_key(readout, generator, c, settings) for c in conditions]
     return readout, generator, conditions, keys
 
 

@@ -240,3 +240,18 @@ def test_cli_precisions_are_the_engines():
     from signseg_core.visualize import PRECISIONS
 
     assert PRECISIONS_CLI == PRECISIONS
+
+
+def test_keys_default_to_the_precision_that_runs_on_the_models_device(tiny):
+    """A bf16 request on a CPU runs (and is stored) in fp32: the key says so, whoever builds it
+    (the bundle importer once built it with the unresolved bf16 and filed rows nobody found)."""
+    from signseg_core.generators import make_generator
+
+    gen = make_generator("fourier", size=32)
+    half = dataclasses.replace(SETTINGS, precision="bf16")
+    cond = Condition(1, "positive", 0.5)
+    assert half.precision_on(tiny.device) == "fp32" and half.precision_on("cuda") == "bf16"
+    key = condition_key(tiny, gen, cond, half)
+    assert key.precision == "fp32" and key == condition_key(tiny, gen, cond, SETTINGS)
+    stored = visualize(tiny, [cond], settings=half, store=False)[0].key
+    assert stored == key
