@@ -10,11 +10,9 @@ line that computes what is missing (results go to the store, tables to ``--out``
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import NamedTuple
 
 import pandas as pd
 
@@ -22,17 +20,13 @@ from .ablation import condition_grid
 from .errors import SignsegError, UnknownNameError, WeightsNotFoundError
 from .registry import get_entry
 from .store import ResultStore, default_store
-from .sweep import METRIC_COLUMNS, Metrics, SweepSpec
+from .sweep import Metrics, SweepSpec, read_unit_rows
 from .visualize import VisualizeSettings, condition_key
 
 #: Coverage statuses: every unit stored, some, none, weights missing here, not a zoo name,
 #: or the model or the metric setup failed to load.
 STATUSES = ("complete", "partial", "not computed", "no weights", "unknown", "error")
 _COVERAGE = ["model", "status", "units_found", "units_missing", "reason"]
-
-
-class _Keyed(NamedTuple):  # what Metrics.key reads of a ConditionResult: its key
-    key: object
 
 
 @dataclass(frozen=True)
@@ -90,17 +84,6 @@ def unit_condition_keys(model, generator, unit: int, spec: SweepSpec) -> list:
     alphas = tuple(sorted(set(spec.alphas) | {0.0}))
     conditions = condition_grid([unit], signs=spec.signs, alphas=alphas)
     return [condition_key(model, generator, c, spec.settings) for c in conditions]
-
-
-def _stored_rows(store: ResultStore, key) -> pd.DataFrame | None:
-    got = store.get(key)
-    if got is None:
-        return None
-    try:
-        rows = pd.DataFrame(json.loads(got[1]["rows"]))
-        return rows.astype({c: float for c in (*METRIC_COLUMNS, "alpha")})
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, device="cpu",
@@ -168,9 +151,9 @@ def _model_rows(model, generator, spec: SweepSpec, store: ResultStore, metrics: 
     tables, found, images_only = [], [], []
     for unit in spec.units:
         keys = unit_condition_keys(model, generator, unit, spec)
-        rows = _stored_rows(store, metrics.key([_Keyed(k) for k in keys]))
-        if rows is not None:
-            tables.append(rows)
+        got = read_unit_rows(store, metrics.key_for(keys))
+        if got is not None:
+            tables.append(got[0])
             found.append(unit)
         elif all(k in store for k in keys):
             images_only.append(unit)

@@ -103,11 +103,16 @@ class Metrics:
         return cls(ensemble, lp, det, statuses, identities)
 
     def key(self, results: Sequence[ConditionResult]) -> MetricKey:
+        """The key of one unit's metric rows, from its results (in sweep order)."""
+        return self.key_for([r.key for r in results])
+
+    def key_for(self, condition_keys: Sequence) -> MetricKey:
+        """:meth:`key` from the unit's condition keys alone (nothing needs loading)."""
         from .store import key_digest
 
         ids = self.identities or {"lpips": _identity(self.lpips, True),
                                   "objectness": _identity(self.detector, True)}
-        return MetricKey(tuple(key_digest(r.key) for r in results),
+        return MetricKey(tuple(key_digest(k) for k in condition_keys),
                          tuple(m.fingerprint for m in self.ensemble),
                          ids["lpips"], ids["objectness"])
 
@@ -174,7 +179,8 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
 
 
 def read_unit_rows(store, key: MetricKey) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """One unit's stored ``(rows, spectra)`` under ``key``; None when absent or unreadable."""
+    """One unit's stored ``(rows, spectra)`` under ``key``; None when absent or unreadable (an
+    unreadable entry is deleted, to be measured again, as :func:`load_condition` does)."""
     got = store.get(key) if store is not None else None
     if got is None:
         return None
@@ -184,6 +190,7 @@ def read_unit_rows(store, key: MetricKey) -> tuple[pd.DataFrame, pd.DataFrame] |
             {c: float for c in (*METRIC_COLUMNS, "alpha")})
         return rows, pd.DataFrame(json.loads(meta["spectra"]))
     except (KeyError, ValueError, TypeError):
+        store.delete(key)
         return None
 
 
@@ -199,8 +206,6 @@ def _cached_unit_rows(store, results, metrics, class_names):
     got = read_unit_rows(store, key)
     if got is not None:
         return got
-    if store is not None and store.get(key) is not None:
-        store.delete(key)  # unreadable: recompute
     rows, spectra = unit_rows(results, metrics, class_names)
     if store is not None:
         write_unit_rows(store, key, rows, spectra)

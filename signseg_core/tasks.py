@@ -170,7 +170,7 @@ def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None 
     from .sweep import read_unit_rows
 
     resolved = default_store() if store is None else store
-    return read_unit_rows(resolved, metrics.key(results))  # unreadable: None, recomputed later
+    return read_unit_rows(resolved, metrics.key(results))  # unreadable: None, measured again
 
 
 def metrics_job_key(results: Sequence, metrics, *, store: ResultStore | None = None) -> dict:
