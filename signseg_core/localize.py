@@ -134,7 +134,7 @@ class PerturbationStimuli:
             raise ValueError(f"{len(self.centers)} centres for images {tuple(self.images.shape)}")
 
 
-def perturbation_stimuli(image, *, n_disks: int = 30, diameter: int = 50,
+def perturbation_stimuli(image, *, n_disks: int = 30, diameter: int | None = None,
                          seed: int = 0) -> PerturbationStimuli:
     """The perturbed images to present (e.g. to a monkey) for :func:`mask_from_responses`.
 
@@ -142,11 +142,13 @@ def perturbation_stimuli(image, *, n_disks: int = 30, diameter: int = 50,
     ----------
     image : Tensor or array ``(3, H, W)`` in [0, 1] (the paper: 256 x 256); not modified.
     n_disks : number of disks, one perturbed image each (the paper: 30).
-    diameter : disk diameter in pixels, ``2 <= diameter <= min(H, W)`` (the paper: 50).
+    diameter : disk diameter in pixels, ``2 <= diameter <= min(H, W)``; default
+        :func:`paper_geometry`'s (the paper's 50 px on 256-px images, scaled to this image).
     seed : seeds disk positions (uniform over positions fully inside) and pixel permutations.
     """
     image = _check_image(image)
     h, w = image.shape[1:]
+    diameter, _ = _geometry(h, w, diameter, None)
     _check_geometry(h, w, n_disks, diameter)
     tops, perms, dy, dx, centers = _disk_plan(h, w, int(n_disks), int(diameter), seed)
     return PerturbationStimuli(_perturb(image, tops, perms, dy, dx), centers, int(diameter))
@@ -219,8 +221,9 @@ def _check_options(sigma: float, threshold: float, normalize: str) -> None:
 
 
 def mask_from_responses(intact: float, perturbed, centers, *, shape: tuple[int, int],
-                        diameter: int = 50, sigma: float = 30.0, threshold: float = 0.5,
-                        normalize: str = "max") -> LocalizationResult:
+                        diameter: int | None = None, sigma: float | None = None,
+                        threshold: float = 0.5, normalize: str = "max",
+                        warn_empty: bool = True) -> LocalizationResult:
     """The localization mask from responses to the intact and the perturbed images.
 
     1. ``change_i = (intact - perturbed_i) / |intact|`` (:func:`normalized_response_change`).
@@ -240,12 +243,15 @@ def mask_from_responses(intact: float, perturbed, centers, *, shape: tuple[int, 
     perturbed : ``(n,)`` responses to the perturbed images, in the order of ``centers``.
     centers : ``(n, 2)`` disk centres (row, col) from :func:`perturbation_stimuli`.
     shape : ``(H, W)`` of the image.
-    diameter, sigma, threshold, normalize : as above; ``threshold`` in (0, 1].
+    diameter, sigma, threshold, normalize : as above; ``threshold`` in (0, 1]. ``diameter`` and
+        ``sigma`` default to :func:`paper_geometry` of ``shape``.
+    warn_empty : warn when the mask is empty (callers that check ``mask.any()`` pass False).
     """
     from scipy.ndimage import gaussian_filter
 
-    _check_options(sigma, threshold, normalize)
     h, w = (int(s) for s in shape)
+    diameter, sigma = _geometry(h, w, diameter, sigma)
+    _check_options(sigma, threshold, normalize)
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
     _check_geometry(h, w, len(centers), int(diameter))
     changes = normalized_response_change(intact, perturbed)
@@ -264,8 +270,9 @@ def mask_from_responses(intact: float, perturbed, centers, *, shape: tuple[int, 
     change_map = gaussian_filter(raw, sigma=float(sigma), mode="reflect") if sigma > 0 else raw
     peak = float(change_map.max())
     if peak <= _NO_CHANGE:
-        warnings.warn("no perturbation lowered the response; the localization mask is empty",
-                      UserWarning, stacklevel=2)
+        if warn_empty:
+            warnings.warn("no perturbation lowered the response; the localization mask is empty",
+                          UserWarning, stacklevel=2)
         norm = np.zeros_like(change_map)
     elif normalize == "max":
         norm = np.clip(change_map / peak, 0.0, 1.0)
@@ -279,9 +286,10 @@ def mask_from_responses(intact: float, perturbed, centers, *, shape: tuple[int, 
     )
 
 
-def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30, diameter: int = 50,
-                      sigma: float = 30.0, threshold: float = 0.5, normalize: str = "max",
-                      seed: int = 0, batch_size: int = 16) -> LocalizationResult:
+def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30,
+                      diameter: int | None = None, sigma: float | None = None,
+                      threshold: float = 0.5, normalize: str = "max", seed: int = 0,
+                      batch_size: int = 16, warn_empty: bool = True) -> LocalizationResult:
     """Localize the image region that drives ``score_fn`` by shuffling disks (A.1, Fig. 21).
 
     Parameters
@@ -291,7 +299,8 @@ def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30, diameter: 
     image : Tensor or array ``(3, H, W)`` in [0, 1] (the paper: 256 x 256); not modified.
         Perturbed images are built on its device.
     n_disks, diameter, seed : see :func:`perturbation_stimuli` (paper: 30 disks of 50 px).
-    sigma, threshold, normalize : see :func:`mask_from_responses` (paper: σ = 30 px, 0.5).
+    sigma, threshold, normalize, warn_empty : see :func:`mask_from_responses` (paper: σ = 30
+        px, 0.5); ``diameter`` and ``sigma`` default to :func:`paper_geometry` of the image.
     batch_size : perturbed images per ``score_fn`` call, >= 1; the result does not depend on it.
 
     Returns a :class:`LocalizationResult`. Raises ``ValueError`` on a bad image or option, a
@@ -300,6 +309,7 @@ def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30, diameter: 
     """
     image = _check_image(image)
     h, w = image.shape[1:]
+    diameter, sigma = _geometry(h, w, diameter, sigma)
     _check_geometry(h, w, n_disks, diameter)
     _check_options(sigma, threshold, normalize)
     if int(batch_size) < 1:
@@ -313,7 +323,8 @@ def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30, diameter: 
         for i in range(0, int(n_disks), int(batch_size))
     ])
     return mask_from_responses(intact, perturbed, centers, shape=(h, w), diameter=int(diameter),
-                               sigma=sigma, threshold=threshold, normalize=normalize)
+                               sigma=sigma, threshold=threshold, normalize=normalize,
+                               warn_empty=warn_empty)
 
 
 # -- background clearing (Fig. 24) ----------------------------------------------------------------
@@ -339,6 +350,14 @@ def paper_geometry(height: int, width: int) -> tuple[int, float]:
     image's short side (a 128-px image: 25 and 15)."""
     side = min(int(height), int(width))
     return max(2, round(side * PAPER_DIAMETER / PAPER_SIDE)), side * PAPER_SIGMA / PAPER_SIDE
+
+
+def _geometry(h: int, w: int, diameter, sigma) -> tuple[int, float]:
+    """``diameter`` and ``sigma``, each :func:`paper_geometry`'s for an ``h`` x ``w`` image
+    when None."""
+    paper_d, paper_s = paper_geometry(h, w)
+    return (paper_d if diameter is None else int(diameter),
+            paper_s if sigma is None else float(sigma))
 
 
 def clear_background(image, mask, *, fill="gray"):

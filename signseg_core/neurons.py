@@ -324,8 +324,9 @@ def lasso_table(study: NeuronStudy, neuron: str, *, penalties: Sequence[float] |
 
 # -- localization ---------------------------------------------------------------------------------
 
-def localize_and_clear(score_fn, image, *, fill="gray", n_disks: int = 30, diameter: int = 50,
-                       sigma: float = 30.0, threshold: float = 0.5, seed: int = 0):
+def localize_and_clear(score_fn, image, *, fill="gray", n_disks: int = 30,
+                       diameter: int | None = None, sigma: float | None = None,
+                       threshold: float = 0.5, seed: int = 0):
     """Localize what drives ``score_fn`` in ``image``, then clear the rest (Figs 21 and 24).
 
     :func:`~signseg_core.localize.perturbation_mask` followed by
@@ -337,14 +338,10 @@ def localize_and_clear(score_fn, image, *, fill="gray", n_disks: int = 30, diame
     (LocalizationResult, BackgroundClearing or None): None when the mask is empty (no
     perturbation lowered the response), since clearing would then paint the whole image.
     """
-    import warnings
-
     from .localize import background_clearing_effect, perturbation_mask
 
-    with warnings.catch_warnings():  # an empty mask is reported through the None below
-        warnings.simplefilter("ignore", UserWarning)
-        loc = perturbation_mask(score_fn, image, n_disks=n_disks, diameter=diameter,
-                                sigma=sigma, threshold=threshold, seed=seed)
+    loc = perturbation_mask(score_fn, image, n_disks=n_disks, diameter=diameter, sigma=sigma,
+                            threshold=threshold, seed=seed, warn_empty=False)
     if not loc.mask.any():
         return loc, None
     return loc, background_clearing_effect(score_fn, image, loc.mask, fill=fill)

@@ -168,7 +168,7 @@ def _cmd_diverse_set(args: argparse.Namespace) -> int:
 
 def _cmd_localize(args: argparse.Namespace) -> int:
     from .export import image_png
-    from .localize import mask_overlay, paper_geometry
+    from .localize import mask_overlay
     from .neuron_data import load_image
     from .neurons import localize_and_clear, neuron_readout_model
     from .registry import load_model
@@ -189,16 +189,13 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         if not 0 <= args.unit < model.n_classes:
             raise ValueError(f"unit {args.unit} is out of range 0..{model.n_classes - 1}")
         what, unit = f"unit {args.unit} ({model.class_names[args.unit]})", args.unit
-    diameter, sigma = paper_geometry(*image.shape[1:])
-    diameter = args.diameter if args.diameter is not None else diameter
-    sigma = args.sigma if args.sigma is not None else sigma
     loc, clearing = localize_and_clear(
         lambda x: scorer(x)[:, unit], image, fill=args.fill, n_disks=args.n_disks,
-        diameter=diameter, sigma=sigma, threshold=args.threshold, seed=args.seed)
+        diameter=args.diameter, sigma=args.sigma, threshold=args.threshold, seed=args.seed)
     print(f"{what} of {model.name} on {Path(args.image).name} "
           f"({image.shape[2]}x{image.shape[1]} px)")
     print(f"localized region: {loc.area_fraction:.1%} of the image "
-          f"({args.n_disks} disks of {diameter} px, sigma {sigma:g} px)")
+          f"({args.n_disks} disks of {loc.diameter} px, sigma {loc.sigma:g} px)")
     if clearing is None:
         print("no region: no perturbation lowered the response, so there is nothing to keep "
               "and nothing was cleared")

@@ -21,7 +21,7 @@ import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
 from signseg_core.jobs import Job, default_manager
-from signseg_core.localize import background_clearing_effect, mask_overlay, paper_geometry
+from signseg_core.localize import background_clearing_effect, mask_overlay
 from signseg_core.neuron_data import NeuronDataError, load_image, load_neuron_data
 from signseg_core.neurons import (
     NeuronStudy,
@@ -320,9 +320,7 @@ def _localize(model_name: str, device: str, path: str, image_dir: str, signature
         return readout(x)[:, 0]
 
     image = load_image(image_path)
-    diameter, sigma = paper_geometry(*image.shape[1:])
-    loc, gray = localize_and_clear(score, image, fill="gray", diameter=diameter, sigma=sigma,
-                                   seed=seed)
+    loc, gray = localize_and_clear(score, image, fill="gray", seed=seed)
     if gray is None:  # an empty mask: nothing to keep, nothing to clear
         return image.numpy(), loc, {}
     white = background_clearing_effect(score, image, loc.mask, fill="white")

@@ -185,7 +185,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         perturbation_mask(mean_score, torch.rand(32, 32))
     with pytest.raises(ValueError, match="fully inside"):
-        perturbation_mask(mean_score, image)  # 50-px disks, 32-px image
+        perturbation_mask(mean_score, image, diameter=50)  # 50-px disks, 32-px image
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         perturbation_mask(mean_score, image * 3, diameter=8)
     with pytest.raises(ValueError, match="intact response"):
@@ -266,3 +266,12 @@ def test_mask_overlay_outline_and_tint():
         mask_overlay(image, mask, style="glow")
     with pytest.raises(ValueError, match="mask has shape"):
         mask_overlay(image, np.ones((5, 5), bool))
+
+
+def test_disk_size_and_smoothing_default_to_the_papers_scaled_to_the_image():
+    """50 px and sigma 30 on 256 px (A.1): a 64-px image gets 12-px disks and sigma 7.5."""
+    image = _textured(64, 64)
+    loc = perturbation_mask(lambda x: x.mean(dim=(1, 2, 3)) + 1.0, image, n_disks=4,
+                            warn_empty=False)
+    assert (loc.diameter, loc.sigma) == (12, 7.5)
+    assert perturbation_stimuli(image, n_disks=2).diameter == 12
