@@ -38,27 +38,3 @@ def check_unit(unit: int, n_units: int = NUM_CLASSES) -> int:
     if not 0 <= unit < n_units:
         raise ValueError(f"unit {unit} is out of range: this readout has units 0 to {n_units - 1}")
     return unit
-
-
-def find_units(query: str, names: tuple[str, ...] | None = None, *, limit: int = 20) -> list[int]:
-    """Units whose index equals ``query`` or whose class name contains it (case-insensitive).
-
-    >>> find_units("daisy")
-    [985]
-    """
-    names = names or class_names()
-    query = query.strip().lower()
-    if not query:
-        return []
-    if query.isdigit():
-        unit = int(query)
-        return [unit] if unit < len(names) else []
-    exact = [i for i, n in enumerate(names) if n.lower() == query]
-    partial = [i for i, n in enumerate(names) if query in n.lower() and i not in exact]
-    return (exact + partial)[:limit]
-
-
-def unit_label(unit: int, names: tuple[str, ...] | None = None) -> str:
-    """``"373 macaque"``: how a unit is shown to a user."""
-    names = names or class_names()
-    return f"{unit} {names[unit]}"

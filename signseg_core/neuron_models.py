@@ -96,16 +96,6 @@ class NeuronFit:
     def readout(self) -> NeuronReadout:
         return NeuronReadout(self.weight, self.bias, self.neuron)
 
-    @property
-    def positive_negative_ratio(self) -> float:
-        """Sum of positive weights over |sum of negative weights| (the paper's Fig. 20 ratio)."""
-        return sign_ratios(self.weight)[0]
-
-    @property
-    def positive_negative_count_ratio(self) -> float:
-        """Number of positive weights over number of negative weights."""
-        return sign_ratios(self.weight)[1]
-
 
 def _check_features(features) -> np.ndarray:
     x = np.asarray(features, dtype=np.float64)

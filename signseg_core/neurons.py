@@ -17,7 +17,6 @@ model, so stored results are keyed by that readout's fingerprint like any other 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,7 +55,6 @@ class NeuronStudy:
     dataset : the recorded responses.
     model_name, model_fingerprint : the network whose penultimate features were used.
     features : float32 array (n_images, n_features), read-only; rows in ``dataset.images`` order.
-    features_digest : SHA-256 of ``features``' bytes.
     fits : tuple of NeuronFit, one per neuron, in ``dataset.neurons`` order.
     table : :func:`~signseg_core.neuron_models.fits_table` of the fits (one row per neuron).
     best : :func:`~signseg_core.neuron_models.best_per_session` of ``table``.
@@ -69,7 +67,6 @@ class NeuronStudy:
     model_name: str
     model_fingerprint: str
     features: np.ndarray
-    features_digest: str
     fits: tuple[NeuronFit, ...]
     table: pd.DataFrame
     best: pd.DataFrame
@@ -163,8 +160,7 @@ def fit_study(model: ZooModel, dataset: NeuronDataset, *, test_fraction: float =
     fits = fit_pls(features, dataset.responses, test_fraction=test_fraction, seed=seed,
                    neurons=dataset.neurons)
     table = fits_table(fits, dataset=dataset)
-    digest = hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest()
-    return NeuronStudy(dataset, model.name, model.fingerprint, features, digest, tuple(fits),
+    return NeuronStudy(dataset, model.name, model.fingerprint, features, tuple(fits),
                        table, best_per_session(table), float(test_fraction), int(seed))
 
 

@@ -134,7 +134,7 @@ def test_fit_study_is_the_blocks_composed(study):
     with pytest.raises(ValueError, match=r"unknown neuron 'zz'; choose from \['n00'"):
         study.fit("zz")
     with pytest.raises(ValueError, match="one per neuron in the dataset's order"):
-        NeuronStudy(ds, "m", "f", study.features, "d", study.fits[::-1], study.table,
+        NeuronStudy(ds, "m", "f", study.features, study.fits[::-1], study.table,
                     study.best)
 
 
