@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from signseg_core import biggan, deepsim
 from signseg_core.errors import UnknownNameError
+
+from .checks import check_int
 
 # Lucid's colour_correlation_svd_sqrt (ImageNet colour covariance, square root), rows R, G, B.
 COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
@@ -85,8 +86,8 @@ class Generator(nn.Module):
     def initial_code(self, batch: int, *, seed: int) -> torch.Tensor:
         """Start codes ``(batch, d)`` near the origin: N(0, init_std**2), seeded, float32."""
         gen = torch.Generator().manual_seed(int(seed))
-        return (torch.randn(_positive(batch, "batch"), self.dim, generator=gen) * self.init_std
-                ).to(self.device)
+        codes = torch.randn(check_int("batch", batch, low=1), self.dim, generator=gen)
+        return (codes * self.init_std).to(self.device)
 
     def generate(self, codes, *, batch_size: int | None = None) -> torch.Tensor:
         """:meth:`forward` without grad, ``batch_size`` (default ``self.batch_size``) at a time.
@@ -94,16 +95,10 @@ class Generator(nn.Module):
         ``codes``: Tensor or ndarray ``(B, d)``; returns ``(B, 3, H, W)`` in [0, 1] on the
         generator's device.
         """
-        step = _positive(self.batch_size if batch_size is None else batch_size, "batch_size")
+        step = check_int("batch_size", self.batch_size if batch_size is None else batch_size, low=1)
         codes = torch.as_tensor(codes)
         with torch.no_grad():
             return torch.cat([self(codes[i:i + step]) for i in range(0, max(len(codes), 1), step)])
-
-
-def _positive(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive int; got {value!r}")
-    return int(value)
 
 
 def colour_matrix() -> torch.Tensor:
@@ -166,7 +161,7 @@ class BigGANGenerator(Generator):
         package's ``truncated_noise_sample(truncation=0.7)``; class half all zeros."""
         gen = torch.Generator().manual_seed(int(seed))
         half = self.dim // 2
-        noise = torch.randn(_positive(batch, "batch"), half, generator=gen)
+        noise = torch.randn(check_int("batch", batch, low=1), half, generator=gen)
         while (bad := noise.abs() >= 2.0).any():  # rejection sampling keeps it seeded
             noise[bad] = torch.randn(int(bad.sum()), generator=gen)
         return torch.cat([0.7 * noise, torch.zeros_like(noise)], 1).to(self.device)
@@ -195,8 +190,8 @@ class FourierGenerator(Generator):
     sigma0_default = 1.5
 
     def __init__(self, *, size: int = 224, max_freq: int = 12, decay: float = 1.5):
-        k = _positive(max_freq, "max_freq")
-        if _positive(size, "size") < 2 * k + 2:
+        k = check_int("max_freq", max_freq, low=1)
+        if check_int("size", size, low=1) < 2 * k + 2:
             raise ValueError(f"size {size} is too small for max_freq {k}; need >= {2 * k + 2}")
         if not decay >= 0:
             raise ValueError(f"decay must be >= 0; got {decay!r}")
@@ -260,8 +255,8 @@ class PixelPyramidGenerator(Generator):
 
     def __init__(self, *, size: int = 224, grids: tuple[int, ...] = (4, 8, 16, 32),
                  decay: float = 1.0):
-        grids = tuple(_positive(g, "grid") for g in grids)
-        if not grids or max(grids) > _positive(size, "size"):
+        grids = tuple(check_int("grid", g, low=1) for g in grids)
+        if not grids or max(grids) > check_int("size", size, low=1):
             raise ValueError(f"grids must be non-empty and at most size={size}; got {grids}")
         if not decay >= 0:
             raise ValueError(f"decay must be >= 0; got {decay!r}")

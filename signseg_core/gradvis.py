@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_int
 from .generators import colour_matrix, decorrelate_colour, make_generator
 from .signs import rank_channels
 from .zoo import ZooModel, shared_copy
@@ -49,12 +50,6 @@ SITES = ("output", "input")
 LUCENT_SCALES = tuple(1 + (i - 5) / 50 for i in range(11))
 LUCENT_ROTATIONS = tuple(float(d) for d in range(-10, 11)) + (0.0,) * 5
 _FFT_INIT_STD, _FFT_MAGIC = 0.01, 4.0  # Lucent's fft_image: sd of the start, divisor of the image
-
-
-def _int_at_least(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -100,7 +95,7 @@ class GradVisConfig:
     def __post_init__(self):
         for name, low in (("steps", 1), ("image_size", 8), ("pad", 0), ("jitter", 0),
                           ("seed", 0)):
-            _int_at_least(getattr(self, name), name, low)
+            check_int(name, getattr(self, name), low=low)
         for name, strict in (("lr", True), ("decay", False)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -258,7 +253,7 @@ def extreme_sender_channels(layer: nn.Module, *, k: int) -> tuple[list[int], lis
     ``site="input"``. Returns ``(positive, negative)``, each most extreme first.
     """
     n = layer_channels(layer, "input")
-    k = _int_at_least(k, "k", 1)
+    k = check_int("k", k, low=1)
     if 2 * k > n:
         raise ValueError(f"k={k} asks for {2 * k} channels; the layer has {n} sender channels")
     order = rank_channels(layer.weight, groups=getattr(layer, "groups", 1))["channel"].tolist()
