@@ -87,7 +87,8 @@ def unit_condition_keys(model, generator, unit: int, spec: SweepSpec) -> list:
 
 
 def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, device="cpu",
-                      loader: Callable[[str], object] | None = None) -> StoredSweep:
+                      loader: Callable[[str], object] | None = None,
+                      metrics: Metrics | None = None) -> StoredSweep:
     """What :func:`~signseg_core.sweep.run_sweep` would read back for ``spec``, computing nothing.
 
     Per model and unit, the metric rows stored under the exact key ``run_sweep`` uses (the
@@ -102,6 +103,8 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
         when their weights are here).
     loader : ``name -> ZooModel`` (e.g. a cached loader); default ``load_model(name, device)``.
         Models are only read (fingerprints, device), never changed.
+    metrics : the metric setup of ``spec`` when the caller already holds one (a dashboard's
+        cached setup); default: built here, without downloading anything.
 
     Returns
     -------
@@ -114,7 +117,7 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
     store = store if store is not None else default_store()
     loader = loader or (lambda name: load_model(name, device=device))
     tables, coverage, generators = [], [], {}
-    metrics, metrics_error = None, ""
+    metrics_error = ""
     for name in dict.fromkeys(spec.models):
         problem = weights_problem(name)
         if problem is None and metrics is None and not metrics_error:

@@ -32,10 +32,9 @@ from signseg_core.stored_sweep import (
 )
 from signseg_core.sweep import SweepSpec
 from signseg_core.visualize import VisualizeSettings
-from signseg_core.zoo import resolve_device
 
-from .common import cached_model, picker_options
-from .explorer import PRECOMPUTED_SETTINGS, generator_choices
+from .common import cached_model, current_device, picker_options
+from .explorer import PRECOMPUTED_SETTINGS, cached_metrics, generator_choices
 
 CUSTOM = "custom"
 DEFAULT_FAMILY = "lite"
@@ -217,8 +216,13 @@ def sweep_settings(models: Sequence[str]) -> SweepSpec | None:
 
 @st.cache_data(ttl=600, show_spinner="Reading stored sweep results…", max_entries=16)
 def _read(digest: str, store_dir: str, _spec: SweepSpec) -> StoredSweep:
-    return read_stored_sweep(_spec, store=default_store(), loader=cached_model,
-                             device=str(resolve_device("auto")))
+    device = current_device()
+    try:  # the explorer's cached metric setup: its networks are built once per server
+        metrics = cached_metrics(device, _spec.ensemble, _spec.lpips, _spec.detector)
+    except Exception:  # noqa: BLE001 -- read_stored_sweep builds it again and says why
+        metrics = None
+    return read_stored_sweep(_spec, store=default_store(), device=device,
+                             loader=lambda name: cached_model(name, device), metrics=metrics)
 
 
 def stored_sweep(spec: SweepSpec) -> StoredSweep:

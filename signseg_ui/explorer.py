@@ -25,6 +25,7 @@ from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, Condition, condition_gr
 from signseg_core.generators import list_generators, make_generator
 from signseg_core.imagenet import NUM_CLASSES, check_unit, class_names
 from signseg_core.jobs import Job, default_manager
+from signseg_core.paths import no_downloads
 from signseg_core.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
 from signseg_core.store import default_store, key_digest
 from signseg_core.sweep import SLOPE_RANGE, Metrics, SweepSpec
@@ -231,7 +232,8 @@ def cached_metrics(device: str, ensemble: tuple[str, ...], lpips: bool,
     """The sweep's metric models (read-only, shared by every session and job); the ensemble is
     the dashboard's cached models. Weights added later are seen after a server restart."""
     spec = SweepSpec(ensemble=ensemble, lpips=lpips, detector=detector)
-    return Metrics.build(spec, device, {n: cached_model(n) for n in ensemble})
+    with no_downloads():  # opening a page never starts a download; the CLI sweep may
+        return Metrics.build(spec, device, {n: cached_model(n, device) for n in ensemble})
 
 
 def unit_metrics_setup(model_name: str) -> Metrics:

@@ -223,6 +223,12 @@ def test_a_stored_sweep_reads_back_exactly_and_names_what_is_missing(store, tiny
     assert "resnet50-0676ba61.pth" in cov.loc["resnet50", "reason"]
     assert "unknown model 'nope'" in cov.loc["nope", "reason"]
     assert stored.found == ["tiny_test"] and stored.to_compute == []
+    # a metric setup the caller holds (the dashboard's cached one) is used, not built again
+    held, build = sweep_mod.Metrics.build(TINY, "cpu", {}), sweep_mod.Metrics.__dict__["build"]
+    monkeypatch.setattr(sweep_mod.Metrics, "build", lambda *a, **k: pytest.fail("built again"))
+    again = read_stored_sweep(spec, store=store, metrics=held)
+    pd.testing.assert_frame_equal(again.table, computed.table)
+    monkeypatch.setattr(sweep_mod.Metrics, "build", build)
 
     # unit 2: first nothing stored, then its images (not its metrics)
     two = dataclasses.replace(TINY, units=(1, 2))
