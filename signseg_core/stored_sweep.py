@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import pandas as pd
 
 from .ablation import condition_grid
-from .errors import SignsegError, UnknownNameError, WeightsNotFoundError
+from .errors import SignsegError, UnknownNameError
 from .registry import get_entry
 from .store import ResultStore, default_store
 from .sweep import Metrics, SweepSpec, read_unit_rows
@@ -75,8 +75,7 @@ def weights_problem(name: str) -> tuple[str, str] | None:
         return "unknown", str(exc)
     if source.present:
         return None
-    hint = source.hint or (f"download it from {source.url}" if source.url else "")
-    return "no weights", str(WeightsNotFoundError(name, source.path, hint))
+    return "no weights", str(source.missing(name))
 
 
 def unit_condition_keys(model, generator, unit: int, spec: SweepSpec) -> list:

@@ -43,17 +43,21 @@ class WeightSource:
     def present(self) -> bool:
         return self.kind == "none" or (self.path is not None and self.path.is_file())
 
+    def missing(self, what: str) -> WeightsNotFoundError:
+        """The error (one sentence: which file, where to put it, where to get it) for when the
+        file is not here; raised by :meth:`require`, shown by pages that list missing weights."""
+        if self.kind == "none":
+            return WeightsNotFoundError(what, Path("(none)"), "this model exists untrained only")
+        return WeightsNotFoundError(what, self.path, self.hint or _url_hint(self.url))
+
     def require(self, what: str) -> Path:
         """The file's path, downloading it first where allowed; else ``WeightsNotFoundError``."""
-        if self.kind == "none":
-            raise WeightsNotFoundError(what, Path("(none)"), "this model exists untrained only")
-        assert self.path is not None  # every other kind has a path, by construction
-        if self.path.is_file():
+        if self.kind != "none" and self.path.is_file():
             return self.path
-        if self.url and not paths.offline():
+        if self.kind != "none" and self.url and not paths.offline():
             _download(self.url, self.path, what)
             return self.path
-        raise WeightsNotFoundError(what, self.path, self.hint or _url_hint(self.url))
+        raise self.missing(what)
 
 
 def _url_hint(url: str | None) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from signseg_core.errors import SignsegError, UnknownNameError, WeightsNotFoundError
+from signseg_core.errors import SignsegError, UnknownNameError
 from signseg_core.gradvis import GradVisConfig
 from signseg_core.jobs import Job, default_manager
 from signseg_core.plots import image_strip
@@ -140,9 +140,7 @@ def default_model(options: list[str]) -> str:
 
 def missing_weights_message(name: str) -> str:
     """One sentence naming the weight file of ``name`` and where to put it."""
-    source = get_entry(name).source()
-    hint = source.hint or (f"download it from {source.url}" if source.url else "")
-    return str(WeightsNotFoundError(name, source.path, hint))
+    return str(get_entry(name).source().missing(name))
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -290,16 +290,9 @@ def unit_metrics(model_name: str, results: Sequence[ConditionResult]):
     return metrics, measured, job
 
 
-def objectness_note(status: str, *, detector: str | None) -> str:
-    """One line saying why objectness is not plotted: the missing weights file of the torchvision
-    ``detector`` when that is why, else the detector's ``status`` (e.g. ``"off"``)."""
-    from signseg_core.detect import TORCHVISION_DETECTORS, coco_weights_source
-
-    if detector in TORCHVISION_DETECTORS:
-        path = coco_weights_source(detector).path
-        if not path.is_file():
-            return (f"Objectness unavailable: the {detector} detector's weights file "
-                    f"{path.name} is missing (put it at {path}).")
+def objectness_note(status: str) -> str:
+    """One line saying why objectness is not plotted: the detector's own ``status`` (which names
+    a missing weights file, where to put it and where to get it), or ``"off"``."""
     return f"Objectness unavailable: {status.removeprefix('unavailable: ')}"
 
 
@@ -329,8 +322,7 @@ def show_unit_metrics(rows, spectra, statuses: dict, *, current: tuple[str, floa
             rows, "objectness", current=current, y_title="objectness (highest box score)"),
             "objectness")
     else:
-        right.info(objectness_note(statuses.get("objectness", "off"),
-                                   detector=METRIC_SPEC.detector))
+        right.info(objectness_note(statuses.get("objectness", "off")))
     left, right = st.columns(2)
     panel(left, unit_metric_vs_alpha_figure(
         rows, "spectral_slope", current=current, y_title="spectral slope (log-log)"),

@@ -255,7 +255,7 @@ def submit_ablation(request, settings: VisualizeSettings, *, label: str) -> Job:
 def images_per_run(request, settings: VisualizeSettings) -> int:
     """Images the request scores: conditions × restarts × population × generations."""
     generator, conditions = request[1], request[2]
-    popsize = settings.popsize or 4 + math.floor(3 * math.log2(generator.dim))
+    popsize = settings.cma_config(generator.sigma0).strategy_parameters(generator.dim)["popsize"]
     return len(conditions) * settings.restarts * popsize * settings.generations
 
 
