@@ -17,7 +17,13 @@ from signseg_core.neuron_plots import (
     sign_ratio_figure,
     weight_distribution_figure,
 )
-from signseg_core.neurons import dale_features_table, neuron_ablation_table, response_table
+from signseg_core.neurons import (
+    dale_features_table,
+    models_needed,
+    neuron_ablation_table,
+    response_table,
+    top_agreement,
+)
 from signseg_core.visualize import VisualizeSettings
 from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
 from signseg_ui.explorer import generator_choices
@@ -40,13 +46,11 @@ from signseg_ui.neurons import (
     diverse_sheet,
     images_by_response,
     images_per_run,
-    models_needed,
     neuron_label,
     show_localization,
     show_neuron_strip,
     stored_ablation,
     submit_ablation,
-    top_agreement,
 )
 
 st.set_page_config(page_title="Neuron models · signseg", layout="wide")
@@ -230,7 +234,9 @@ with dale:
                 f"{len(chosen_neurons)} neuron models even unanimous signs give p = "
                 f"2 · 0.5^{len(chosen_neurons)} · {study.n_features} features ≥ 0.05; at least "
                 f"{need} models are needed. The features with the most agreement are below.")
-        st.dataframe(top_agreement(table), hide_index=True, key="neurons_dale_top")
+        st.dataframe(top_agreement(table)[["feature", "n_positive", "n_negative", "agreement",
+                                            "p_bonferroni", "mean_normalized_weight"]],
+                     hide_index=True, key="neurons_dale_top")
 
 with diverse:
     st.write("*diverseSet* (A.1, Fig. 9): the images nearest the k-means centers of a model's "

@@ -17,6 +17,7 @@ model, so stored results are keyed by that readout's fingerprint like any other 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,8 +40,8 @@ from .visualize import ConditionResult, VisualizeSettings, visualize
 from .zoo import ZooModel
 
 __all__ = ["NeuronAblation", "NeuronStudy", "ablate_neuron", "dale_features_table", "fit_study",
-           "lasso_table", "localize_and_clear", "neuron_ablation_table", "neuron_readout_model",
-           "response_table"]
+           "lasso_table", "localize_and_clear", "models_needed", "neuron_ablation_table",
+           "neuron_readout_model", "response_table", "top_agreement"]
 
 ABLATION_COLUMNS = ("neuron", "condition", "sign", "alpha", "ablated_response",
                     "predicted_response", "predicted_response_mean", "restarts", "from_store")
@@ -300,6 +301,20 @@ def dale_features_table(study: NeuronStudy, *, alpha: float = 0.05,
     with np.errstate(invalid="ignore", divide="ignore"):
         table["agreement"] = np.maximum(table["n_positive"], table["n_negative"]) / table["n"]
     return table
+
+
+def models_needed(n_features: int, *, alpha: float = 0.05) -> int:
+    """Fewest neuron models with which a feature can pass the Bonferroni sign test:
+    the smallest ``m`` with ``2 * 0.5**m * n_features < alpha``."""
+    return math.floor(math.log2(2 * n_features / alpha)) + 1
+
+
+def top_agreement(table: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The ``n`` features of a :func:`dale_features_table` that most models weight with one
+    sign, strongest mean weight first (what to look at when none is significant)."""
+    order = table.assign(_w=table["mean_normalized_weight"].abs())
+    order = order.sort_values(["agreement", "n", "_w"], ascending=False, kind="stable")
+    return order.drop(columns="_w").head(n)
 
 
 def lasso_table(study: NeuronStudy, neuron: str, *, penalties: Sequence[float] | None = None,

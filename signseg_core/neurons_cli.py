@@ -108,7 +108,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_dale_features(args: argparse.Namespace) -> int:
-    from .neurons import dale_features_table
+    from .neurons import dale_features_table, models_needed, top_agreement
 
     _, study = _study(args)
     neurons = study.best_neurons if args.best_only else None
@@ -126,9 +126,10 @@ def _cmd_dale_features(args: argparse.Namespace) -> int:
         print(consistent[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     else:
         floor = min(1.0, 2 * 0.5 ** n_models * len(table))
-        print(f"none: with {n_models} models the smallest possible Bonferroni p is {floor:.3g}. "
-              f"Most one-signed features:")
-        top = table.sort_values(["agreement", "p"], ascending=[False, True]).head(args.top)
+        print(f"none: with {n_models} models the smallest possible Bonferroni p is {floor:.3g} "
+              f"({models_needed(len(table), alpha=args.alpha)} models are needed). "
+              "Most one-signed features:")
+        top = top_agreement(table, args.top)
         print(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ Streamlit glue only: every computation is :mod:`signseg_core.neurons` and friend
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import uuid
@@ -204,20 +203,6 @@ def cached_lasso(model_name: str, path: str, image_dir: str, neuron: str) -> pd.
     """:func:`~signseg_core.neurons.lasso_table` of one neuron, cached."""
     return _lasso(model_name, current_device(), path, image_dir,
                   data_signature(path, image_dir), neuron)
-
-
-def models_needed(n_features: int, *, alpha: float = 0.05) -> int:
-    """Fewest neuron models with which a feature can pass the Bonferroni sign test:
-    the smallest ``m`` with ``2 * 0.5**m * n_features < alpha``."""
-    return math.floor(math.log2(2 * n_features / alpha)) + 1
-
-
-def top_agreement(table: pd.DataFrame, n: int = 20) -> pd.DataFrame:
-    """The ``n`` features most models weight with one sign, strongest mean weight first."""
-    order = table.assign(_w=table["mean_normalized_weight"].abs())
-    order = order.sort_values(["agreement", "n", "_w"], ascending=False, kind="stable")
-    return order.head(n)[["feature", "n_positive", "n_negative", "agreement", "p_bonferroni",
-                          "mean_normalized_weight"]]
 
 
 # -- the neuron model's ablation ---------------------------------------------------------------
