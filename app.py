@@ -11,16 +11,16 @@ import streamlit as st
 
 from signseg_core import paths
 from signseg_core.jobs import default_manager
-from signseg_core.plots import dale_histogram_figure
-from signseg_core.registry import list_models
+from signseg_core.plots import readout_dale_histogram
 from signseg_core.signs import dale_index, expected_untrained_dale_index
 from signseg_core.store import default_store
 from signseg_ui.common import (
-    cached_model,
     device_choices,
     device_picker,
     model_picker,
+    require_model,
     sidebar_nav,
+    zoo_table,
 )
 from signseg_ui.export_widgets import export_panel
 
@@ -28,11 +28,11 @@ st.set_page_config(page_title="signseg", layout="wide")
 sidebar_nav()
 
 
-@st.cache_data(show_spinner=False)
 def models_table() -> pd.DataFrame:
-    table = pd.DataFrame(list_models())
-    table = table[table.family != "test"]
-    table["weights"] = table.weights_present.map({True: "present", False: "missing"})
+    """The zoo (the pickers' cached table, so both agree on whose weights are here)."""
+    table = zoo_table()
+    table = table[table.family != "test"].assign(
+        weights=table.weights_present.map({True: "present", False: "missing"}))
     return table[["name", "family", "input_size", "top1", "weights", "weights_path"]]
 
 
@@ -46,11 +46,7 @@ st.write(
 table = models_table()
 choice = model_picker(key="home_model")
 
-try:
-    model = cached_model(choice)
-except Exception as exc:  # the UI layer turns engine errors into messages
-    st.error(str(exc))
-    st.stop()
+model = require_model(choice)
 
 di = dale_index(model.readout.weight.detach())
 n_out = model.readout.out_features
@@ -63,10 +59,9 @@ st.caption(
     f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint[:16]}; "
     f"cache at {paths.cache_dir()}"
 )
-hist = dale_histogram_figure(di, expected_untrained=expected,
-                             title=f"Readout Dale index per penultimate channel, {model.name}")
+hist = readout_dale_histogram(model)
 st.plotly_chart(hist, key="home_dale_hist")
-export_panel(hist, name=f"{model.name}_readout_dale_histogram", key="home_hist_export")
+export_panel(hist, name=f"{model.name}_readout_dale_hist", key="home_hist_export")
 
 st.subheader("Model zoo")
 st.dataframe(table, hide_index=True, width="stretch",

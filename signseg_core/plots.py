@@ -46,6 +46,17 @@ def dale_histogram_figure(dale: Tensor | np.ndarray, *, expected_untrained: floa
 SIGN_COLORS = {"positive": "#d62728", "negative": "#1f77b4"}
 
 
+def readout_dale_histogram(model) -> go.Figure:
+    """:func:`dale_histogram_figure` of a zoo model's readout: one Dale index per penultimate
+    channel, its mean, and the untrained expectation for that many outgoing weights."""
+    from .signs import dale_index, expected_untrained_dale_index
+
+    weight = model.readout.weight.detach()
+    return dale_histogram_figure(
+        dale_index(weight), expected_untrained=expected_untrained_dale_index(weight.shape[0]),
+        title=f"Readout Dale index per penultimate channel, {model.name}")
+
+
 def _band(x, low, high, color: str) -> go.Scatter:
     return go.Scatter(x=list(x) + list(x)[::-1], y=list(high) + list(low)[::-1], fill="toself",
                       mode="lines", fillcolor=color, opacity=0.18, line={"width": 0},

@@ -38,11 +38,10 @@ from signseg_core.export import (
 )
 from signseg_core.plots import (
     channel_ranking_figure,
-    dale_histogram_figure,
     layer_dale_figure,
     metric_vs_alpha_figure,
+    readout_dale_histogram,
 )
-from signseg_core.signs import dale_index, expected_untrained_dale_index
 from signseg_core.stored_sweep import sweep_command, visualize_command
 from signseg_core.sweep import summarize
 
@@ -288,10 +287,8 @@ def model_panels(name: str, *, layer: str, metric: str, unit: int, spec) -> dict
     """
     model = cached_model(name)
     panels = {
-        "dale_hist": Panel("dale_hist", f"{name}_readout_dale_hist", dale_histogram_figure(
-            dale_index(model.readout.weight.detach()),
-            expected_untrained=expected_untrained_dale_index(model.n_classes),
-            title=f"Readout Dale index per penultimate channel, {name}")),
+        "dale_hist": Panel("dale_hist", f"{name}_readout_dale_hist",
+                           readout_dale_histogram(model)),
         "dale_layers": Panel("dale_layers", f"{name}_layer_dale", layer_dale_figure(
             dale_layer_table(name), title=f"Mean Dale index per layer, {name}")),
         "ranking": Panel("ranking", f"{name}_{layer}_ranking", channel_ranking_figure(

@@ -286,3 +286,15 @@ def test_rank_page_job_failure_is_an_error_message():
     assert not at.exception
     assert "RuntimeError: out of memory" in at.error[0].value
 
+
+
+def test_readout_dale_histogram_marks_the_mean_and_the_untrained_expectation(tiny):
+    from signseg_core.plots import readout_dale_histogram
+    from signseg_core.signs import dale_index, expected_untrained_dale_index
+
+    fig = readout_dale_histogram(tiny)
+    names = [t.name for t in fig.data]
+    mean = dale_index(tiny.readout.weight.detach()).mean().item()
+    assert f"mean {mean:.4f}" in names
+    assert f"untrained expectation {expected_untrained_dale_index(1000):.4f}" in names
+    assert fig.layout.title.text.endswith("tiny_test")
