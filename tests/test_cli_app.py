@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from apptest_helpers import ROOT
 
 from signseg_core.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_models_lists_the_zoo_with_weight_status(capsys, monkeypatch, tmp_path):

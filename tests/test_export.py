@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from apptest_helpers import needs_chromium
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -45,8 +46,6 @@ from signseg_core.store import CODE_VERSION
 
 # chromium_path() is what kaleido resolves ($BROWSER_PATH, chromium, chrome, ...), so this is
 # shutil.which("chromium") widened to every browser kaleido would accept.
-needs_chromium = pytest.mark.skipif(export.chromium_path() is None,
-                                    reason="needs Chromium: apt-get install chromium")
 
 
 def _summary() -> pd.DataFrame:

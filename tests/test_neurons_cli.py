@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from apptest_helpers import ROOT
 from PIL import Image
 
 from signseg_core.cli import main
@@ -17,7 +18,6 @@ from signseg_core.neuron_demo import write_demo_dataset
 from signseg_core.neurons import fit_study, localize_and_clear, neuron_readout_model
 from signseg_core.stimuli import read_selection
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--model", "tiny_test", "--quiet"]
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.ablation import Condition, condition_grid
@@ -25,7 +25,6 @@ from signseg_core.sweep import Metrics, SweepSpec, run_sweep
 from signseg_core.tasks import metrics_job_key, stored_metric_rows
 from signseg_core.visualize import ConditionKey, ConditionResult, _save, visualize
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "0_Ablation_explorer.py")
 TINY = {"generator": "fourier", "restarts": 2, "generations": 2, "seed": 0}
 
@@ -45,11 +44,7 @@ def fast_metrics(monkeypatch):
 
 
 def run_page(**query) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, **query)
 
 
 def tiny_settings(at: AppTest) -> AppTest:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.jobs import default_manager
@@ -22,7 +23,6 @@ from signseg_core.neurons import (
 )
 from signseg_core.paths import cache_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "5_Neuron_models.py")
 SMALL_DEMO = {"model_name": "tiny_test", "n_images": 24, "n_neurons": 4, "image_size": 32}
 
@@ -42,11 +42,7 @@ def demo_csv(tmp_path_factory) -> Path:
 
 
 def run_page(**query) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.query_params.update(query)
-    at.run(timeout=120)
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, **query)
 
 
 def load(at: AppTest, path, images: str = "") -> AppTest:

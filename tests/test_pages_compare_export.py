@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from apptest_helpers import ROOT, needs_chromium, open_page
 from PIL import Image
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
@@ -28,7 +29,6 @@ from signseg_core.stored_sweep import read_stored_sweep, sweep_command
 from signseg_core.sweep import SweepSpec, run_sweep, summarize
 from signseg_core.visualize import VisualizeSettings, visualize
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPARE = str(ROOT / "pages" / "3_Compare_models.py")
 EXPORT = str(ROOT / "pages" / "4_Export.py")
 #: The tiny sweep in the store, and the page settings that find it.
@@ -38,8 +38,6 @@ SPEC = SweepSpec(models=("tiny_test",), units=(1,), alphas=(0.0, 0.5, 1.0),
 SETTINGS = {"sweep_units": "1", "sweep_alphas": "0,0.5,1", "sweep_generations": 2,
             "sweep_restarts": 2, "sweep_seed": 0, "sweep_ensemble": ["tiny_test"],
             "sweep_lpips": False, "sweep_detector": False}
-needs_chromium = pytest.mark.skipif(export.chromium_path() is None,
-                                    reason="needs Chromium: apt-get install chromium")
 
 pytestmark = pytest.mark.usefixtures("tiny_dashboard")
 
@@ -81,14 +79,7 @@ def downloads(monkeypatch) -> dict:
     export.stop_renderer()
 
 
-def run_page(path: str, *, state: dict | None = None, **query) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=120)
-    at.query_params.update(query)
-    for key, value in (state or {}).items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+run_page = open_page
 
 
 def element(at: AppTest, kind: str, key: str):

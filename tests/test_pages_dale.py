@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
 import torch
+from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.gradvis import GradVisConfig, extreme_sender_channels
@@ -25,7 +25,6 @@ from signseg_core.signs import (
     ratio_summary,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 DALE_PAGE = str(ROOT / "pages" / "1_Dale_index.py")
 RANK_PAGE = str(ROOT / "pages" / "2_Dale_ranked_channels.py")
 
@@ -33,12 +32,7 @@ RANK_PAGE = str(ROOT / "pages" / "2_Dale_ranked_channels.py")
 pytestmark = pytest.mark.usefixtures("tiny_dashboard")
 
 
-def run_page(path: str, **query) -> AppTest:
-    at = AppTest.from_file(path, default_timeout=120)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+run_page = open_page
 
 
 def chart(at: AppTest, key: str) -> dict:
