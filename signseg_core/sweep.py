@@ -327,11 +327,6 @@ def robustness_table(table: pd.DataFrame, *, value: str = "similarity") -> pd.Da
     are not ResNet50s of known ε are left out; fewer than 3 models give NaN (see
     :func:`signseg_core.stats.robustness_trend`).
     """
-    from .stats import robustness_trend
+    from .compare import spearman_table  # the one Table 1 computation (compare imports sweep)
 
-    ablated = table[table.sign != "control"].copy()
-    ablated["eps"] = ablated.model.map(model_eps)
-    ablated = ablated.dropna(subset=["eps"])
-    keys = ["model", "eps", "unit", "sign", "alpha"]
-    per_unit = ablated.groupby(keys, as_index=False)[value].mean()
-    return robustness_trend(per_unit, value=value, eps="eps", by=("sign", "alpha"))
+    return spearman_table(table, value=value)
