@@ -401,12 +401,10 @@ def _check_image(image) -> None:
 
 def image_png(image: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W, 3) RGB image, e.g. :func:`signseg_core.plots.image_strip`."""
-    from PIL import Image
+    from .visualize import png_bytes
 
     _check_image(image)
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(np.ascontiguousarray(image))
 
 
 _PANEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

@@ -29,7 +29,7 @@ import torch
 
 from .errors import SignsegError
 from .store import CODE_VERSION, ResultStore, default_store
-from .zoo import ZooModel
+from .zoo import ZooModel, load_image
 
 __all__ = ["NeuronDataError", "NeuronDataset", "dataset_features", "image_set_digest",
            "load_image", "load_neuron_data"]
@@ -331,15 +331,6 @@ def _check_images(folder: Path, names: Sequence[str], where: dict[str, str]) -> 
 
 
 # -- features -----------------------------------------------------------------------------------
-
-def load_image(path: str | Path) -> torch.Tensor:
-    """One image file as a float32 RGB tensor ``(3, H, W)`` in [0, 1] (any size, any mode)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
 
 def image_set_digest(paths: Sequence[str | Path]) -> str:
     """SHA-256 over the bytes of every file, in order: equal iff the same images, same order."""

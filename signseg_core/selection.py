@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .zoo import load_image
+
 __all__ = [
     "DiverseSelection",
     "diverse_set",
@@ -228,13 +230,6 @@ def diverse_set(
     return DiverseSelection(indices, explained)
 
 
-def _load_rgb(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        im.load()
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
 def _run_batch(model: Callable, images: list[torch.Tensor]) -> np.ndarray:
     """Logits of a list of ``(3, H, W)`` images whose sizes may differ (same sizes run together)."""
     out: list[np.ndarray | None] = [None] * len(images)
@@ -299,7 +294,7 @@ def model_outputs_for_folder(
     with torch.inference_mode():
         for path in files:
             try:
-                batch.append(_load_rgb(path))
+                batch.append(load_image(path))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 skipped.append(f"{path.name} ({type(exc).__name__})")
                 continue

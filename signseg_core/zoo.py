@@ -58,6 +58,16 @@ def shared_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
+def load_image(path) -> Tensor:
+    """One image file as a float32 RGB tensor ``(3, H, W)`` in [0, 1] (any size, any mode)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
 def check_images(images: Tensor) -> Tensor:
     """Validate a batch of images ``(N, 3, H, W)`` in [0, 1]; return it as floating point."""
     if not isinstance(images, Tensor):
