@@ -10,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core import paths
+from signseg_core.figures.plots import readout_dale_histogram
 from signseg_core.jobs import default_manager
-from signseg_core.plots import readout_dale_histogram
 from signseg_core.signs import dale_index, expected_untrained_dale_index
 from signseg_core.store import default_store
 from signseg_ui.common import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS
-from signseg_core.compare import alpha_strip
-from signseg_core.plots import activation_vs_alpha_figure
+from signseg_core.figures.plots import activation_vs_alpha_figure
+from signseg_core.sweeps.tables import alpha_strip
 from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
 from signseg_ui.explorer import (
     DEFAULT_ALPHA,

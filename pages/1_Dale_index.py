@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.plots import dale_vs_accuracy_figure, layer_dale_figure
+from signseg_core.figures.plots import dale_vs_accuracy_figure, layer_dale_figure
 from signseg_core.signs import expected_untrained_dale_index
 from signseg_ui.common import (
     dale_comparison,

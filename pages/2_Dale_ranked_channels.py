@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.gradvis import GradVisConfig, extreme_sender_channels
-from signseg_core.plots import channel_ranking_figure
-from signseg_core.tasks import gradvis_key
+from signseg_core.figures.plots import channel_ranking_figure
+from signseg_core.optimize.gradvis import GradVisConfig, extreme_sender_channels
+from signseg_core.sweeps.tasks import gradvis_key
 from signseg_ui.common import (
     channel_ranking,
     clamp_state,

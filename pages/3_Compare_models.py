@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.compare import (
+from signseg_core.models.imagenet import NUM_CLASSES
+from signseg_core.signs import expected_untrained_dale_index
+from signseg_core.sweeps.run import METRIC_COLUMNS, model_eps
+from signseg_core.sweeps.tables import (
     METRIC_LABELS,
     change_table,
     change_vs_model_figure,
@@ -14,9 +17,6 @@ from signseg_core.compare import (
     spearman_table,
     table1,
 )
-from signseg_core.imagenet import NUM_CLASSES
-from signseg_core.signs import expected_untrained_dale_index
-from signseg_core.sweep import METRIC_COLUMNS, model_eps
 from signseg_ui.common import readout_table, show_error, sidebar_nav
 from signseg_ui.compare import (
     SESSION,

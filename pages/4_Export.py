@@ -6,8 +6,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from signseg_core.compare import METRIC_LABELS
-from signseg_core.sweep import METRIC_COLUMNS
+from signseg_core.sweeps.run import METRIC_COLUMNS
+from signseg_core.sweeps.tables import METRIC_LABELS
 from signseg_ui.common import layer_picker, model_picker, require_model, show_error, sidebar_nav
 from signseg_ui.compare import SESSION, sweep_settings
 from signseg_ui.explorer import DEFAULT_UNIT, remember_choice, restore_choice, unit_text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from signseg_core.neuron_plots import (
+from signseg_core.figures.neuron_plots import (
     dale_features_figure,
     fit_quality_figure,
     lasso_figure,
@@ -17,14 +17,14 @@ from signseg_core.neuron_plots import (
     sign_ratio_figure,
     weight_distribution_figure,
 )
-from signseg_core.neurons import (
+from signseg_core.neurons.study import (
     dale_features_table,
     models_needed,
     neuron_ablation_table,
     response_table,
     top_agreement,
 )
-from signseg_core.visualize import VisualizeSettings
+from signseg_core.optimize.visualize import VisualizeSettings
 from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
 from signseg_ui.explorer import generator_choices
 from signseg_ui.export_widgets import export_panel

@@ -1,8 +1,8 @@
 """How good are the weight-free generators' preferred images on the embedded model?
 
-For each generator, batched CMA-ES (:func:`signseg_core.visualize.visualize`) evolves images for
-the control condition (alpha = 0) of each unit on the optimised model (EfficientNet-Lite0 by
-default), and the best images are judged three ways:
+For each generator, batched CMA-ES (:func:`signseg_core.optimize.visualize.visualize`) evolves
+images for the control condition (alpha = 0) of each unit on the optimised model (EfficientNet-Lite0
+by default), and the best images are judged three ways:
 
 1. their target logit against the same unit's logits on natural images (random crops of
    scikit-learn's two sample photos, which show a Chinese temple and a flower: *not* the target
@@ -40,8 +40,8 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
 from signseg_core.ablation import Condition  # noqa: E402
-from signseg_core.imagenet import DEFAULT_UNITS  # noqa: E402
-from signseg_core.visualize import ConditionResult, VisualizeSettings, visualize  # noqa: E402
+from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
+from signseg_core.optimize.visualize import ConditionResult, VisualizeSettings, visualize  # noqa: E402
 
 Scorer = Callable[[Tensor], Tensor]  # images (N, 3, H, W) in [0, 1] -> logits (N, C)
 
@@ -239,7 +239,7 @@ def _option(text: str) -> tuple[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: see the module docstring and ``--help``."""
-    from signseg_core.registry import load_model
+    from signseg_core.models.registry import load_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="efficientnet_lite0")
@@ -289,7 +289,7 @@ def _write_json(report: dict, path: Path) -> None:
 
 def _evaluate_generator(gen_name: str, model, scorers: dict, args) -> tuple[str, dict]:
     """One generator's run, judgement, record and contact sheet; returns (tag, record)."""
-    from signseg_core.generators import make_generator
+    from signseg_core.generators.catalog import make_generator
 
     options = dict(args.option)
     tag = gen_name + "".join(f"_{k}{v}" for k, v in sorted(options.items())) + args.tag_suffix

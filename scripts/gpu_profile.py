@@ -27,11 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signseg_core.ablation import condition_grid  # noqa: E402
-from signseg_core.bench import configure_cuda, format_report, run_bench  # noqa: E402
-from signseg_core.generators import make_generator  # noqa: E402
-from signseg_core.imagenet import DEFAULT_UNITS  # noqa: E402
-from signseg_core.registry import load_model  # noqa: E402
-from signseg_core.visualize import VisualizeSettings, make_scorer, visualize  # noqa: E402
+from signseg_core.generators.catalog import make_generator  # noqa: E402
+from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
+from signseg_core.models.registry import load_model  # noqa: E402
+from signseg_core.optimize.bench import configure_cuda, format_report, run_bench  # noqa: E402
+from signseg_core.optimize.visualize import VisualizeSettings, make_scorer, visualize  # noqa: E402
 
 VARIANTS = (  # (precision, compile, batch)
     ("bf16", False, 1024), ("fp16", False, 1024), ("fp16", False, 2048), ("bf16", False, 2048),

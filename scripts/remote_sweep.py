@@ -19,13 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from signseg_core.ablation import DEFAULT_ALPHAS, condition_grid  # noqa: E402
-from signseg_core.bench import configure_cuda  # noqa: E402
-from signseg_core.bundle import export_bundle  # noqa: E402
-from signseg_core.generators import make_generator  # noqa: E402
-from signseg_core.imagenet import DEFAULT_UNITS  # noqa: E402
-from signseg_core.registry import load_model  # noqa: E402
-from signseg_core.visualize import VisualizeSettings, visualize  # noqa: E402
-from signseg_core.zoo import resolve_device  # noqa: E402
+from signseg_core.generators.catalog import make_generator  # noqa: E402
+from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
+from signseg_core.models.registry import load_model  # noqa: E402
+from signseg_core.models.zoo import resolve_device  # noqa: E402
+from signseg_core.optimize.bench import configure_cuda  # noqa: E402
+from signseg_core.optimize.visualize import VisualizeSettings, visualize  # noqa: E402
+from signseg_core.sweeps.bundle import export_bundle  # noqa: E402
 
 
 def main() -> int:

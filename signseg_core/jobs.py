@@ -23,8 +23,8 @@ import traceback
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .errors import SignsegError
-from .store import key_digest
+from signseg_core.errors import SignsegError
+from signseg_core.store import key_digest
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import torch
 from scipy.special import gammaln
 from torch import Tensor, nn
 
-from .checks import check_int
+from signseg_core.checks import check_int
 
 __all__ = [
     "compare_trained_untrained",

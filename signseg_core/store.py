@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
+from signseg_core import paths
 
 log = logging.getLogger(__name__)
 

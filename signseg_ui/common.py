@@ -22,10 +22,11 @@ import streamlit as st
 import torch
 
 from signseg_core.errors import SignsegError, UnknownNameError
-from signseg_core.gradvis import GradVisConfig
+from signseg_core.figures.plots import image_strip
 from signseg_core.jobs import Job, default_manager
-from signseg_core.plots import image_strip
-from signseg_core.registry import get_entry, list_models, load_model
+from signseg_core.models.registry import get_entry, list_models, load_model
+from signseg_core.models.zoo import ZooModel
+from signseg_core.optimize.gradvis import GradVisConfig
 from signseg_core.signs import (
     compare_trained_untrained,
     layer_summary,
@@ -34,8 +35,7 @@ from signseg_core.signs import (
     readout_dale_vs_accuracy,
 )
 from signseg_core.store import default_store
-from signseg_core.tasks import gradvis_job, gradvis_job_key
-from signseg_core.zoo import ZooModel
+from signseg_core.sweeps.tasks import gradvis_job, gradvis_job_key
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def show_error(exc: BaseException, *, context: str = "") -> None:
 
 @st.cache_data(ttl=60, show_spinner=False)
 def zoo_table() -> pd.DataFrame:
-    """:func:`~signseg_core.registry.list_models` as a table (re-read each minute)."""
+    """:func:`~signseg_core.models.registry.list_models` as a table (re-read each minute)."""
     return pd.DataFrame(list_models())
 
 
@@ -360,7 +360,7 @@ def readout_table(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 def stored_gradvis(key: dict) -> dict | None:
     """The stored arrays (``images`` uint8 (N, S, S, 3), ``channels`` ...) of the
-    :func:`~signseg_core.tasks.gradvis_key` ``key``, or None."""
+    :func:`~signseg_core.sweeps.tasks.gradvis_key` ``key``, or None."""
     entry = default_store().get(key)
     return None if entry is None else entry[0]
 

@@ -3,7 +3,7 @@
 * :func:`family_picker`: a preset family or any set of zoo models; kept for the session and in
   the URL as ``?models=a,b,c``.
 * :func:`sweep_settings`: the settings a stored sweep was computed with (one form, shared by the
-  Compare and Export pages for the whole session), as a :class:`~signseg_core.sweep.SweepSpec`.
+  Compare and Export pages for the whole session), as a :class:`~signseg_core.sweeps.run.SweepSpec`.
 * :func:`stored_sweep` and :func:`show_coverage`: the stored rows, read without recomputing
   (cached), and what is missing, with the CLI command that computes it.
 
@@ -17,21 +17,21 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from signseg_core.cli import parse_alphas
-from signseg_core.compare import FAMILIES, family_models
+from signseg_core.cli.main import parse_alphas
 from signseg_core.errors import UnknownNameError
-from signseg_core.imagenet import DEFAULT_UNITS, NUM_CLASSES
-from signseg_core.metrics import DEFAULT_ENSEMBLE
-from signseg_core.registry import TANH_ARCHS, get_entry
+from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
+from signseg_core.models.imagenet import DEFAULT_UNITS, NUM_CLASSES
+from signseg_core.models.registry import TANH_ARCHS, get_entry
+from signseg_core.optimize.visualize import VisualizeSettings
 from signseg_core.store import default_store, key_digest
-from signseg_core.stored_sweep import (
+from signseg_core.sweeps.run import SweepSpec
+from signseg_core.sweeps.stored import (
     StoredSweep,
     read_stored_sweep,
     sweep_command,
     weights_problem,
 )
-from signseg_core.sweep import SweepSpec
-from signseg_core.visualize import VisualizeSettings
+from signseg_core.sweeps.tables import FAMILIES, family_models
 
 from .common import cached_model, current_device, picker_options
 from .explorer import PRECOMPUTED_SETTINGS, cached_metrics, generator_choices
@@ -226,7 +226,7 @@ def _read(digest: str, store_dir: str, _spec: SweepSpec) -> StoredSweep:
 
 
 def stored_sweep(spec: SweepSpec) -> StoredSweep:
-    """:func:`~signseg_core.stored_sweep.read_stored_sweep` of ``spec`` in the default store,
+    """:func:`~signseg_core.sweeps.stored.read_stored_sweep` of ``spec`` in the default store,
     cached for 10 minutes (:func:`forget_stored` re-reads)."""
     return _read(key_digest(spec), str(default_store().directory), spec)
 

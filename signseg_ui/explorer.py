@@ -3,14 +3,15 @@
 A unit's explorer view needs its 21 conditions (the control plus both signs × ten strengths).
 They are read from the result store (each read cached by the condition's key digest, so moving
 the alpha slider over stored conditions costs nothing); what is missing is computed by ONE
-background :func:`~signseg_core.tasks.visualize_job` for the whole unit, whose key depends only on
-the model, generator, settings and unit, so every browser session asking for the same unit
+background :func:`~signseg_core.sweeps.tasks.visualize_job` for the whole unit, whose key depends
+only on the model, generator, settings and unit, so every browser session asking for the same unit
 watches the same computation.
 
 Once all 21 are there, the unit's sweep metrics (similarity to the control images, objectness,
-spectral slope, mean spectra) are read from the entry :func:`~signseg_core.sweep.run_sweep` stores
-per unit, under the same metric setup as a default sweep (:data:`METRIC_SPEC`); when it is
-missing, one background :func:`~signseg_core.tasks.metrics_job` measures the unit and stores it.
+spectral slope, mean spectra) are read from the entry :func:`~signseg_core.sweeps.run.run_sweep`
+stores per unit, under the same metric setup as a default sweep (:data:`METRIC_SPEC`); when it is
+missing, one background :func:`~signseg_core.sweeps.tasks.metrics_job` measures the unit and stores
+it.
 
 Streamlit glue only; the computations live in ``signseg_core``.
 """
@@ -22,26 +23,26 @@ from collections.abc import Callable, Sequence
 import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, Condition, condition_grid
-from signseg_core.generators import list_generators, make_generator
-from signseg_core.imagenet import NUM_CLASSES, check_unit, class_names
+from signseg_core.figures.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
+from signseg_core.generators.catalog import list_generators, make_generator
 from signseg_core.jobs import Job, default_manager
-from signseg_core.paths import no_downloads
-from signseg_core.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
-from signseg_core.store import default_store, key_digest
-from signseg_core.sweep import SLOPE_RANGE, Metrics, SweepSpec
-from signseg_core.tasks import (
-    metrics_job,
-    metrics_job_key,
-    stored_metric_rows,
-    visualize_job,
-    visualize_job_key,
-)
-from signseg_core.visualize import (
+from signseg_core.models.imagenet import NUM_CLASSES, check_unit, class_names
+from signseg_core.optimize.visualize import (
     ConditionKey,
     ConditionResult,
     VisualizeSettings,
     condition_key,
     load_condition,
+)
+from signseg_core.paths import no_downloads
+from signseg_core.store import default_store, key_digest
+from signseg_core.sweeps.run import SLOPE_RANGE, Metrics, SweepSpec
+from signseg_core.sweeps.tasks import (
+    metrics_job,
+    metrics_job_key,
+    stored_metric_rows,
+    visualize_job,
+    visualize_job_key,
 )
 
 from .common import cached_model
@@ -192,7 +193,7 @@ def stored_unit(model_name: str, unit: int,
 
 
 def unit_job_key(model_name: str, unit: int, settings: VisualizeSettings) -> dict:
-    """The key :func:`~signseg_core.tasks.visualize_job` gives the unit's job (all 21
+    """The key :func:`~signseg_core.sweeps.tasks.visualize_job` gives the unit's job (all 21
     conditions, with the cached generator) in the default store."""
     model, generator, conditions, _ = unit_request(model_name, unit, settings)
     return visualize_job_key(model, conditions, settings=settings, generator=generator)[0]

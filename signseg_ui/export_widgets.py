@@ -9,7 +9,7 @@ Figures are rendered only when a download button is pressed (Streamlit's deferre
 one shared headless Chromium started by the first render; CSV and PNG image strips need no
 browser. Without Chromium the expander says so once and still offers CSV / PNG strips.
 
-Streamlit glue only; rendering and files come from :mod:`signseg_core.export`.
+Streamlit glue only; rendering and files come from :mod:`signseg_core.figures.export`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
-from signseg_core.compare import METRIC_LABELS, alpha_strip
-from signseg_core.export import (
+from signseg_core.figures.export import (
     FORMATS,
     ChromiumNotFoundError,
     ExportSize,
@@ -36,14 +35,15 @@ from signseg_core.export import (
     image_png,
     start_renderer,
 )
-from signseg_core.plots import (
+from signseg_core.figures.plots import (
     channel_ranking_figure,
     layer_dale_figure,
     metric_vs_alpha_figure,
     readout_dale_histogram,
 )
-from signseg_core.stored_sweep import sweep_command, visualize_command
-from signseg_core.sweep import summarize
+from signseg_core.sweeps.run import summarize
+from signseg_core.sweeps.stored import sweep_command, visualize_command
+from signseg_core.sweeps.tables import METRIC_LABELS, alpha_strip
 
 from .common import cached_model, channel_ranking, dale_layer_table
 from .compare import stored_sweep
@@ -73,7 +73,7 @@ class ExportChoice:
 
 def size_from_widgets(*, unit: str, width: float, height: float, dpi: float = 300,
                       scale: float = 1.0) -> ExportSize:
-    """An :class:`~signseg_core.export.ExportSize` from the widgets' values.
+    """An :class:`~signseg_core.figures.export.ExportSize` from the widgets' values.
 
     ``unit="mm"``: ``width`` × ``height`` millimetres printed at ``dpi`` (the PNG has
     ``round(mm / 25.4 * dpi)`` pixels a side; SVG/PDF pages have that size in inches).
@@ -120,7 +120,8 @@ def render_later(fig: go.Figure, fmt: str, size: ExportSize) -> Callable[[], byt
 
 def zip_later(panels: Mapping[str, go.Figure | np.ndarray],
               choice: ExportChoice) -> Callable[[], bytes]:
-    """A no-argument function returning :func:`~signseg_core.export.figure_zip` of ``panels``."""
+    """A no-argument function returning :func:`~signseg_core.figures.export.figure_zip` of
+    ``panels``."""
     frozen = {file_stem(n): (go.Figure(p) if isinstance(p, go.Figure) else p)
               for n, p in panels.items()}
 

@@ -4,7 +4,7 @@ the neuron model's ablation job, and cached lasso, diverseSet and localization r
 The dataset chosen is kept in ``st.session_state["neurons_data"]`` as ``(responses file, image
 folder or "")`` and in the URL as ``?data=<responses file>``. Cached results are keyed by the
 files' :func:`data_signature` (paths, sizes, modification times), so editing a file refits.
-Streamlit glue only: every computation is :mod:`signseg_core.neurons` and friends.
+Streamlit glue only: every computation is :mod:`signseg_core.neurons.study` and friends.
 """
 
 from __future__ import annotations
@@ -19,34 +19,34 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
+from signseg_core.figures.plots import image_strip
 from signseg_core.jobs import Job, default_manager
-from signseg_core.localize import background_clearing_effect, mask_overlay
-from signseg_core.neuron_data import NeuronDataError, load_image, load_neuron_data
-from signseg_core.neurons import (
+from signseg_core.neurons.data import NeuronDataError, load_image, load_neuron_data
+from signseg_core.neurons.localize import background_clearing_effect, mask_overlay
+from signseg_core.neurons.study import (
     NeuronStudy,
     fit_study,
     lasso_table,
     localize_and_clear,
     neuron_readout_model,
 )
-from signseg_core.paths import cache_dir
-from signseg_core.plots import image_strip
-from signseg_core.stimuli import contact_sheet, diverse_set_from_folder
-from signseg_core.store import default_store, key_digest
-from signseg_core.tasks import visualize_job, visualize_job_key
-from signseg_core.visualize import (
+from signseg_core.optimize.visualize import (
     ConditionResult,
     VisualizeSettings,
     condition_key,
     to_uint8,
 )
+from signseg_core.paths import cache_dir
+from signseg_core.stimuli.diverse import contact_sheet, diverse_set_from_folder
+from signseg_core.store import default_store, key_digest
+from signseg_core.sweeps.tasks import visualize_job, visualize_job_key
 
 from .common import cached_model, current_device
 from .explorer import cached_generator, stored_results
 
 SESSION_DATA = "neurons_data"
 QUERY_DATA = "data"
-#: Options of the demo dataset (:func:`~signseg_core.neuron_demo.write_demo_dataset`).
+#: Options of the demo dataset (:func:`~signseg_core.neurons.demo.write_demo_dataset`).
 DEMO_OPTIONS: dict = {"model_name": "efficientnet_lite0"}
 DEMO_DIR = "neuron_demo"
 #: Ablation defaults: 5 conditions × 3 restarts × 8 codes × 15 generations = 1800 images,
@@ -65,7 +65,7 @@ def demo_dataset(progress=None) -> Path:
     Written into a temporary sibling folder and renamed, so a half-written demo is never used;
     a concurrent writer's finished folder wins.
     """
-    from signseg_core.neuron_demo import write_demo_dataset
+    from signseg_core.neurons.demo import write_demo_dataset
 
     final = cache_dir() / DEMO_DIR
     csv = final / "responses.csv"
@@ -99,7 +99,7 @@ def _dataset(path: str, image_dir: str, file_key: str):
 
 
 def load_dataset(path: str, image_dir: str = ""):
-    """:func:`~signseg_core.neuron_data.load_neuron_data`, cached until the responses file
+    """:func:`~signseg_core.neurons.data.load_neuron_data`, cached until the responses file
     changes; raises :class:`NeuronDataError` listing every problem."""
     folder = str(Path(image_dir).expanduser().resolve()) if image_dir else ""
     return _dataset(path, image_dir, key_digest([_stat(Path(path).expanduser().resolve()),
@@ -160,7 +160,7 @@ def _study(model_name: str, device: str, path: str, image_dir: str, signature: s
 
 
 def cached_study(model_name: str, path: str, image_dir: str = "") -> NeuronStudy:
-    """:func:`~signseg_core.neurons.fit_study` of the dataset on ``model_name``'s features."""
+    """:func:`~signseg_core.neurons.study.fit_study` of the dataset on ``model_name``'s features."""
     return _study(model_name, current_device(), path, image_dir,
                   data_signature(path, image_dir))
 
@@ -200,7 +200,7 @@ def _lasso(model_name: str, device: str, path: str, image_dir: str, signature: s
 
 
 def cached_lasso(model_name: str, path: str, image_dir: str, neuron: str) -> pd.DataFrame:
-    """:func:`~signseg_core.neurons.lasso_table` of one neuron, cached."""
+    """:func:`~signseg_core.neurons.study.lasso_table` of one neuron, cached."""
     return _lasso(model_name, current_device(), path, image_dir,
                   data_signature(path, image_dir), neuron)
 
@@ -282,7 +282,8 @@ def _diverse(model_name: str, device: str, folder: str, signature: str, k: int, 
 
 
 def cached_diverse_set(model_name: str, folder: str, *, k: int, seed: int = 0):
-    """:func:`~signseg_core.stimuli.diverse_set_from_folder` on the model's outputs, cached."""
+    """:func:`~signseg_core.stimuli.diverse.diverse_set_from_folder` on the model's outputs,
+    cached."""
     folder = str(Path(folder).expanduser())
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")

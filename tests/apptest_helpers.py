@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from signseg_core import export
+from signseg_core.figures import export
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from signseg_core.registry import load_model
+from signseg_core.models.registry import load_model
 from signseg_core.store import ResultStore
 
 # Tests never download, and never touch the user's cache.

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from signseg_core.ablation import condition_grid
-from signseg_core.bundle import export_bundle, import_bundle
-from signseg_core.generators import make_generator
-from signseg_core.registry import load_model
+from signseg_core.generators.catalog import make_generator
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.visualize import VisualizeSettings, visualize
 from signseg_core.store import ResultStore
-from signseg_core.visualize import VisualizeSettings, visualize
+from signseg_core.sweeps.bundle import export_bundle, import_bundle
 
 SETTINGS = VisualizeSettings(generations=3, restarts=2, generator_options=(("size", 32),))
 

@@ -1,4 +1,5 @@
-"""Tests of signseg_core.checkpoints: safe loading, fitting, fingerprinting, Madry conversion."""
+"""Tests of signseg_core.models.checkpoints: safe loading, fitting, fingerprinting, Madry
+conversion."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import nn
 
-from signseg_core.checkpoints import (
+from signseg_core.errors import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError
+from signseg_core.models.checkpoints import (
     MADRY_FORMAT,
     convert_madry_checkpoint,
     load_into,
@@ -26,7 +28,6 @@ from signseg_core.checkpoints import (
     state_fingerprint,
     strip_prefix,
 )
-from signseg_core.errors import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError
 
 
 def _random_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -377,7 +378,7 @@ def test_madry_round_trip_ignores_attacker(tmp_path, legacy):
 
 
 def test_madry_cache_reused_then_rebuilt_when_corrupt(tmp_path, monkeypatch):
-    import signseg_core.checkpoints as ckpts
+    import signseg_core.models.checkpoints as ckpts
 
     src = tmp_path / "robust.ckpt"
     weights, _, _ = _madry_file(src, _tiny(3))

@@ -8,7 +8,7 @@ import sys
 import pytest
 from apptest_helpers import ROOT
 
-from signseg_core.cli import main
+from signseg_core.cli.main import main
 
 
 def test_models_lists_the_zoo_with_weight_status(capsys, monkeypatch, tmp_path):
@@ -56,8 +56,8 @@ def test_python_dash_m_runs():
 
 def test_engine_never_imports_streamlit():
     code = ("import sys, importlib, pkgutil, signseg_core\n"
-            "for m in pkgutil.iter_modules(signseg_core.__path__):\n"
-            "    if m.name != '__main__': importlib.import_module('signseg_core.' + m.name)\n"
+            "for m in pkgutil.walk_packages(signseg_core.__path__, 'signseg_core.'):\n"
+            "    if m.name != 'signseg_core.__main__': importlib.import_module(m.name)\n"
             "print('streamlit' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
@@ -82,7 +82,7 @@ def test_home_page_renders_the_readout_dale_index():
 def test_dale_histogram_figure_marks_mean_and_expectation():
     import numpy as np
 
-    from signseg_core.plots import dale_histogram_figure
+    from signseg_core.figures.plots import dale_histogram_figure
 
     fig = dale_histogram_figure(np.array([0.5, 0.6, 0.7, 1.0]), expected_untrained=0.5126)
     assert list(fig.data[0].x) == [0.5, 0.6, 0.7, 1.0]

@@ -10,11 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import signseg_core.sweep as sweep_mod
-import signseg_core.visualize as vis_mod
-from signseg_core import cli
+import signseg_core.optimize.visualize as vis_mod
+import signseg_core.sweeps.run as sweep_mod
 from signseg_core.ablation import condition_grid
-from signseg_core.compare import (
+from signseg_core.cli import main as cli
+from signseg_core.errors import UnknownNameError
+from signseg_core.models.imagenet import DEFAULT_UNITS
+from signseg_core.optimize.visualize import (
+    ConditionKey,
+    ConditionResult,
+    VisualizeSettings,
+    visualize,
+)
+from signseg_core.sweeps.run import SweepSpec, robustness_table, run_sweep
+from signseg_core.sweeps.stored import read_stored_sweep, sweep_command, visualize_command
+from signseg_core.sweeps.tables import (
     alpha_strip,
     change_table,
     change_vs_model_figure,
@@ -24,11 +34,6 @@ from signseg_core.compare import (
     spearman_table,
     table1,
 )
-from signseg_core.errors import UnknownNameError
-from signseg_core.imagenet import DEFAULT_UNITS
-from signseg_core.stored_sweep import read_stored_sweep, sweep_command, visualize_command
-from signseg_core.sweep import SweepSpec, robustness_table, run_sweep
-from signseg_core.visualize import ConditionKey, ConditionResult, VisualizeSettings, visualize
 from signseg_ui.export_widgets import (
     ExportChoice,
     Panel,

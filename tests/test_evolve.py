@@ -8,8 +8,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from signseg_core.evolve import BatchedCMAES, CMAConfig, _mix32, run_cmaes
-from signseg_core.evolve_pycma import run_pycma
+from signseg_core.optimize.evolve import BatchedCMAES, CMAConfig, _mix32, run_cmaes
+from signseg_core.optimize.evolve_pycma import run_pycma
 
 F64 = torch.float64
 

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from signseg_core.ablation import condition_grid
+from signseg_core.figures.plots import unit_metric_vs_alpha_figure
 from signseg_core.jobs import JobManager
-from signseg_core.plots import unit_metric_vs_alpha_figure
+from signseg_core.optimize.visualize import VisualizeSettings, _save, visualize
 from signseg_core.store import ResultStore
-from signseg_core.sweep import METRIC_COLUMNS, Metrics, SweepSpec, run_sweep, unit_rows
-from signseg_core.tasks import metrics_job, metrics_job_key, stored_metric_rows
-from signseg_core.visualize import VisualizeSettings, _save, visualize
+from signseg_core.sweeps.run import METRIC_COLUMNS, Metrics, SweepSpec, run_sweep, unit_rows
+from signseg_core.sweeps.tasks import metrics_job, metrics_job_key, stored_metric_rows
 
 UNIT = 373
 SETTINGS = VisualizeSettings(generator="fourier", restarts=2, generations=1, seed=0)

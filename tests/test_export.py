@@ -23,8 +23,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from signseg_core import export
-from signseg_core.export import (
+from signseg_core.figures import export
+from signseg_core.figures.export import (
     ChromiumNotFoundError,
     ExportSize,
     figure_bytes,
@@ -35,7 +35,7 @@ from signseg_core.export import (
     start_renderer,
     stop_renderer,
 )
-from signseg_core.plots import (
+from signseg_core.figures.plots import (
     SIGN_COLORS,
     dale_histogram_figure,
     image_strip,
@@ -401,8 +401,8 @@ def test_zip_of_a_whole_figure(renderer):
 def test_print_layout_sets_print_type_and_makes_room_for_title_and_legend():
     """A single-column panel (89 mm = 336 layout px): 7 pt text, the long title wrapped within
     the width, the legend in the row below it, the top margin holding both."""
-    from signseg_core.export import _pt, print_layout
-    from signseg_core.plots import dale_histogram_figure
+    from signseg_core.figures.export import _pt, print_layout
+    from signseg_core.figures.plots import dale_histogram_figure
 
     fig = dale_histogram_figure(np.linspace(0.5, 0.6, 50), expected_untrained=0.5126,
                                 title="Readout Dale index per penultimate channel, "

@@ -90,7 +90,7 @@ def test_contact_sheet_lays_out_tiles_and_rejects_missing_captions(gq):
 
 
 def test_tiny_run_judges_every_restart_and_serialises(gq):
-    from signseg_core.registry import load_model
+    from signseg_core.models.registry import load_model
 
     model, heldout = load_model("tiny_test"), load_model("tiny_test", seed=1)
     results, wall = gq.run_generator(model, "fourier", [3, 7], generations=3, restarts=2,

@@ -12,15 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from signseg_core import biggan, deepsim, paths
-from signseg_core import generators as G
-from signseg_core.checkpoints import load_into
+from signseg_core import paths
 from signseg_core.errors import (
     CheckpointError,
     UnknownNameError,
     UnsafeCheckpointError,
     WeightsNotFoundError,
 )
+from signseg_core.generators import biggan, deepsim
+from signseg_core.generators import catalog as G
+from signseg_core.models.checkpoints import load_into
 
 LUCID_COLUMN0 = torch.tensor([0.26, 0.27, 0.27])  # first column of color_correlation_svd_sqrt
 

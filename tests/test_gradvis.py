@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from signseg_core.gradvis import (
+from signseg_core.models.imagenet import class_names
+from signseg_core.models.registry import load_model
+from signseg_core.models.zoo import ZooModel
+from signseg_core.optimize.gradvis import (
     LUCENT_ROTATIONS,
     LUCENT_SCALES,
     GradVisConfig,
@@ -23,9 +26,6 @@ from signseg_core.gradvis import (
     layer_channels,
     visualize_channels,
 )
-from signseg_core.imagenet import class_names
-from signseg_core.registry import load_model
-from signseg_core.zoo import ZooModel
 
 FAST = GradVisConfig(steps=20, image_size=32)
 

@@ -9,9 +9,9 @@ import pytest
 
 from signseg_core.ablation import Condition
 from signseg_core.jobs import JobCancelled, JobManager, default_manager
-from signseg_core.registry import load_model
-from signseg_core.tasks import visualize_job
-from signseg_core.visualize import VisualizeSettings, visualize
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.visualize import VisualizeSettings, visualize
+from signseg_core.sweeps.tasks import visualize_job
 
 WAIT = 10.0  # generous upper bound on any wait; passing tests never come near it
 SETTINGS = VisualizeSettings(generations=2, restarts=1, generator_options=(("size", 32),))

@@ -1,5 +1,5 @@
-"""Tests of signseg_core.localize: exact disks, shuffles that are permutations, a planted region
-that the perturbation mask must find, hand-worked maps, background clearing and overlays."""
+"""Tests of signseg_core.neurons.localize: exact disks, shuffles that are permutations, a planted
+region that the perturbation mask must find, hand-worked maps, background clearing and overlays."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signseg_core.localize import (
+from signseg_core.neurons.localize import (
     LocalizationResult,
     background_clearing_effect,
     clear_background,

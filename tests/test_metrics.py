@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from signseg_core import metrics
-from signseg_core.checkpoints import load_state_dict_file, save_state_dict
-from signseg_core.detect import (
+from signseg_core.metrics import similarity as metrics
+from signseg_core.metrics.objectness import (
     Detector,
     coco_weights_source,
     objectness,
@@ -20,24 +19,25 @@ from signseg_core.detect import (
     torchvision_detector,
     ultralytics_detector,
 )
-from signseg_core.imagenet import class_names
-from signseg_core.metrics import (
+from signseg_core.metrics.perceptual import lpips_distances, lpips_metric, lpips_similarity
+from signseg_core.metrics.similarity import (
     PAPER_ENSEMBLE,
     activation_scores,
     as_float_images,
     ensemble_similarity,
     paper_ensemble,
 )
-from signseg_core.perceptual import lpips_distances, lpips_metric, lpips_similarity
-from signseg_core.registry import load_model
-from signseg_core.spectra import (
+from signseg_core.metrics.spectra import (
     mean_spectrum,
     radial_power_spectrum,
     spectral_slope,
     spectrum_ratio,
 )
-from signseg_core.visualize import ConditionKey, ConditionResult
-from signseg_core.zoo import ZooModel
+from signseg_core.models.checkpoints import load_state_dict_file, save_state_dict
+from signseg_core.models.imagenet import class_names
+from signseg_core.models.registry import load_model
+from signseg_core.models.zoo import ZooModel
+from signseg_core.optimize.visualize import ConditionKey, ConditionResult
 
 
 def _rand(n, size=32, seed=0):
@@ -225,7 +225,7 @@ def test_lpips_pairs_match_the_package_forward_and_are_symmetric(random_lpips):
 def test_lpips_loads_the_packages_linear_layers_whatever_the_backbone(random_lpips):
     import lpips
 
-    from signseg_core.perceptual import _linear_weights_path
+    from signseg_core.metrics.perceptual import _linear_weights_path
 
     shipped = load_state_dict_file(_linear_weights_path("alex"))
     other = lpips_metric(backbone="random", seed=1)
@@ -248,7 +248,7 @@ def test_lpips_is_unavailable_offline_without_the_backbone(empty_torch_home):
 
 
 def test_lpips_reads_the_backbone_from_the_torch_hub_cache(empty_torch_home, random_lpips):
-    from signseg_core.weights import torchvision_source
+    from signseg_core.models.weights import torchvision_source
 
     seeded = lpips_metric(backbone="random", seed=3)
     features = {"features." + k.split(".", 2)[2]: v for k, v in seeded.module.state_dict().items()

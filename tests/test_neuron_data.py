@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from signseg_core.errors import SignsegError
-from signseg_core.neuron_data import (
+from signseg_core.models.registry import load_model
+from signseg_core.neurons.data import (
     NeuronDataError,
     NeuronDataset,
     dataset_features,
@@ -16,7 +17,6 @@ from signseg_core.neuron_data import (
     load_image,
     load_neuron_data,
 )
-from signseg_core.registry import load_model
 
 N_IMAGES = 12
 HEADER = "image,neuron,response,session,area,monkey\n"

@@ -11,7 +11,7 @@ from scipy.optimize import nnls
 from sklearn.cross_decomposition import PLSRegression
 
 from signseg_core.ablation import Condition, ablate_weights, ablated_readout
-from signseg_core.neuron_models import (
+from signseg_core.neurons.fitting import (
     NeuronReadout,
     as_readout_model,
     best_per_session,
@@ -22,7 +22,7 @@ from signseg_core.neuron_models import (
     predicted_responses,
     sign_ratios,
 )
-from signseg_core.visualize import VisualizeSettings, visualize
+from signseg_core.optimize.visualize import VisualizeSettings, visualize
 
 N = 600
 
@@ -280,7 +280,7 @@ def test_neuron_units_run_through_ablation_and_visualize(neuron_model):
 
 def test_nearly_silent_features_get_no_weight_and_leave_the_fit_alone():
     """A ReLU feature active by 1e-6 on one training image must not get a 1/SD-sized weight."""
-    from signseg_core.neuron_models import fit_pls
+    from signseg_core.neurons.fitting import fit_pls
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 6))

@@ -12,11 +12,11 @@ import pytest
 from apptest_helpers import ROOT
 from PIL import Image
 
-from signseg_core.cli import main
-from signseg_core.neuron_data import load_image, load_neuron_data
-from signseg_core.neuron_demo import write_demo_dataset
-from signseg_core.neurons import fit_study, localize_and_clear, neuron_readout_model
-from signseg_core.stimuli import read_selection
+from signseg_core.cli.main import main
+from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.study import fit_study, localize_and_clear, neuron_readout_model
+from signseg_core.stimuli.diverse import read_selection
 
 TINY = ["--model", "tiny_test", "--quiet"]
 
@@ -35,10 +35,11 @@ def _run(capsys, *argv):
 
 
 def test_parsing_neurons_commands_imports_no_heavy_module():
-    code = ("import sys; from signseg_core.cli import build_parser; "
+    code = ("import sys; from signseg_core.cli.main import build_parser; "
             "a = build_parser().parse_args(['neurons', 'fit', 'x.csv']); "
-            "heavy = [m for m in ('sklearn', 'signseg_core.neurons', 'signseg_core.neuron_models',"
-            " 'signseg_core.neuron_demo') if m in sys.modules]; "
+            "heavy = [m for m in ('sklearn', 'signseg_core.neurons.study', "
+            "'signseg_core.neurons.fitting', 'signseg_core.neurons.demo') "
+            "if m in sys.modules]; "
             "print(a.func.__name__, a.model, heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
@@ -170,7 +171,7 @@ def test_localize_defaults_to_the_papers_geometry_and_says_when_nothing_is_local
         capsys, demo, tiny, monkeypatch, tmp_path):
     """64-px images get 12-px disks and sigma 7.5 (50 and 30 per 256 px); a response no
     perturbation lowers gives an empty mask, and then nothing is cleared."""
-    import signseg_core.neurons as neurons_mod
+    import signseg_core.neurons.study as neurons_mod
 
     monkeypatch.chdir(tmp_path)  # the overlay's default place: <image>_overlay.png, here
 

@@ -11,17 +11,7 @@ import pytest
 import torch
 
 from signseg_core.ablation import ablate_weights
-from signseg_core.localize import background_clearing_effect, perturbation_mask
-from signseg_core.neuron_data import load_image, load_neuron_data
-from signseg_core.neuron_demo import BASELINE, write_demo_dataset
-from signseg_core.neuron_models import (
-    best_per_session,
-    dale_like_features,
-    fit_pls,
-    fits_table,
-    predicted_responses,
-)
-from signseg_core.neuron_plots import (
+from signseg_core.figures.neuron_plots import (
     dale_features_figure,
     fit_quality_figure,
     lasso_figure,
@@ -30,7 +20,18 @@ from signseg_core.neuron_plots import (
     sign_ratio_figure,
     weight_distribution_figure,
 )
-from signseg_core.neurons import (
+from signseg_core.models.registry import load_model
+from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.neurons.demo import BASELINE, write_demo_dataset
+from signseg_core.neurons.fitting import (
+    best_per_session,
+    dale_like_features,
+    fit_pls,
+    fits_table,
+    predicted_responses,
+)
+from signseg_core.neurons.localize import background_clearing_effect, perturbation_mask
+from signseg_core.neurons.study import (
     NeuronStudy,
     ablate_neuron,
     dale_features_table,
@@ -40,9 +41,8 @@ from signseg_core.neurons import (
     neuron_readout_model,
     response_table,
 )
-from signseg_core.registry import load_model
+from signseg_core.optimize.visualize import VisualizeSettings
 from signseg_core.store import ResultStore
-from signseg_core.visualize import VisualizeSettings
 
 FAST = VisualizeSettings(generations=2, restarts=2, generator_options=(("size", 32),))
 

@@ -17,13 +17,13 @@ from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.ablation import Condition, condition_grid
+from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.jobs import default_manager
-from signseg_core.plots import activation_vs_alpha_figure
-from signseg_core.registry import load_model
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.visualize import ConditionKey, ConditionResult, _save, visualize
 from signseg_core.store import default_store
-from signseg_core.sweep import Metrics, SweepSpec, run_sweep
-from signseg_core.tasks import metrics_job_key, stored_metric_rows
-from signseg_core.visualize import ConditionKey, ConditionResult, _save, visualize
+from signseg_core.sweeps.run import Metrics, SweepSpec, run_sweep
+from signseg_core.sweeps.tasks import metrics_job_key, stored_metric_rows
 
 PAGE = str(ROOT / "pages" / "0_Ablation_explorer.py")
 TINY = {"generator": "fourier", "restarts": 2, "generations": 2, "seed": 0}
@@ -340,7 +340,7 @@ def test_the_caption_of_one_restart_is_singular():
     def page():
         import numpy as np
 
-        from signseg_core.visualize import ConditionKey, ConditionResult
+        from signseg_core.optimize.visualize import ConditionKey, ConditionResult
         from signseg_ui.explorer import show_current
 
         key = ConditionKey("m", "f", 7, "negative", 0.4, "fourier", "g", "{}", 1, 1, 0, "fp32")

@@ -12,9 +12,9 @@ from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.jobs import default_manager
-from signseg_core.neuron_data import load_image, load_neuron_data
-from signseg_core.neuron_demo import write_demo_dataset
-from signseg_core.neurons import (
+from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.study import (
     fit_study,
     localize_and_clear,
     neuron_ablation_table,
@@ -208,8 +208,8 @@ def test_the_diverse_set_is_a_contact_sheet_of_k_images(demo_csv):
 # -- helpers -------------------------------------------------------------------------------------
 
 def test_models_needed_and_the_localization_geometry_follow_the_paper():
-    from signseg_core.localize import paper_geometry as localization_geometry
-    from signseg_core.neurons import models_needed
+    from signseg_core.neurons.localize import paper_geometry as localization_geometry
+    from signseg_core.neurons.study import models_needed
 
     assert models_needed(1280) == 16  # 2 * 0.5**16 * 1280 = 0.039 < 0.05 <= 2 * 0.5**15 * 1280
     assert models_needed(16) == 10  # 2 * 0.5**10 * 16 = 0.031; m = 9 gives 0.0625

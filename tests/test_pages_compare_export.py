@@ -19,15 +19,15 @@ from PIL import Image
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from signseg_core import export
 from signseg_core.ablation import condition_grid
-from signseg_core.compare import alpha_strip, change_table, family_models
-from signseg_core.registry import load_model
+from signseg_core.figures import export
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.visualize import VisualizeSettings, visualize
 from signseg_core.signs import dale_index
 from signseg_core.store import ResultStore, default_store
-from signseg_core.stored_sweep import read_stored_sweep, sweep_command
-from signseg_core.sweep import SweepSpec, run_sweep, summarize
-from signseg_core.visualize import VisualizeSettings, visualize
+from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize
+from signseg_core.sweeps.stored import read_stored_sweep, sweep_command
+from signseg_core.sweeps.tables import alpha_strip, change_table, family_models
 
 COMPARE = str(ROOT / "pages" / "3_Compare_models.py")
 EXPORT = str(ROOT / "pages" / "4_Export.py")

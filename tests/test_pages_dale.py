@@ -14,10 +14,14 @@ import torch
 from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
-from signseg_core.gradvis import GradVisConfig, extreme_sender_channels
+from signseg_core.figures.plots import (
+    channel_ranking_figure,
+    dale_vs_accuracy_figure,
+    layer_dale_figure,
+)
 from signseg_core.jobs import default_manager
-from signseg_core.plots import channel_ranking_figure, dale_vs_accuracy_figure, layer_dale_figure
-from signseg_core.registry import load_model
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.gradvis import GradVisConfig, extreme_sender_channels
 from signseg_core.signs import (
     compare_trained_untrained,
     layer_summary,
@@ -237,7 +241,7 @@ def test_rank_page_button_runs_a_job_whose_images_are_stored():
 
 
 def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
-    from signseg_core.tasks import gradvis_job_key, gradvis_key
+    from signseg_core.sweeps.tasks import gradvis_job_key, gradvis_key
 
     at = _small_settings(run_page(RANK_PAGE))
     model = load_model("tiny_test")
@@ -265,7 +269,7 @@ def test_rank_page_shows_progress_of_a_running_job_and_cancels_it():
 
 
 def test_rank_page_job_failure_is_an_error_message():
-    from signseg_core.tasks import gradvis_job_key, gradvis_key
+    from signseg_core.sweeps.tasks import gradvis_job_key, gradvis_key
 
     at = _small_settings(run_page(RANK_PAGE))
     model = load_model("tiny_test")
@@ -283,7 +287,7 @@ def test_rank_page_job_failure_is_an_error_message():
 
 
 def test_readout_dale_histogram_marks_the_mean_and_the_untrained_expectation(tiny):
-    from signseg_core.plots import readout_dale_histogram
+    from signseg_core.figures.plots import readout_dale_histogram
     from signseg_core.signs import dale_index, expected_untrained_dale_index
 
     fig = readout_dale_histogram(tiny)

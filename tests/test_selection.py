@@ -1,4 +1,5 @@
-"""Tests of signseg_core.selection on generated outputs with planted structure, and real PNGs."""
+"""Tests of signseg_core.stimuli.selection on generated outputs with planted structure, and real
+PNGs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from signseg_core.registry import load_model
-from signseg_core.selection import (
+from signseg_core.models.registry import load_model
+from signseg_core.stimuli.selection import (
     diverse_set,
     model_outputs_for_folder,
     select_classes_by_clustering,

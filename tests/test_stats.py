@@ -1,4 +1,5 @@
-"""Tests of signseg_core.stats: hand-worked values, known p-values, planted trends and signs."""
+"""Tests of signseg_core.metrics.stats: hand-worked values, known p-values, planted trends and
+signs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
-from signseg_core.stats import (
+from signseg_core.metrics.stats import (
     binomial_consistency,
     bootstrap_ci,
     mean_ci,

@@ -1,5 +1,5 @@
-"""Tests of signseg_core.stimuli: diverseSet from a folder of generated PNGs, selection files and
-contact sheets of exact shape and content."""
+"""Tests of signseg_core.stimuli.diverse: diverseSet from a folder of generated PNGs, selection
+files and contact sheets of exact shape and content."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from signseg_core.stimuli import (
+from signseg_core.stimuli.diverse import (
     DiverseSetSelection,
     contact_sheet,
     copy_selection,

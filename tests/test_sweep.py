@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import signseg_core.sweep as sweep_mod
-import signseg_core.visualize as vis_mod
-from signseg_core.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
-from signseg_core.report import render_markdown
+import signseg_core.optimize.visualize as vis_mod
+import signseg_core.sweeps.run as sweep_mod
+from signseg_core.figures.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
+from signseg_core.optimize.visualize import VisualizeSettings
 from signseg_core.store import ResultStore
-from signseg_core.sweep import SweepSpec, run_sweep, summarize
-from signseg_core.visualize import VisualizeSettings
+from signseg_core.sweeps.report import render_markdown
+from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize
 
 SPEC = SweepSpec(models=("tiny_test",), units=(1, 2), alphas=(0.0, 0.5, 1.0),
                  ensemble=("tiny_test",), lpips=False, detector=None,
@@ -120,7 +120,7 @@ def test_spec_validation():
 
 
 def test_robustness_table_recovers_a_planted_trend():
-    from signseg_core.sweep import model_eps, robustness_table
+    from signseg_core.sweeps.run import model_eps, robustness_table
 
     assert model_eps("resnet50_robust_linf_0.5") == 0.5 and model_eps("resnet50") == 0.0
     assert model_eps("alexnet") is None
@@ -141,8 +141,8 @@ def test_robustness_table_recovers_a_planted_trend():
 def test_metric_key_names_the_weights_not_where_they_lie_or_why_they_are_missing():
     """Stored metric rows must be found again under another TORCH_HOME or another wording of
     'missing': the key holds weight fingerprints, "unavailable" or "off", never status text."""
-    from signseg_core.detect import random_detector
-    from signseg_core.sweep import Metrics
+    from signseg_core.metrics.objectness import random_detector
+    from signseg_core.sweeps.run import Metrics
 
     here = Metrics([], None, random_detector(0), {"lpips": "unavailable: x", "objectness": "a"})
     moved = Metrics([], None, random_detector(0), {"lpips": "unavailable: y", "objectness": "b"})
@@ -167,9 +167,9 @@ def test_saved_sweep_rows_import_into_a_store_that_holds_the_images(tmp_path):
     import json
 
     from signseg_core.ablation import condition_grid
-    from signseg_core.bundle import import_sweep_rows
-    from signseg_core.registry import load_model
-    from signseg_core.sweep import Metrics, read_unit_rows
+    from signseg_core.models.registry import load_model
+    from signseg_core.sweeps.bundle import import_sweep_rows
+    from signseg_core.sweeps.run import Metrics, read_unit_rows
 
     store = ResultStore(tmp_path / "s")
     result = run_sweep(SPEC, store=store)

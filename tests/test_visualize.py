@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from signseg_core.ablation import Condition, ablate_weights, condition_grid
-from signseg_core.cli import main
-from signseg_core.imagenet import class_names
-from signseg_core.registry import load_model
-from signseg_core.store import key_digest
-from signseg_core.visualize import (
+from signseg_core.cli.main import main
+from signseg_core.models.imagenet import class_names
+from signseg_core.models.registry import load_model
+from signseg_core.models.zoo import ZooModel
+from signseg_core.optimize.visualize import (
     VisualizeSettings,
     condition_key,
     png_bytes,
@@ -22,7 +22,7 @@ from signseg_core.visualize import (
     summary_table,
     visualize,
 )
-from signseg_core.zoo import ZooModel
+from signseg_core.store import key_digest
 
 SETTINGS = VisualizeSettings(generations=4, restarts=2, generator_options=(("size", 32),))
 
@@ -83,7 +83,7 @@ def test_scores_are_the_ablated_readout_and_intact_the_full_one(tiny):
 
 
 def test_every_setting_is_in_the_key(tiny):
-    from signseg_core.generators import make_generator
+    from signseg_core.generators.catalog import make_generator
 
     gen = make_generator("fourier", size=32)
     cond = Condition(1, "positive", 0.5)
@@ -188,8 +188,8 @@ def test_cli_rejects_bad_alphas(capsys):
 @pytest.mark.slow
 def test_compiled_scorer_matches_eager_with_a_padded_last_chunk(tiny):
     """torch.compile changes scores only by rounding; 7 samples in chunks of 4 pad the last one."""
-    from signseg_core.generators import make_generator
-    from signseg_core.visualize import make_scorer
+    from signseg_core.generators.catalog import make_generator
+    from signseg_core.optimize.visualize import make_scorer
 
     gen = make_generator("pixel", size=32)
     rows, bias = tiny.readout.weight[:2].float(), tiny.readout.bias[:2].float()
@@ -216,8 +216,8 @@ def test_half_scoring_keeps_the_ranking_of_a_population(precision):
     """Half-precision autocast is used on CUDA only where it keeps which samples CMA-ES keeps."""
     from scipy.stats import spearmanr
 
-    from signseg_core.generators import make_generator
-    from signseg_core.visualize import make_scorer
+    from signseg_core.generators.catalog import make_generator
+    from signseg_core.optimize.visualize import make_scorer
 
     model = load_model("alexnet", untrained=True, device="cuda")
     gen = make_generator("deepsim", untrained=True, device="cuda")
@@ -236,8 +236,8 @@ def test_half_scoring_keeps_the_ranking_of_a_population(precision):
 
 
 def test_cli_precisions_are_the_engines():
-    from signseg_core.cli import PRECISIONS_CLI
-    from signseg_core.visualize import PRECISIONS
+    from signseg_core.cli.main import PRECISIONS_CLI
+    from signseg_core.optimize.visualize import PRECISIONS
 
     assert PRECISIONS_CLI == PRECISIONS
 
@@ -245,7 +245,7 @@ def test_cli_precisions_are_the_engines():
 def test_keys_default_to_the_precision_that_runs_on_the_models_device(tiny):
     """A bf16 request on a CPU runs (and is stored) in fp32: the key says so, whoever builds it
     (the bundle importer once built it with the unresolved bf16 and filed rows nobody found)."""
-    from signseg_core.generators import make_generator
+    from signseg_core.generators.catalog import make_generator
 
     gen = make_generator("fourier", size=32)
     half = dataclasses.replace(SETTINGS, precision="bf16")

@@ -8,9 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
-from signseg_core.checkpoints import save_state_dict, state_fingerprint
 from signseg_core.errors import CheckpointError, UnknownNameError, WeightsNotFoundError
-from signseg_core.registry import TORCHVISION_ARCHS, list_models, load_model
+from signseg_core.models.checkpoints import save_state_dict, state_fingerprint
+from signseg_core.models.registry import TORCHVISION_ARCHS, list_models, load_model
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_missing_torchvision_weights_say_which_file_and_where(monkeypatch, tmp_p
 
 
 def _put_in_hub(monkeypatch, tmp_path, arch: str, state: dict) -> None:
-    from signseg_core.weights import torchvision_source
+    from signseg_core.models.weights import torchvision_source
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     path = torchvision_source(arch).path

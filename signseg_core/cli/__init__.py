@@ -1,0 +1,1 @@
+"""python -m signseg_core: argument parsing and printing only."""

@@ -1,0 +1,1 @@
+"""Plotly figures, image strips, the PNG codec and export to files."""

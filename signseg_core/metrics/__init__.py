@@ -1,0 +1,1 @@
+"""What the paper measures about images: similarity, LPIPS, objectness, spectra, statistics."""

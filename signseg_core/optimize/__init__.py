@@ -1,0 +1,1 @@
+"""Preferred images: batched evolution, its pycma reference, the scorer, gradient visualization."""

@@ -1,0 +1,1 @@
+"""Image sets: Fig 12 class sampling and the diverseSet (Fig 9)."""

@@ -1,0 +1,278 @@
+"""Comparing models side by side: families, per-model tables and figures.
+
+* :data:`FAMILIES` and :func:`family_models`: the robust ResNet50 ε series, ReLU vs Tanh, ...
+* :func:`change_table`: per model, sign and α, a sweep metric and its change from control, with
+  95% intervals over units; :func:`spearman_table` and :func:`table1`: Spearman ρ of the metric
+  against each model's ε (the paper's Table 1) or any numeric position.
+* Figures: :func:`readout_dale_figure`, :func:`change_vs_model_figure`,
+  :func:`family_curves_figure`, and :func:`alpha_strip` (a unit's best image per α as a uint8
+  array, for PNG export).
+
+Sweep rows come from :func:`signseg_core.sweeps.stored.read_stored_sweep`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from signseg_core.errors import UnknownNameError
+from signseg_core.figures.plots import SIGN_COLORS, image_strip
+from signseg_core.metrics.stats import mean_ci, robustness_trend
+from signseg_core.models.registry import TANH_ARCHS
+from signseg_core.models.weights import ROBUST_EPSILONS
+from signseg_core.sweeps.run import model_eps
+
+#: Axis titles of the sweep's metric columns.
+METRIC_LABELS = {
+    "similarity": "cosine similarity to control (ensemble)",
+    "lpips_similarity": "1 − LPIPS to control",
+    "objectness": "objectness (detector's best box)",
+    "activation": "ablated activation (best image)",
+    "intact_activation": "intact logit on the same image",
+    "spectral_slope": "radial spectrum slope (log-log)",
+}
+
+# -- families ----------------------------------------------------------------------------------
+
+#: Model families offered side by side: id → (label, models in display order).
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lite": ("Embedded EfficientNet-Lite0/1/2",
+             ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")),
+    "robust": ("Robust ResNet50, L∞ ε series (Table 1)",
+               ("resnet50", *(f"resnet50_robust_linf_{e:g}" for e in ROBUST_EPSILONS))),
+    "tanh": ("ReLU vs Tanh", ("resnet18", "resnet18_tanh")),
+    "simsiam": ("Supervised vs self-supervised ResNet50", ("resnet50", "simsiam_resnet50")),
+}
+
+
+def family_models(family: str, *, arch: str = "resnet18") -> tuple[str, ...]:
+    """The models of ``family`` (a key of :data:`FAMILIES`); ``"tanh"`` pairs ``arch`` with
+    ``<arch>_tanh`` for any architecture in :data:`~signseg_core.models.registry.TANH_ARCHS`."""
+    if family not in FAMILIES:
+        raise UnknownNameError("family", family, list(FAMILIES))
+    if family == "tanh":
+        if arch not in TANH_ARCHS:
+            raise ValueError(f"no Tanh variant of {arch!r}; choose from {list(TANH_ARCHS)}")
+        return (arch, f"{arch}_tanh")
+    return FAMILIES[family][1]
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+def _ordered(models, order: Sequence[str] | None) -> list[str]:
+    seen = list(dict.fromkeys(models))
+    first = [m for m in (order or []) if m in seen]
+    return first + sorted(m for m in seen if m not in first)
+
+
+def change_table(table: pd.DataFrame, *, value: str = "similarity",
+                 order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per (model, sign, alpha): ``value`` and its change from control, over units.
+
+    Each unit counts once (the mean of its images). ``delta`` is the unit's ablated mean minus
+    its control (alpha = 0) mean, so it is 0 at alpha 0 and negative when ablation lowers the
+    value. Means come with 95% t-intervals over units (:func:`~signseg_core.metrics.stats.mean_ci`).
+
+    Parameters
+    ----------
+    table : per-image rows (``model``, ``unit``, ``sign`` incl. ``"control"``, ``alpha``,
+        ``value``), as :attr:`StoredSweep.table`.
+    value : the metric column, e.g. ``"similarity"`` (in [-1, 1]).
+    order : models first in this order, the rest sorted after.
+
+    Returns
+    -------
+    DataFrame: ``model``, ``eps`` (:func:`~signseg_core.sweeps.run.model_eps`, NaN if none),
+    ``sign``, ``alpha``, ``n_units``, ``mean``, ``mean_ci_low``, ``mean_ci_high``, ``delta``,
+    ``delta_ci_low``, ``delta_ci_high``; the control appears under both signs at alpha 0.
+    """
+    missing = [c for c in ("model", "unit", "sign", "alpha", value) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}; it has {list(table.columns)}")
+    per_unit = table.groupby(["model", "unit", "sign", "alpha"], as_index=False)[value].mean()
+    control = per_unit[per_unit.sign == "control"].set_index(["model", "unit"])[value]
+    ablated = per_unit[per_unit.sign != "control"]
+    signs = list(dict.fromkeys(ablated.sign)) or ["positive", "negative"]
+    ctrl = per_unit[per_unit.sign == "control"]
+    both = pd.concat([ablated, *(ctrl.assign(sign=s) for s in signs)], ignore_index=True)
+    index = pd.MultiIndex.from_frame(both[["model", "unit"]])
+    both["delta"] = both[value].to_numpy() - control.reindex(index).to_numpy()
+    rows = []
+    for (model, sign, alpha), group in both.groupby(["model", "sign", "alpha"]):
+        row = {"model": model, "eps": model_eps(model), "sign": sign, "alpha": alpha,
+               "n_units": int(group[value].notna().sum())}
+        for out, col in (("mean", value), ("delta", "delta")):
+            mean, low, high = mean_ci(group[col].to_numpy())
+            row.update({out: mean, f"{out}_ci_low": low, f"{out}_ci_high": high})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    rank = {m: i for i, m in enumerate(_ordered(out.model, order))}
+    out["eps"] = out.eps.astype(float)
+    return (out.assign(_r=out.model.map(rank)).sort_values(["_r", "sign", "alpha"])
+            .drop(columns="_r").reset_index(drop=True))
+
+
+def spearman_table(table: pd.DataFrame, *, against: Mapping[str, float] | None = None,
+                   value: str = "similarity", change: bool = False) -> pd.DataFrame:
+    """Table 1: per (sign, alpha), Spearman ρ of a metric against each model's ε or position.
+
+    One measurement per (model, unit, sign, alpha), the mean over the unit's images. With
+    ``against=None`` models are placed at their L∞ ε (:func:`~signseg_core.sweeps.run.model_eps`,
+    ResNet50 = 0) and models without one are left out, which is
+    :func:`~signseg_core.sweeps.run.robustness_table`; a mapping places each model at its number
+    (models absent from it are left out). ``change=True`` correlates the change from the unit's
+    control (ablated − control) instead of the value. Groups with fewer than 3 measurements or
+    a constant side give NaN (:func:`~signseg_core.metrics.stats.robustness_trend`).
+
+    Returns
+    -------
+    DataFrame: ``sign``, ``alpha``, ``rho`` in [-1, 1], ``p``, ``n``, ``n_models``.
+    """
+    per_unit = table.groupby(["model", "unit", "sign", "alpha"], as_index=False)[value].mean()
+    if change:
+        control = per_unit[per_unit.sign == "control"].set_index(["model", "unit"])[value]
+        index = pd.MultiIndex.from_frame(per_unit[["model", "unit"]])
+        per_unit[value] = per_unit[value].to_numpy() - control.reindex(index).to_numpy()
+    ablated = per_unit[per_unit.sign != "control"].copy()
+    place = ablated.model.map(model_eps) if against is None else ablated.model.map(against)
+    ablated["x"] = pd.to_numeric(place, errors="coerce")
+    ablated = ablated.dropna(subset=["x"])
+    return robustness_trend(ablated, value=value, eps="x", by=("sign", "alpha"))
+
+
+def table1(spearman: pd.DataFrame) -> pd.DataFrame:
+    """:func:`spearman_table` laid out as the paper's Table 1: one row per alpha, one column
+    per sign, cells ``"-0.47 (6e-05)"`` (ρ to 2 decimals, p to 1 significant digit)."""
+    def cell(row) -> str:
+        return "n/a" if not np.isfinite(row.rho) else f"{row.rho:.2f} ({row.p:.0e})"
+
+    if spearman.empty:
+        return pd.DataFrame(columns=["alpha"])
+    cells = spearman.assign(cell=spearman.apply(cell, axis=1))
+    wide = cells.pivot(index="alpha", columns="sign", values="cell")
+    wide.columns = [f"{s} ρ (p)" for s in wide.columns]
+    ordered = sorted(wide.columns, key=lambda c: (not c.startswith("positive"), c))
+    return wide[ordered].reset_index()
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0}
+
+
+def readout_dale_figure(table: pd.DataFrame, *, expected_untrained: float | None = None,
+                        title: str = "") -> go.Figure:
+    """Readout mean Dale index per model, side by side (bars, in table order).
+
+    ``table``: ``model`` and ``mean_dale`` in [0.5, 1] (e.g. the Dale page's readout table).
+    Traces: ``"readout mean Dale index"``, then ``"untrained expectation"`` (dashed) if given.
+    """
+    models, values = list(table.model), [float(v) for v in table.mean_dale]
+    fig = go.Figure(go.Bar(x=models, y=values, name="readout mean Dale index",
+                           marker_color="#4c78a8", text=[f"{v:.4f}" for v in values],
+                           textposition="outside"))
+    if expected_untrained is not None:
+        fig.add_trace(go.Scatter(x=models, y=[expected_untrained] * len(models), mode="lines",
+                                 name="untrained expectation",
+                                 line={"color": "#e45756", "dash": "dash"}))
+    low = min([0.5, *values])
+    high = max([*values, expected_untrained or 0.5]) + 0.01
+    fig.update_yaxes(range=[low, high], title="readout mean Dale index")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=models)
+    fig.update_layout(title=title or None, legend=_LEGEND, bargap=0.4,
+                      margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 60})
+    return fig
+
+
+def change_vs_model_figure(changes: pd.DataFrame, *, alpha: float, value: str = "delta",
+                           y_title: str = "", title: str = "") -> go.Figure:
+    """A metric at one ablation strength against ε (every model has one) or model (else).
+
+    ``changes``: :func:`change_table`. ``value``: ``"delta"`` (change from control) or
+    ``"mean"``. One trace per sign (named after it), points in table order with 95% CI bars.
+    """
+    if value not in ("delta", "mean"):
+        raise ValueError(f"value must be 'delta' or 'mean'; got {value!r}")
+    part = changes[np.isclose(changes.alpha, alpha)]
+    numeric = bool(len(part)) and bool(part.eps.notna().all())
+    fig = go.Figure()
+    for sign in ("positive", "negative"):
+        rows = part[part.sign == sign]
+        if rows.empty:
+            continue
+        y = rows[value].to_numpy()
+        fig.add_trace(go.Scatter(
+            x=list(rows.eps if numeric else rows.model), y=list(y), mode="lines+markers",
+            name=sign, line={"color": SIGN_COLORS[sign]},
+            error_y={"type": "data", "array": list(rows[f"{value}_ci_high"].to_numpy() - y),
+                     "arrayminus": list(y - rows[f"{value}_ci_low"].to_numpy()),
+                     "thickness": 1}))
+    default_y = "change from control (ablated − control)" if value == "delta" else "value"
+    fig.update_layout(title=title or None, yaxis_title=y_title or default_y,
+                      xaxis_title="L∞ training ε (/255)" if numeric else "model",
+                      legend={**_LEGEND, "title": {"text": f"α = {alpha:g}, weights ablated:"}},
+                      margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 60})
+    if not numeric:
+        fig.update_xaxes(type="category", categoryorder="array",
+                         categoryarray=list(dict.fromkeys(part.model)))
+    return fig
+
+
+def family_curves_figure(changes: pd.DataFrame, *, value: str = "delta", y_title: str = "",
+                         title: str = "") -> go.Figure:
+    """Every model's curve against ablation strength: one colour per model, solid for positive
+    and dashed for negative ablation. Traces are named ``"<model> · <sign>"``."""
+    if value not in ("delta", "mean"):
+        raise ValueError(f"value must be 'delta' or 'mean'; got {value!r}")
+    fig = go.Figure()
+    palette = qualitative.Plotly
+    for i, model in enumerate(dict.fromkeys(changes.model)):
+        for sign, dash in (("positive", "solid"), ("negative", "dash")):
+            rows = changes[(changes.model == model) & (changes.sign == sign)].sort_values("alpha")
+            if rows.empty:
+                continue
+            fig.add_trace(go.Scatter(x=list(rows.alpha), y=list(rows[value]),
+                                     mode="lines+markers", name=f"{model} · {sign}",
+                                     legendgroup=model,
+                                     line={"color": palette[i % len(palette)], "dash": dash}))
+    default_y = "change from control (ablated − control)" if value == "delta" else "value"
+    fig.update_layout(title=title or None, xaxis_title="ablation strength α",
+                      yaxis_title=y_title or default_y,
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 120})
+    fig.update_xaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def alpha_strip(results: Sequence, *, tile: int = 112) -> np.ndarray:
+    """A unit's best image per ablation strength, one row per sign, the control first.
+
+    ``results``: :class:`~signseg_core.optimize.visualize.ConditionResult` of one unit (any subset
+    of its conditions). Captions are ``"a=0.5 12.3"`` (PIL's default font has no α; the number is
+    the best ablated activation). Returns uint8 (H, W, 3), as
+    :func:`~signseg_core.figures.plots.image_strip`.
+    """
+    if not results:
+        raise ValueError("no conditions to draw: the strip needs at least one stored result")
+    units = {r.key.unit for r in results}
+    if len(units) != 1:
+        raise ValueError(f"an alpha strip shows one unit; got units {sorted(units)}")
+    control = [r for r in results if r.key.sign == "control"]
+    rows = {}
+    for sign in ("positive", "negative"):
+        own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
+        if own:
+            rows[f"{sign} ablated"] = [
+                (r.best_image, f"a={r.key.alpha:g} {r.best_scores[r.best_index]:.1f}")
+                for r in control[:1] + own]
+    if not rows:
+        rows["control"] = [(r.best_image, f"a=0 {r.best_scores[r.best_index]:.1f}")
+                           for r in control[:1]]
+    return image_strip(rows, tile=tile)

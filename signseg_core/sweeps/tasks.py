@@ -1,0 +1,234 @@
+"""What the dashboard runs in the background: visualizations, gradient visualizations and metric
+measurements, each submitted to a :class:`~signseg_core.jobs.JobManager` under a key made of the
+store keys it will fill, so that every session asking for the same results shares one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from signseg_core.jobs import Job, JobCancelled, JobManager, ProgressFn
+from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
+
+
+def _store_dir(store) -> str | None:
+    """The folder of ``store`` (None: :func:`~signseg_core.store.default_store`) for a job
+    key; None when results are not stored (``store=False``)."""
+    resolved = default_store() if store is None else store
+    return str(resolved.directory) if isinstance(resolved, ResultStore) else None
+
+
+def visualize_job_key(model, conditions, *, settings, generator=None, store=None):
+    """The job key :func:`visualize_job` uses, and the sorted unique conditions it runs.
+
+    With a generator: each condition's store key
+    (:func:`~signseg_core.optimize.visualize.condition_key`) and the store's folder; without one:
+    the model fingerprint, settings and conditions.
+    """
+    from signseg_core.ablation import unique_conditions
+    from signseg_core.optimize.visualize import condition_key
+
+    conds = sorted(unique_conditions(conditions), key=lambda c: c.key)
+    if not conds:
+        raise ValueError("conditions is empty; give at least one Condition")
+    precision = settings.precision_on(model.device)
+    where = _store_dir(store)
+    if generator is not None:
+        key = {"job": "visualize", "store": where,
+               "conditions": [key_digest(condition_key(model, generator, c, settings, precision))
+                              for c in conds]}
+    else:
+        key = {"job": "visualize", "store": where, "model": model.name,
+               "model_fingerprint": model.fingerprint, "settings": key_digest(settings),
+               "precision": precision, "conditions": [list(c.key) for c in conds]}
+    return key, conds
+
+
+def visualize_job(manager: JobManager, model, conditions: Sequence, *, settings=None,
+                  generator=None, store: ResultStore | None | bool = None,
+                  batch_size: int | None = None, label: str = "") -> Job:
+    """Submit :func:`~signseg_core.optimize.visualize.visualize` as a job; identical requests share
+    it.
+
+    Parameters
+    ----------
+    model, conditions, settings, generator, store, batch_size : as for ``visualize``. Pass the
+        dashboard's cached ``generator``: without one, each job builds its own from
+        ``settings`` (in the background, but GAN weights load again every time).
+    label : shown in job lists; default names the model, condition count and budget.
+
+    Returns
+    -------
+    Job whose result is ``list[ConditionResult]``, one per unique condition, sorted by
+    ``Condition.key`` (unit, sign, alpha) whatever the order given, so requests for the same set
+    share one job: look results up by ``result.condition.key``. A cancelled job stores nothing.
+
+    The job key holds each condition's store key
+    (:func:`~signseg_core.optimize.visualize.condition_key`) and the store's folder; with no
+    generator, the model fingerprint, settings and conditions.
+    """
+    from signseg_core.optimize.visualize import VisualizeSettings, visualize
+
+    settings = VisualizeSettings() if settings is None else settings
+    resolved = default_store() if store is None else store
+    key, conds = visualize_job_key(model, conditions, settings=settings, generator=generator,
+                                   store=resolved)
+    if not label:
+        label = (f"{model.name}: {len(conds)} condition{'s' * (len(conds) != 1)}, "
+                 f"{settings.generator} {settings.generations} gen x {settings.restarts}")
+
+    def run(progress: ProgressFn, should_stop: Callable[[], bool]):
+        return visualize(model, conds, settings=settings, generator=generator, store=resolved,
+                         batch_size=batch_size, should_stop=should_stop,
+                         progress=lambda d, t: progress(d, t, f"generation {d}/{t}"))
+
+    return manager.submit(key, run, label=label)
+
+
+def gradvis_key(model, layer: str, channels: Sequence[int], config) -> dict:
+    """The store key of a sender-channel visualization: everything that determines it.
+
+    Parameters
+    ----------
+    model : ZooModel; its name and weight fingerprint enter the key.
+    layer : name of the layer whose input (sender) channels are visualized.
+    channels : channel indices, in the order the images come back.
+    config : :class:`~signseg_core.optimize.gradvis.GradVisConfig`.
+    """
+    return {"kind": "gradvis_channels", "code": CODE_VERSION, "model": model.name,
+            "fingerprint": model.fingerprint, "layer": layer, "site": "input",
+            "channels": [int(c) for c in channels], "config": config.to_dict()}
+
+
+def gradvis_job_key(key: dict, *, store: ResultStore | None = None) -> dict:
+    """The job key :func:`gradvis_job` submits the store key ``key`` (:func:`gradvis_key`)
+    under: the key plus the folder of ``store`` (None: the default store)."""
+    return {"job": "gradvis", "store": _store_dir(store), **key}
+
+
+def gradvis_job(manager: JobManager, model, layer: str, channels: Sequence[int], config, *,
+                store: ResultStore | None = None, label: str = "") -> Job:
+    """Submit :func:`~signseg_core.optimize.gradvis.visualize_channels` of the input ``channels`` of
+    ``layer`` as a job; identical requests share it.
+
+    The job's result is the dict of arrays of
+    :meth:`~signseg_core.optimize.gradvis.GradVisResult.arrays` (``images`` uint8 (N, S, S, 3) in
+    [0, 255], ``channels`` ...), also put in ``store`` (None: the default store) under
+    :func:`gradvis_key`. A cancelled job stores nothing.
+    """
+    from signseg_core.optimize.gradvis import visualize_channels
+
+    key = gradvis_key(model, layer, channels, config)
+    resolved = default_store() if store is None else store
+    if not label:
+        label = f"{model.name} {layer}: {len(channels)} channels, {config.steps} steps"
+
+    def run(progress: ProgressFn, should_stop: Callable[[], bool]):
+        result = visualize_channels(
+            model, layer, key["channels"], site="input", config=config, should_stop=should_stop,
+            progress=lambda done, total, _objective: progress(done, total, f"step {done}/{total}"))
+        if result.cancelled:
+            raise JobCancelled("cancelled")
+        arrays = result.arrays()
+        resolved.put(key, arrays, meta={"model": model.name, "layer": layer})
+        return arrays
+
+    return manager.submit(gradvis_job_key(key, store=resolved), run, label=label)
+
+
+def _check_unit_results(results: Sequence) -> None:
+    """One unit's conditions with exactly one control, else a ValueError saying what is wrong."""
+    if not results:
+        raise ValueError("results is empty; give one unit's ConditionResults")
+    units = sorted({(r.key.model, r.key.unit) for r in results})
+    if len(units) != 1:
+        raise ValueError(f"results must be one model's one unit; got (model, unit) {units}")
+    n_controls = sum(r.key.sign == "control" for r in results)
+    if n_controls != 1:
+        raise ValueError(f"results must hold exactly one control (alpha = 0) condition; "
+                         f"got {n_controls}")
+
+
+def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None = None):
+    """One unit's sweep metric rows and mean spectra as the sweep stored them, or None.
+
+    Reads (never computes) the entry :func:`~signseg_core.sweeps.run.run_sweep` writes per unit,
+    under ``metrics.key(results)`` (:class:`~signseg_core.sweeps.run.MetricKey`).
+
+    Parameters
+    ----------
+    results : sequence of :class:`~signseg_core.optimize.visualize.ConditionResult`
+        The unit's conditions in the order the sweep visualizes them
+        (:func:`~signseg_core.ablation.condition_grid` of the unit: control, positive 0.1..1,
+        negative 0.1..1); another order is another key.
+    metrics : :class:`~signseg_core.sweeps.run.Metrics`, the metric setup (ensemble, LPIPS,
+    detector).
+    store : default :func:`~signseg_core.store.default_store`.
+
+    Returns
+    -------
+    ``(rows, spectra)``: rows one per image (columns of ``run_sweep(...).table``; metric columns
+    and ``alpha`` float), spectra one per (condition, frequency) (``model``, ``unit``, ``sign``,
+    ``alpha``, ``freq``, ``power``); None when absent or unreadable.
+    """
+    from signseg_core.sweeps.run import read_unit_rows
+
+    resolved = default_store() if store is None else store
+    return read_unit_rows(resolved, metrics.key(results))  # unreadable: None, measured again
+
+
+def metrics_job_key(results: Sequence, metrics, *, store: ResultStore | None = None) -> dict:
+    """The job key :func:`metrics_job` submits ``results`` under: the digest of the unit's
+    :class:`~signseg_core.sweeps.run.MetricKey` and the store's folder (None: the default store)."""
+    return {"job": "metrics", "store": _store_dir(store),
+            "metrics": key_digest(metrics.key(results))}
+
+
+def metrics_job(manager: JobManager, model, results: Sequence, metrics, *,
+                store: ResultStore | None = None, label: str = "") -> Job:
+    """Measure one unit's images as a sweep does (similarity, LPIPS, objectness, spectra) as a
+    job, and store the rows where :func:`~signseg_core.sweeps.run.run_sweep` keeps them; identical
+    requests share one job.
+
+    Parameters
+    ----------
+    model : the unit's :class:`~signseg_core.models.zoo.ZooModel` (its class names label the rows).
+    results : the unit's :class:`~signseg_core.optimize.visualize.ConditionResult`\\ s in the
+    sweep's
+        order (see :func:`stored_metric_rows`), exactly one of them the control.
+    metrics : :class:`~signseg_core.sweeps.run.Metrics`; shared, only read.
+    store : default :func:`~signseg_core.store.default_store`.
+    label : shown in job lists; default names the model, unit and image count.
+
+    Returns
+    -------
+    Job whose result is ``(rows, spectra)`` as :func:`stored_metric_rows` reads them back (the
+    store keeps 15 significant digits). Rows already stored are read, not recomputed. The
+    measurement is one call (``sweep.unit_rows``): cancelling stops a queued job at once and a
+    running one when that call returns; what it measured is stored all the same (it is complete
+    and correct), but the job ends ``cancelled`` with no result.
+
+    Raises
+    ------
+    ValueError : ``results`` are not one unit's conditions with exactly one control.
+    """
+    from signseg_core.sweeps.run import _cached_unit_rows
+
+    _check_unit_results(results)
+    resolved = default_store() if store is None else store
+    results = list(results)
+    n_images = sum(len(r.images) for r in results)
+    if not label:
+        label = (f"{model.name} unit {results[0].key.unit}: similarity, objectness and spectra "
+                 f"of {n_images} images")
+
+    def run(progress: ProgressFn, should_stop: Callable[[], bool]):
+        if should_stop():
+            raise JobCancelled("cancelled")
+        progress(0, 1, f"measuring {n_images} images")
+        measured = _cached_unit_rows(resolved, results, metrics, model.class_names)
+        progress(1, 1, "measured")
+        # read back, so the job shows the very numbers a later page visit reads from the store
+        return stored_metric_rows(results, metrics, store=resolved) or measured
+
+    return manager.submit(metrics_job_key(results, metrics, store=resolved), run, label=label)
