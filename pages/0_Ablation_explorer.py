@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
 from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.sweeps.tables import alpha_strip
 from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav

@@ -6,8 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from signseg_core.models.imagenet import NUM_CLASSES
+from signseg_core.models.registry import model_eps
 from signseg_core.signs import expected_untrained_dale_index
-from signseg_core.sweeps.run import METRIC_COLUMNS, model_eps
+from signseg_core.sweeps.run import METRIC_COLUMNS
 from signseg_core.sweeps.tables import (
     METRIC_LABELS,
     change_table,

@@ -39,7 +39,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere
 
-from signseg_core.ablation import Condition  # noqa: E402
+from signseg_core.conditions import Condition  # noqa: E402
 from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
 from signseg_core.optimize.visualize import ConditionResult, VisualizeSettings, visualize  # noqa: E402
 

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from signseg_core.ablation import condition_grid  # noqa: E402
+from signseg_core.conditions import condition_grid  # noqa: E402
 from signseg_core.generators.catalog import make_generator  # noqa: E402
 from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
 from signseg_core.models.registry import load_model  # noqa: E402

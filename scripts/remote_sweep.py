@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from signseg_core.ablation import DEFAULT_ALPHAS, condition_grid  # noqa: E402
+from signseg_core.conditions import DEFAULT_ALPHAS, condition_grid  # noqa: E402
 from signseg_core.generators.catalog import make_generator  # noqa: E402
 from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
 from signseg_core.models.registry import load_model  # noqa: E402

@@ -23,43 +23,16 @@ builds one new readout row per :class:`Condition` so one backbone pass scores ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from numbers import Integral, Real
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = [
-    "DEFAULT_ALPHAS",
-    "SIGNS",
-    "Condition",
-    "ablate_weights",
-    "ablated_readout",
-    "condition_grid",
-    "score_conditions",
-    "unique_conditions",
-]
+from signseg_core.conditions import Condition, check_alpha, check_sign
 
-SIGNS = ("positive", "negative")
-DEFAULT_ALPHAS = tuple(round(0.1 * i, 6) for i in range(11))  # 0.0, 0.1, ..., 1.0 (paper)
+__all__ = ["ablate_weights", "ablated_readout", "score_conditions"]
+
 _RTOL = 1e-9
-_ALPHA_DECIMALS = 6
-
-
-def _check_sign(sign: str) -> str:
-    if sign not in SIGNS:
-        raise ValueError(f"unknown sign {sign!r}; choose from {list(SIGNS)}")
-    return sign
-
-
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, Real):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-    value = float(alpha)
-    if not (0.0 <= value <= 1.0):  # also rejects NaN
-        raise ValueError(f"alpha must be in [0, 1] (0 = intact, 1 = all removed), got {alpha!r}")
-    return value
 
 
 def _check_matrix(weights: Tensor, what: str) -> None:
@@ -67,80 +40,6 @@ def _check_matrix(weights: Tensor, what: str) -> None:
         raise ValueError(f"{what} must be a floating-point torch.Tensor, got {weights!r:.80}")
     if not bool(torch.isfinite(weights).all()):
         raise ValueError(f"{what} contain NaN or infinite values; cannot rank them by magnitude")
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One ablation condition: which readout unit, which sign, how much of it to remove.
-
-    Parameters
-    ----------
-    unit : int >= 0
-        Index of the readout unit (row of the readout weight).
-    sign : {"positive", "negative"}
-        Which of the unit's input weights to ablate.
-    alpha : float in [0, 1]
-        Ablation strength; rounded to 6 decimals so ``0.1 + 0.2`` and ``0.3`` are the same key.
-        ``alpha = 0`` is the intact control, whatever ``sign`` says (see :attr:`key`).
-    """
-
-    unit: int
-    sign: str
-    alpha: float
-
-    def __post_init__(self) -> None:
-        if isinstance(self.unit, bool) or not isinstance(self.unit, Integral) or self.unit < 0:
-            raise ValueError(f"unit must be an int >= 0, got {self.unit!r}")
-        _check_sign(self.sign)
-        alpha = round(_check_alpha(self.alpha), _ALPHA_DECIMALS)
-        object.__setattr__(self, "unit", int(self.unit))
-        object.__setattr__(self, "alpha", alpha + 0.0)  # + 0.0 turns -0.0 into 0.0
-
-    @property
-    def is_control(self) -> bool:
-        """True for ``alpha = 0``: nothing is removed, so both signs give the same readout."""
-        return self.alpha == 0.0
-
-    @property
-    def key(self) -> tuple[int, str, float]:
-        """Hashable identity of what the condition computes: ``(unit, "control", 0.0)`` for a
-        control of either sign, else ``(unit, sign, alpha)``. Use it to dedupe and as cache key."""
-        if self.is_control:
-            return (self.unit, "control", 0.0)
-        return (self.unit, self.sign, self.alpha)
-
-    @property
-    def label(self) -> str:
-        """Short text for plots: ``"control"``, ``"pos 0.3"``, ``"neg 1"``."""
-        return "control" if self.is_control else f"{self.sign[:3]} {self.alpha:g}"
-
-
-def unique_conditions(conditions: Iterable[Condition]) -> list[Condition]:
-    """Conditions with duplicate :attr:`Condition.key` dropped, first occurrence kept, in order."""
-    seen: set = set()
-    out = []
-    for cond in conditions:
-        if cond.key not in seen:
-            seen.add(cond.key)
-            out.append(cond)
-    return out
-
-
-def condition_grid(
-    units: Iterable[int],
-    *,
-    signs: Sequence[str] = SIGNS,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
-    dedupe_controls: bool = True,
-) -> list[Condition]:
-    """Every (unit, sign, alpha) combination, ordered unit-major, then sign, then alpha.
-
-    With ``dedupe_controls`` (default) the ``alpha = 0`` control appears once per unit (the first
-    sign's), so the default grid has 21 conditions per unit: control + 2 signs x 10 strengths.
-    With ``dedupe_controls=False`` it is the plain cartesian product.
-    """
-    grid = [Condition(u, s, a) for u in units for s in signs for a in alphas]
-    return unique_conditions(grid) if dedupe_controls else grid
 
 
 def _zero_mask(rows: Tensor, positive: Tensor, group: Tensor, alphas: Tensor) -> Tensor:
@@ -194,8 +93,8 @@ def ablate_weights(weights: Tensor, sign: str, alpha: float) -> Tensor:
     >>> ablate_weights(torch.tensor([4., -1., 3., 2., -5., 1.]), "positive", 0.5)
     tensor([ 0., -1.,  0.,  2., -5.,  1.])
     """
-    sign = _check_sign(sign)
-    alpha = _check_alpha(alpha)
+    sign = check_sign(sign)
+    alpha = check_alpha(alpha)
     _check_matrix(weights, "weights")
     if weights.ndim not in (1, 2):
         raise ValueError(

@@ -12,12 +12,11 @@ Streamlit glue only; the reading, tables and figures live in ``signseg_core``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 import streamlit as st
 
-from signseg_core.cli.main import parse_alphas
+from signseg_core.conditions import parse_alphas
 from signseg_core.errors import UnknownNameError
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
 from signseg_core.models.imagenet import DEFAULT_UNITS, NUM_CLASSES
@@ -65,18 +64,6 @@ def parse_units(text: str, n_units: int = NUM_CLASSES) -> tuple[int, ...]:
             raise ValueError(f"unit {item!r} is not an integer from 0 to {n_units - 1}")
         units.append(unit)
     return tuple(dict.fromkeys(units))
-
-
-def parse_alpha_list(text: str) -> tuple[float, ...]:
-    """``"0:1:0.1"`` or ``"0, 0.5, 1"`` → alphas in [0, 1]; ValueError otherwise."""
-    try:
-        alphas = parse_alphas(text.strip())
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(str(exc)) from None
-    bad = [a for a in alphas if not 0.0 <= a <= 1.0]
-    if bad:
-        raise ValueError(f"ablation strengths must lie in [0, 1]; got {bad}")
-    return alphas
 
 
 def parse_models(raw: str) -> tuple[list[str], list[str]]:
@@ -202,7 +189,7 @@ def sweep_settings(models: Sequence[str]) -> SweepSpec | None:
             st.form_submit_button("Apply", key="sweep_apply")
     try:
         return SweepSpec(
-            models=tuple(models), units=parse_units(units), alphas=parse_alpha_list(alphas),
+            models=tuple(models), units=parse_units(units), alphas=parse_alphas(alphas),
             settings=VisualizeSettings(generator=generator, generations=int(generations),
                                        restarts=int(restarts), seed=int(seed)),
             ensemble=tuple(ensemble), lpips=bool(lpips),

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
-from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, Condition, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, Condition, condition_grid
 from signseg_core.figures.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
 from signseg_core.generators.catalog import list_generators, make_generator
 from signseg_core.jobs import Job, default_manager

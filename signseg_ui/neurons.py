@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, condition_grid
 from signseg_core.figures.plots import image_strip
 from signseg_core.jobs import Job, default_manager
 from signseg_core.neurons.data import NeuronDataError, load_image, load_neuron_data

@@ -9,13 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signseg_core.ablation import (
+from signseg_core.ablation import ablate_weights, ablated_readout, score_conditions
+from signseg_core.conditions import (
     DEFAULT_ALPHAS,
     Condition,
-    ablate_weights,
-    ablated_readout,
     condition_grid,
-    score_conditions,
+    parse_alphas,
     unique_conditions,
 )
 
@@ -278,3 +277,54 @@ def test_full_sweep_is_fast():
     for i in (0, 57, 230):  # spot-check against the one-row function
         c = conds[i]
         assert torch.equal(rows[i], ablate_weights(weight[c.unit], c.sign, c.alpha))
+
+
+# -- parse_alphas: the one parser of ablation strengths (CLI, dashboard, stored sweeps) ----------
+
+@pytest.mark.parametrize("text, expected", [
+    # 0:1:0.1 -> 11 values; 0.30000000000000004 etc. are rounded to 6 decimals
+    ("0:1:0.1", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)),
+    ("0:1:0.25", (0.0, 0.25, 0.5, 0.75, 1.0)),
+    ("0.5:0.5:0.1", (0.5,)),                     # a range of one
+    ("0, 0.5 ,1", (0.0, 0.5, 1.0)),              # spaces are fine
+    ("1,0.5,1", (1.0, 0.5)),                     # duplicates keep their first place
+])
+def test_parse_alphas_worked_cases(text, expected):
+    assert parse_alphas(text) == expected
+
+
+def test_parse_alphas_default_grid_is_the_papers():
+    assert parse_alphas("0:1:0.1") == DEFAULT_ALPHAS
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "0:1:0.1"),
+    ("a,b", "0:1:0.1"),
+    ("0:1", "0:1:0.1"),                 # two fields
+    ("1:0:0.1", "rise"),                # falling range
+    ("0:1:0", "rise"),                  # zero step
+    ("0:1:-0.1", "rise"),
+    ("0:1:nan", "rise"),
+    ("0:1:1e-8", "more than 1001"),     # 1e8 values: refused before any allocation
+    ("0:inf:0.1", "more than 1001"),
+    ("0,1.5", "[0, 1]"),                # out of range
+    ("-0.1", "[0, 1]"),
+    ("nan", "[0, 1]"),
+])
+def test_parse_alphas_refuses_with_one_sentence(text, words):
+    with pytest.raises(ValueError) as info:
+        parse_alphas(text)
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@given(start=st.integers(0, 10), stop=st.integers(0, 10), step=st.integers(1, 10))
+def test_parse_alphas_range_matches_an_integer_grid(start, stop, step):
+    # start:stop:step in tenths is exactly the integer range in tenths, scaled
+    if stop < start:
+        start, stop = stop, start
+    got = parse_alphas(f"{start / 10}:{stop / 10}:{step / 10}")
+    n = (stop - start) // step          # a step that does not divide the range stops short
+    expected = tuple(round((start + i * step) / 10, 6) for i in range(n + 1))
+    assert got == expected
+    assert all(0.0 <= a <= 1.0 for a in got)

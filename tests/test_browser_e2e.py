@@ -39,7 +39,7 @@ sync_api = pytest.importorskip(
     reason="browser tests need the playwright package (pip install -r requirements-dev.txt)")
 expect = sync_api.expect
 
-from signseg_core.ablation import Condition, condition_grid  # noqa: E402
+from signseg_core.conditions import Condition, condition_grid  # noqa: E402
 from signseg_core.models.imagenet import class_names  # noqa: E402
 from signseg_core.models.registry import load_model  # noqa: E402
 from signseg_core.optimize.visualize import ConditionResult, visualize  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from signseg_core.ablation import condition_grid
+from signseg_core.conditions import condition_grid
 from signseg_core.generators.catalog import make_generator
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.visualize import VisualizeSettings, visualize

@@ -12,8 +12,9 @@ import pytest
 
 import signseg_core.optimize.visualize as vis_mod
 import signseg_core.sweeps.run as sweep_mod
-from signseg_core.ablation import condition_grid
 from signseg_core.cli import main as cli
+from signseg_core.cli import options
+from signseg_core.conditions import condition_grid
 from signseg_core.errors import UnknownNameError
 from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.visualize import (
@@ -22,7 +23,7 @@ from signseg_core.optimize.visualize import (
     VisualizeSettings,
     visualize,
 )
-from signseg_core.sweeps.run import SweepSpec, robustness_table, run_sweep
+from signseg_core.sweeps.run import METRIC_COLUMNS, SweepResult, SweepSpec, run_sweep
 from signseg_core.sweeps.stored import read_stored_sweep, sweep_command, visualize_command
 from signseg_core.sweeps.tables import (
     alpha_strip,
@@ -120,15 +121,17 @@ def test_spearman_on_a_monotone_family_is_minus_and_plus_one():
     assert out.loc["positive", "rho"] == pytest.approx(-1.0) and out.loc["positive", "n"] == 5
 
 
-def test_spearman_table_is_table_1_of_the_sweep_module():
+def test_the_sweeps_robustness_file_is_spearman_table(tmp_path):
     rng = np.random.default_rng(0)
     values = {(name, unit): {("control", 0.0): 1.0,
                              **{(s, a): float(rng.uniform(0.3, 0.9))
                                 for s in ("positive", "negative") for a in (0.5, 1.0)}}
               for name in ROBUST for unit in (1, 2, 3)}
     table = sweep_rows(values)
-    ours, theirs = spearman_table(table), robustness_table(table)
-    pd.testing.assert_frame_equal(ours, theirs)
+    table = table.assign(**{c: np.nan for c in METRIC_COLUMNS if c not in table})
+    SweepResult(table, pd.DataFrame(), {}).save(tmp_path, stem="s")
+    written = pd.read_csv(tmp_path / "s_robustness.csv")
+    pd.testing.assert_frame_equal(written, spearman_table(table), check_dtype=False)
 
 
 def test_spearman_of_the_change_uses_each_units_own_control():
@@ -258,7 +261,8 @@ def _spec_from_command(command: str) -> SweepSpec:
     assert words[:4] == ["python", "-m", "signseg_core", "sweep"]
     args = cli.build_parser().parse_args(words[3:])
     return SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
-                     signs=cli._signs(args), alphas=args.alphas, settings=cli._settings(args),
+                     signs=options.signs_from_args(args), alphas=args.alphas,
+                     settings=options.settings_from_args(args),
                      ensemble=tuple(args.ensemble), lpips=not args.no_lpips,
                      detector=None if args.detector == "none" else args.detector)
 
@@ -282,7 +286,8 @@ def test_sweep_command_runs_the_same_sweep(spec):
 def test_visualize_command_and_settings_the_cli_cannot_set():
     settings = VisualizeSettings(generations=5, restarts=2, seed=3)
     args = cli.build_parser().parse_args(shlex.split(visualize_command("m", [1, 2], settings))[3:])
-    assert args.model == "m" and args.unit == [1, 2] and cli._settings(args) == settings
+    assert args.model == "m" and args.unit == [1, 2]
+    assert options.settings_from_args(args) == settings
     with pytest.raises(ValueError, match=r"cannot set \['popsize'\]"):
         sweep_command(SweepSpec(settings=VisualizeSettings(popsize=8)))
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from signseg_core.ablation import condition_grid
+from signseg_core.conditions import condition_grid
 from signseg_core.figures.plots import unit_metric_vs_alpha_figure
 from signseg_core.jobs import JobManager
 from signseg_core.optimize.visualize import VisualizeSettings, _save, visualize

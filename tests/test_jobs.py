@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from signseg_core.ablation import Condition
+from signseg_core.conditions import Condition
 from signseg_core.jobs import JobCancelled, JobManager, default_manager
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.visualize import VisualizeSettings, visualize

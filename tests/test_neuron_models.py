@@ -10,7 +10,8 @@ import torch
 from scipy.optimize import nnls
 from sklearn.cross_decomposition import PLSRegression
 
-from signseg_core.ablation import Condition, ablate_weights, ablated_readout
+from signseg_core.ablation import ablate_weights, ablated_readout
+from signseg_core.conditions import Condition
 from signseg_core.neurons.fitting import (
     NeuronReadout,
     as_readout_model,

@@ -16,7 +16,7 @@ import pytest
 from apptest_helpers import ROOT, open_page
 from streamlit.testing.v1 import AppTest
 
-from signseg_core.ablation import Condition, condition_grid
+from signseg_core.conditions import Condition, condition_grid
 from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.jobs import default_manager
 from signseg_core.models.registry import load_model

@@ -19,7 +19,7 @@ from PIL import Image
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from signseg_core.ablation import condition_grid
+from signseg_core.conditions import condition_grid
 from signseg_core.figures import export
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.visualize import VisualizeSettings, visualize

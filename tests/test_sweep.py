@@ -120,7 +120,8 @@ def test_spec_validation():
 
 
 def test_robustness_table_recovers_a_planted_trend():
-    from signseg_core.sweeps.run import model_eps, robustness_table
+    from signseg_core.models.registry import model_eps
+    from signseg_core.sweeps.tables import spearman_table as robustness_table
 
     assert model_eps("resnet50_robust_linf_0.5") == 0.5 and model_eps("resnet50") == 0.0
     assert model_eps("alexnet") is None
@@ -166,7 +167,7 @@ def test_no_downloads_is_offline_within_the_block_only(monkeypatch):
 def test_saved_sweep_rows_import_into_a_store_that_holds_the_images(tmp_path):
     import json
 
-    from signseg_core.ablation import condition_grid
+    from signseg_core.conditions import condition_grid
     from signseg_core.models.registry import load_model
     from signseg_core.sweeps.bundle import import_sweep_rows
     from signseg_core.sweeps.run import Metrics, read_unit_rows

@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from signseg_core.ablation import Condition, ablate_weights, condition_grid
+from signseg_core.ablation import ablate_weights
 from signseg_core.cli.main import main
+from signseg_core.conditions import Condition, condition_grid
+from signseg_core.figures.png import png_bytes, png_decode
 from signseg_core.models.imagenet import class_names
 from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.visualize import (
     VisualizeSettings,
     condition_key,
-    png_bytes,
-    png_decode,
     summary_table,
     visualize,
 )
@@ -236,7 +236,7 @@ def test_half_scoring_keeps_the_ranking_of_a_population(precision):
 
 
 def test_cli_precisions_are_the_engines():
-    from signseg_core.cli.main import PRECISIONS_CLI
+    from signseg_core.cli.options import PRECISIONS as PRECISIONS_CLI
     from signseg_core.optimize.visualize import PRECISIONS
 
     assert PRECISIONS_CLI == PRECISIONS

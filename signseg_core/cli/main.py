@@ -13,10 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from signseg_core.cli.options import (
+    PRECISIONS,
+    add_evolution_args,
+    generator_options,
+    settings_from_args,
+    signs_from_args,
+)
 from signseg_core.errors import SignsegError
-
-# visualize.PRECISIONS, written out so that parsing arguments does not import torch (tested equal).
-PRECISIONS_CLI = ("fp32", "bf16", "fp16")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -76,25 +80,10 @@ def _ends(table, k: int):
     return pd.concat([table.head(k).astype(object), gap, table.tail(k).astype(object)])
 
 
-def parse_alphas(text: str) -> tuple[float, ...]:
-    """``"0:1:0.1"`` (inclusive start:stop:step) or ``"0,0.5,1"``."""
-    try:
-        if ":" in text:
-            start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
-                raise ValueError
-            n = int(round((stop - start) / step))
-            return tuple(round(start + i * step, 6) for i in range(n + 1))
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"alphas must look like 0:1:0.1 or 0,0.5,1, got {text!r}") from None
-
-
 def _cmd_visualize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from signseg_core.ablation import condition_grid
+    from signseg_core.conditions import condition_grid
     from signseg_core.models.registry import load_model
     from signseg_core.models.zoo import resolve_device
     from signseg_core.optimize.bench import configure_cuda
@@ -104,8 +93,8 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         configure_cuda()
     model = load_model(args.model, device=device, weights=args.weights, untrained=args.untrained)
-    conditions = condition_grid(args.unit, signs=_signs(args), alphas=args.alphas)
-    settings = _settings(args)
+    conditions = condition_grid(args.unit, signs=signs_from_args(args), alphas=args.alphas)
+    settings = settings_from_args(args)
     with tqdm(total=settings.generations, desc="generations", unit="gen",
               disable=args.quiet) as bar:
         def progress(done, total):
@@ -126,7 +115,7 @@ def _cmd_import_bundle(args: argparse.Namespace) -> int:
     from signseg_core.sweeps.bundle import import_bundle
 
     model = load_model(args.model, weights=args.weights)
-    generator = make_generator(args.generator, **_generator_options(args.generator_option))
+    generator = make_generator(args.generator, **generator_options(args.generator_option))
     results = import_bundle(args.path, model, generator, rescore=args.rescore)
     units = sorted({r.key.unit for r in results})
     print(f"imported {len(results)} conditions of {model.name} (units {units}) into the store")
@@ -146,60 +135,13 @@ def _cmd_import_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generator_options(items: list[str]) -> dict:
-    """``["size=128", "decay=1.5"]`` → ``{"size": 128, "decay": 1.5}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"generator option must look like KEY=VALUE, got {item!r}")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
-
-
-def _signs(args: argparse.Namespace) -> tuple[str, ...]:
-    return ("positive", "negative") if args.sign == "both" else (args.sign,)
-
-
-def _settings(args: argparse.Namespace):
-    """The :class:`~signseg_core.optimize.visualize.VisualizeSettings` of
-    :func:`_add_evolution_args`."""
-    from signseg_core.optimize.visualize import VisualizeSettings
-
-    return VisualizeSettings(
-        generator=args.generator, generations=args.generations, restarts=args.restarts,
-        seed=args.seed, precision=args.precision,
-        generator_options=tuple(sorted(_generator_options(args.generator_option).items())))
-
-
-def _add_evolution_args(p: argparse.ArgumentParser) -> None:
-    """The options ``visualize`` and ``sweep`` share: signs, alphas and the evolution budget."""
-    p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
-    p.add_argument("--alphas", type=parse_alphas, default=parse_alphas("0:1:0.1"),
-                   help="ablation strengths: start:stop:step (inclusive) or a comma list")
-    p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--generations", type=int, default=100)
-    p.add_argument("--generator", default="fourier")
-    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="generator option, e.g. size=128 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=PRECISIONS_CLI, default="fp32",
-                   help="bf16/fp16: half-precision autocast on CUDA (fp32 on a CPU)")
-
-
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from signseg_core.models.imagenet import DEFAULT_UNITS
     from signseg_core.sweeps.run import SweepSpec, run_sweep
 
     spec = SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
-                     signs=_signs(args), alphas=args.alphas, settings=_settings(args),
+                     signs=signs_from_args(args), alphas=args.alphas,
+                     settings=settings_from_args(args),
                      ensemble=tuple(args.ensemble),
                      lpips=not args.no_lpips,
                      detector=None if args.detector == "none" else args.detector)
@@ -279,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="preferred images per ablation condition (cached)")
     p.add_argument("model")
     p.add_argument("--unit", type=int, nargs="+", required=True, help="readout unit(s)")
-    _add_evolution_args(p)
+    add_evolution_args(p)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--compile", action="store_true",
                    help="score through torch.compile (pays off on long CUDA runs)")
@@ -293,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["efficientnet_lite0"])
     p.add_argument("--units", type=int, nargs="+", default=None,
                    help="default: the paper's 11 units")
-    _add_evolution_args(p)
+    add_evolution_args(p)
     p.add_argument("--ensemble", nargs="+", default=list(DEFAULT_ENSEMBLE))
     p.add_argument("--no-lpips", action="store_true")
     p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_320_fpn",
@@ -347,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evolutions", type=int, default=None)
     p.add_argument("--generations", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--precision", choices=PRECISIONS_CLI, default=None)
+    p.add_argument("--precision", choices=PRECISIONS, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="score through torch.compile (default: on for CUDA, off for CPU)")
     p.add_argument("--sweep", action="store_true", help="also time the paper's Fig 2 sweep")

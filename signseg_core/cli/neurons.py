@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from signseg_core.cli.main import _add_evolution_args, _settings, _signs
+from signseg_core.cli.options import add_evolution_args, settings_from_args, signs_from_args
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -78,11 +78,11 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
     model, study = _study(args)
     study.index(args.neuron)  # an unknown neuron fails before the evolution starts
-    settings = _settings(args)
+    settings = settings_from_args(args)
     bar, progress = _bar(args, settings.generations, "generations", "gen")
     with bar:
         ablation = ablate_neuron(model, study, args.neuron, settings=settings,
-                                 alphas=args.alphas, signs=_signs(args), progress=progress,
+                                 alphas=args.alphas, signs=signs_from_args(args), progress=progress,
                                  batch_size=args.batch_size)
     table = ablation.table
     print(f"neuron {ablation.neuron} ({ablation.model_name}); largest predicted response to a "
@@ -258,7 +258,7 @@ def add_neurons_parser(sub) -> None:
     p = nsub.add_parser("ablate", help="preferred images of a neuron model under sign ablation")
     _add_data_args(p)
     p.add_argument("--neuron", required=True, help="neuron id")
-    _add_evolution_args(p)
+    add_evolution_args(p)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the table (CSV) and images (PNG)")
     p.set_defaults(func=_cmd_ablate)

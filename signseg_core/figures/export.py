@@ -33,6 +33,7 @@ from choreographer.browsers.chromium import Chromium
 from kaleido.errors import ChromeNotFoundError
 
 from signseg_core.errors import SignsegError
+from signseg_core.figures.png import png_bytes
 
 FORMATS = ("png", "svg", "pdf")
 DPI_RANGE = (50, 1200)
@@ -402,8 +403,6 @@ def _check_image(image) -> None:
 def image_png(image: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W, 3) RGB image, e.g.
     :func:`signseg_core.figures.plots.image_strip`."""
-    from signseg_core.optimize.visualize import png_bytes
-
     _check_image(image)
     return png_bytes(np.ascontiguousarray(image))
 

@@ -8,6 +8,7 @@ torchvision's names, ``resnet50_robust_linf_{0.5,1,2,4,8}`` (Salman et al. 2020)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,6 +64,9 @@ class ModelEntry:
     description: str
     source: Callable[[], WeightSource]
     top1: float | None = None
+    #: L-inf training radius (x 255) of an adversarially trained network: 0.0 for the standard
+    #: ResNet50 that heads the robust family, None for networks outside that family.
+    eps: float | None = None
 
     def info(self) -> dict:
         src = self.source()
@@ -76,6 +80,13 @@ class ModelEntry:
             "top1": self.top1,
             "description": self.description,
         }
+
+
+def model_eps(name: str) -> float | None:
+    """L∞ training ε of a zoo model: ``resnet50_robust_linf_4`` → 4.0, ``resnet50`` → 0.0, and
+    None for a model outside the robust ResNet50 family or a name the zoo does not know."""
+    entry = registry().get(name)
+    return None if entry is None else entry.eps
 
 
 def _entries() -> dict[str, ModelEntry]:
@@ -94,12 +105,13 @@ def _entries() -> dict[str, ModelEntry]:
             f"torchvision {arch}, IMAGENET1K_V1", lambda a=arch: torchvision_source(a),
             w.meta["_metrics"]["ImageNet-1K"]["acc@1"],
         )
+    out["resnet50"] = dataclasses.replace(out["resnet50"], eps=0.0)  # the family's ε = 0 member
     for eps in ROBUST_EPSILONS:
         name = f"resnet50_robust_linf_{eps:g}"
         out[name] = ModelEntry(
             name, "resnet50", "robust", 224, IMAGENET_MEAN, IMAGENET_STD,
             f"ResNet50 adversarially trained, L-inf eps={eps:g}/255 (Salman et al. 2020)",
-            lambda e=eps: robust_source(e),
+            lambda e=eps: robust_source(e), eps=float(eps),
         )
     out["resnet18_tanh"] = ModelEntry(
         "resnet18_tanh", "resnet18", "variant", 224, IMAGENET_MEAN, IMAGENET_STD,

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
 from signseg_core.checks import check_int
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, condition_grid
 from signseg_core.models.zoo import ZooModel
 from signseg_core.neurons.data import NeuronDataset, dataset_features
 from signseg_core.neurons.fitting import (

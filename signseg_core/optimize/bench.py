@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from signseg_core.ablation import condition_grid
+from signseg_core.conditions import condition_grid
 from signseg_core.generators.catalog import make_generator
 from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.models.registry import load_model

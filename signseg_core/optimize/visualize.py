@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from signseg_core.ablation import Condition, ablated_readout, unique_conditions
+from signseg_core.ablation import ablated_readout
+from signseg_core.conditions import Condition, unique_conditions
+from signseg_core.figures.png import png_bytes, png_decode
 from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.evolve import CMAConfig, run_cmaes
 from signseg_core.store import CODE_VERSION, ResultStore, default_store
@@ -146,27 +147,12 @@ def evolution_seed(key: ConditionKey, restart: int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-# -- images <-> PNG -------------------------------------------------------------------------
+# -- images <-> store -------------------------------------------------------------------------
 
 def to_uint8(images: Tensor) -> np.ndarray:
     """(N, 3, H, W) in [0, 1] → uint8 (N, H, W, 3)."""
     return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8) \
         .permute(0, 2, 3, 1).cpu().numpy()
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_decode(raw: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(raw)) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def _save(store: ResultStore, result: ConditionResult) -> None:

@@ -139,7 +139,7 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     """
     import pandas as pd
 
-    from signseg_core.ablation import condition_grid
+    from signseg_core.conditions import condition_grid
     from signseg_core.generators.catalog import make_generator
     from signseg_core.models.registry import load_model
     from signseg_core.optimize.visualize import condition_key

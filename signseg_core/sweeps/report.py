@@ -41,7 +41,7 @@ def _write_figure(fig, path: Path) -> None:
 def image_strip_for(store, model, generator, unit: int,
                     alphas=(0.0, 0.3, 0.6, 1.0)) -> np.ndarray:
     """Best image per alpha, one row per sign, with the ablated objective as caption."""
-    from signseg_core.ablation import Condition
+    from signseg_core.conditions import Condition
     from signseg_core.figures.plots import image_strip
     from signseg_core.optimize.visualize import visualize
 

@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from signseg_core.ablation import DEFAULT_ALPHAS, SIGNS, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, condition_grid
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE, ensemble_similarity
 from signseg_core.metrics.spectra import radial_power_spectrum, spectral_slope
 from signseg_core.models.imagenet import DEFAULT_UNITS
+from signseg_core.models.registry import model_eps
 from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.visualize import ConditionResult, VisualizeSettings, visualize
-from signseg_core.store import CODE_VERSION, ResultStore, default_store
+from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
+from signseg_core.sweeps.tables import spearman_table
 
 METRICS_VERSION = "2"  # 2: LPIPS/detector keyed by weights, not status text
 SLOPE_RANGE = (4.0, 48.0)  # cycles/image fitted for the spectral slope (224-px images)
@@ -108,8 +110,6 @@ class Metrics:
 
     def key_for(self, condition_keys: Sequence) -> MetricKey:
         """:meth:`key` from the unit's condition keys alone (nothing needs loading)."""
-        from signseg_core.store import key_digest
-
         ids = self.identities or {"lpips": _identity(self.lpips, True),
                                   "objectness": _identity(self.detector, True)}
         return MetricKey(tuple(key_digest(k) for k in condition_keys),
@@ -239,7 +239,7 @@ class SweepResult:
         models = self.table.get("model", pd.Series(dtype=str))
         family = {m for m in models if model_eps(m) is not None}
         if len(family) >= 3:  # Table 1 needs a family of ResNet50s of different robustness
-            robustness_table(self.table).to_csv(out / f"{stem}_robustness.csv", index=False)
+            spearman_table(self.table).to_csv(out / f"{stem}_robustness.csv", index=False)
             paths.append(out / f"{stem}_robustness.csv")
         return paths
 
@@ -309,26 +309,3 @@ def run_sweep(spec: SweepSpec = SweepSpec(), *, device="cpu", store: ResultStore
     statuses = {**metrics.statuses, "spec": json.dumps(dataclasses.asdict(spec), default=str)}
     return SweepResult(table, spec_table, statuses, cancelled)
 
-
-def model_eps(name: str) -> float | None:
-    """L∞ training ε of a zoo model: ``resnet50_robust_linf_4`` → 4.0, ``resnet50`` → 0.0."""
-    import re
-
-    if name == "resnet50":
-        return 0.0
-    match = re.fullmatch(r"resnet50_robust_linf_([0-9.]+)", name)
-    return float(match.group(1)) if match else None
-
-
-def robustness_table(table: pd.DataFrame, *, value: str = "similarity") -> pd.DataFrame:
-    """Table 1 from a sweep over the ResNet50 family: Spearman ρ of ``value`` against ε.
-
-    One measurement per (model, unit, sign, alpha): the mean over the unit's images. Models that
-    are not ResNet50s of known ε are left out; fewer than 3 models give NaN (see
-    :func:`signseg_core.metrics.stats.robustness_trend`).
-    """
-    from signseg_core.sweeps.tables import (
-        spearman_table,  # the one Table 1 computation (compare imports sweep)
-    )
-
-    return spearman_table(table, value=value)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 
 import pandas as pd
 
-from signseg_core.ablation import condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, condition_grid
 from signseg_core.errors import SignsegError, UnknownNameError
 from signseg_core.models.registry import get_entry
 from signseg_core.optimize.visualize import VisualizeSettings, condition_key
@@ -209,7 +209,6 @@ def sweep_command(spec: SweepSpec, models: Sequence[str] | None = None, *,
 
     Raises ``ValueError`` when ``spec.settings`` sets something the CLI cannot (popsize, ...).
     """
-    from signseg_core.cli.main import parse_alphas
     from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
     from signseg_core.models.imagenet import DEFAULT_UNITS
 
@@ -218,7 +217,7 @@ def sweep_command(spec: SweepSpec, models: Sequence[str] | None = None, *,
         parts += ["--units", *map(str, spec.units)]
     if set(spec.signs) != {"positive", "negative"}:
         parts += ["--sign", spec.signs[0]]
-    if set(spec.alphas) | {0.0} != set(parse_alphas("0:1:0.1")):
+    if set(spec.alphas) | {0.0} != set(DEFAULT_ALPHAS):
         parts += ["--alphas", ",".join(f"{a:g}" for a in spec.alphas)]
     parts += _settings_args(spec.settings, "sweep")
     if tuple(spec.ensemble) != DEFAULT_ENSEMBLE:

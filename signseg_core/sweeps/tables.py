@@ -23,9 +23,8 @@ from plotly.colors import qualitative
 from signseg_core.errors import UnknownNameError
 from signseg_core.figures.plots import SIGN_COLORS, image_strip
 from signseg_core.metrics.stats import mean_ci, robustness_trend
-from signseg_core.models.registry import TANH_ARCHS
+from signseg_core.models.registry import TANH_ARCHS, model_eps
 from signseg_core.models.weights import ROBUST_EPSILONS
-from signseg_core.sweeps.run import model_eps
 
 #: Axis titles of the sweep's metric columns.
 METRIC_LABELS = {
@@ -87,7 +86,7 @@ def change_table(table: pd.DataFrame, *, value: str = "similarity",
 
     Returns
     -------
-    DataFrame: ``model``, ``eps`` (:func:`~signseg_core.sweeps.run.model_eps`, NaN if none),
+    DataFrame: ``model``, ``eps`` (:func:`~signseg_core.models.registry.model_eps`, NaN if none),
     ``sign``, ``alpha``, ``n_units``, ``mean``, ``mean_ci_low``, ``mean_ci_high``, ``delta``,
     ``delta_ci_low``, ``delta_ci_high``; the control appears under both signs at alpha 0.
     """
@@ -124,9 +123,10 @@ def spearman_table(table: pd.DataFrame, *, against: Mapping[str, float] | None =
     """Table 1: per (sign, alpha), Spearman ρ of a metric against each model's ε or position.
 
     One measurement per (model, unit, sign, alpha), the mean over the unit's images. With
-    ``against=None`` models are placed at their L∞ ε (:func:`~signseg_core.sweeps.run.model_eps`,
-    ResNet50 = 0) and models without one are left out, which is
-    :func:`~signseg_core.sweeps.run.robustness_table`; a mapping places each model at its number
+    ``against=None`` models are placed at their L∞ ε
+    (:func:`~signseg_core.models.registry.model_eps`, ResNet50 = 0) and models without one are left
+    out (Table 1, as :meth:`~signseg_core.sweeps.run.SweepResult.save` writes it); a mapping places
+    each model at its number
     (models absent from it are left out). ``change=True`` correlates the change from the unit's
     control (ablated − control) instead of the value. Groups with fewer than 3 measurements or
     a constant side give NaN (:func:`~signseg_core.metrics.stats.robustness_trend`).

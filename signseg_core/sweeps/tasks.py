@@ -25,7 +25,7 @@ def visualize_job_key(model, conditions, *, settings, generator=None, store=None
     (:func:`~signseg_core.optimize.visualize.condition_key`) and the store's folder; without one:
     the model fingerprint, settings and conditions.
     """
-    from signseg_core.ablation import unique_conditions
+    from signseg_core.conditions import unique_conditions
     from signseg_core.optimize.visualize import condition_key
 
     conds = sorted(unique_conditions(conditions), key=lambda c: c.key)
