@@ -23,8 +23,13 @@ __all__ = [
     "Condition",
     "check_alpha",
     "check_sign",
+    "check_unit",
     "condition_grid",
+    "parse_alpha",
     "parse_alphas",
+    "parse_sign",
+    "parse_unit",
+    "parse_units",
     "unique_conditions",
 ]
 
@@ -33,6 +38,46 @@ DEFAULT_ALPHAS = tuple(round(0.1 * i, 6) for i in range(11))  # 0.0, 0.1, ..., 1
 _ALPHA_DECIMALS = 6
 #: Most strengths one grid may hold: 0:1:0.001 is 1,001; finer grids are a typo, not a request.
 MAX_ALPHAS = 1001
+
+
+def check_unit(unit: int, n_units: int | None = None) -> int:
+    """``unit`` as an int >= 0 (and < ``n_units`` when given); ValueError otherwise.
+
+    Integral floats (``373.0``) and numpy integers are accepted; ``True``, ``3.5`` and text are not.
+    """
+    if isinstance(unit, bool) or not isinstance(unit, Integral):
+        if isinstance(unit, Real) and not isinstance(unit, bool) and float(unit).is_integer():
+            unit = int(unit)
+        else:
+            raise ValueError(f"unit must be an integer index, got {unit!r}")
+    unit = int(unit)
+    if unit < 0 or (n_units is not None and unit >= n_units):
+        top = "" if n_units is None else f" to {n_units - 1}"
+        raise ValueError(f"unit {unit} is out of range: this readout has units 0{top}")
+    return unit
+
+
+def parse_unit(text: str, n_units: int | None = None) -> int:
+    """``"373"`` → 373, checked by :func:`check_unit`; ValueError with one sentence otherwise."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        top = "" if n_units is None else f" from 0 to {n_units - 1}"
+        raise ValueError(f"unit must be an integer{top}, got {text!r}") from None
+    return check_unit(value, n_units)
+
+
+def parse_units(text: str, n_units: int | None = None) -> tuple[int, ...]:
+    """``"0 217, 373"`` → (0, 217, 373), duplicates dropped; each checked by :func:`parse_unit`."""
+    items = str(text).replace(",", " ").split()
+    if not items:
+        raise ValueError("give at least one unit, e.g. 0 217 373")
+    return tuple(dict.fromkeys(parse_unit(item, n_units) for item in items))
+
+
+def parse_sign(text: str) -> str:
+    """``" negative"`` → "negative", checked by :func:`check_sign`."""
+    return check_sign(str(text).strip())
 
 
 def check_sign(sign: str) -> str:
@@ -49,6 +94,19 @@ def check_alpha(alpha: float) -> float:
     value = float(alpha)
     if not (0.0 <= value <= 1.0):  # also rejects NaN
         raise ValueError(f"alpha must be in [0, 1] (0 = intact, 1 = all removed), got {alpha!r}")
+    return value
+
+
+def parse_alpha(text: str, *, choices: Sequence[float] | None = None) -> float:
+    """``"0.3"`` → 0.3, checked by :func:`check_alpha` and rounded like a :class:`Condition`;
+    with ``choices`` (e.g. :data:`DEFAULT_ALPHAS`) it must also be one of them."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError(f"alpha must be a number in [0, 1], got {text!r}") from None
+    value = round(check_alpha(value), _ALPHA_DECIMALS)
+    if choices is not None and value not in choices:
+        raise ValueError(f"alpha must be one of {[f'{a:g}' for a in choices]}, got {text!r}")
     return value
 
 
@@ -102,7 +160,7 @@ class Condition:
 
     def __post_init__(self) -> None:
         if isinstance(self.unit, bool) or not isinstance(self.unit, Integral) or self.unit < 0:
-            raise ValueError(f"unit must be an int >= 0, got {self.unit!r}")
+            raise ValueError(f"unit must be an int >= 0, got {self.unit!r}")  # no floats here
         check_sign(self.sign)
         alpha = round(check_alpha(self.alpha), _ALPHA_DECIMALS)
         object.__setattr__(self, "unit", int(self.unit))

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
-from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, Condition, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, Condition, check_unit, condition_grid
 from signseg_core.figures.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
 from signseg_core.generators.catalog import list_generators, make_generator
 from signseg_core.jobs import Job, default_manager
-from signseg_core.models.imagenet import NUM_CLASSES, check_unit, class_names
+from signseg_core.models.imagenet import NUM_CLASSES, class_names
 from signseg_core.optimize.visualize import (
     ConditionKey,
     ConditionResult,

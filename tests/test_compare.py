@@ -312,3 +312,16 @@ def test_export_sizes_from_millimetres_or_pixels():
         Panel("pie", "x", None, "not drawn")
     with pytest.raises(ValueError, match="either content or a reason"):
         Panel("strip", "x", None)
+
+
+def test_precomputed_defaults_are_the_shipped_bundles_settings():
+    # the bundle file names carry the budget they were made with: g60 r5 fourier
+    from signseg_core.paths import REPO_ROOT
+    from signseg_core.sweeps.preview import PRECOMPUTED, default_settings, describe_defaults
+
+    shipped = sorted((REPO_ROOT / "docs" / "data").glob("lite0_fourier_g60_r5_*.npz"))
+    assert shipped, "the precomputed preview bundles are missing from docs/data"
+    s = default_settings("efficientnet_lite0")
+    assert (s.generator, s.generations, s.restarts) == ("fourier", 60, 5)
+    assert default_settings("alexnet") not in PRECOMPUTED.values()
+    assert "5 restarts × 60 generations" in describe_defaults()

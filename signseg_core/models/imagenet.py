@@ -24,17 +24,3 @@ def class_names() -> tuple[str, ...]:
         raise RuntimeError(f"expected {NUM_CLASSES} ImageNet classes, torchvision has {len(names)}")
     return names
 
-
-def check_unit(unit: int, n_units: int = NUM_CLASSES) -> int:
-    """Return ``unit`` as an int if it indexes a readout of ``n_units`` units, else raise."""
-    if isinstance(unit, bool) or not isinstance(unit, int):
-        try:
-            as_int = int(unit)
-        except (TypeError, ValueError):
-            raise ValueError(f"unit must be an integer index, got {unit!r}") from None
-        if as_int != unit:
-            raise ValueError(f"unit must be an integer index, got {unit!r}")
-        unit = as_int
-    if not 0 <= unit < n_units:
-        raise ValueError(f"unit {unit} is out of range: this readout has units 0 to {n_units - 1}")
-    return unit

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from signseg_core.conditions import check_unit
 from signseg_core.models.checkpoints import state_fingerprint
-from signseg_core.models.imagenet import check_unit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
