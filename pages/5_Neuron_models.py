@@ -24,7 +24,7 @@ from signseg_core.neurons.study import (
     response_table,
     top_agreement,
 )
-from signseg_core.optimize.visualize import VisualizeSettings
+from signseg_core.optimize.settings import VisualizeSettings
 from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
 from signseg_ui.explorer import generator_choices
 from signseg_ui.export_widgets import export_panel

@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 
 from signseg_core.conditions import Condition  # noqa: E402
 from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
-from signseg_core.optimize.visualize import ConditionResult, VisualizeSettings, visualize  # noqa: E402
+from signseg_core.optimize.results import ConditionResult
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 
 Scorer = Callable[[Tensor], Tensor]  # images (N, 3, H, W) in [0, 1] -> logits (N, C)
 

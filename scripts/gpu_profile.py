@@ -31,7 +31,8 @@ from signseg_core.generators.catalog import make_generator  # noqa: E402
 from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
 from signseg_core.models.registry import load_model  # noqa: E402
 from signseg_core.optimize.bench import configure_cuda, format_report, run_bench  # noqa: E402
-from signseg_core.optimize.visualize import VisualizeSettings, make_scorer, visualize  # noqa: E402
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import make_scorer, visualize
 
 VARIANTS = (  # (precision, compile, batch)
     ("bf16", False, 1024), ("fp16", False, 1024), ("fp16", False, 2048), ("bf16", False, 2048),

@@ -24,7 +24,8 @@ from signseg_core.models.imagenet import DEFAULT_UNITS  # noqa: E402
 from signseg_core.models.registry import load_model  # noqa: E402
 from signseg_core.models.zoo import resolve_device  # noqa: E402
 from signseg_core.optimize.bench import configure_cuda  # noqa: E402
-from signseg_core.optimize.visualize import VisualizeSettings, visualize  # noqa: E402
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 from signseg_core.sweeps.bundle import export_bundle  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from signseg_core.errors import UnknownNameError
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
 from signseg_core.models.imagenet import DEFAULT_UNITS, NUM_CLASSES
 from signseg_core.models.registry import TANH_ARCHS, get_entry
-from signseg_core.optimize.visualize import VisualizeSettings
+from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import default_store, key_digest
 from signseg_core.sweeps.run import SweepSpec
 from signseg_core.sweeps.stored import (

@@ -30,12 +30,8 @@ from signseg_core.neurons.study import (
     localize_and_clear,
     neuron_readout_model,
 )
-from signseg_core.optimize.visualize import (
-    ConditionResult,
-    VisualizeSettings,
-    condition_key,
-    to_uint8,
-)
+from signseg_core.optimize.results import ConditionResult, to_uint8
+from signseg_core.optimize.settings import VisualizeSettings, condition_key
 from signseg_core.paths import cache_dir
 from signseg_core.stimuli.diverse import contact_sheet, diverse_set_from_folder
 from signseg_core.store import default_store, key_digest

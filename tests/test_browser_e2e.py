@@ -42,7 +42,8 @@ expect = sync_api.expect
 from signseg_core.conditions import Condition, condition_grid  # noqa: E402
 from signseg_core.models.imagenet import class_names  # noqa: E402
 from signseg_core.models.registry import load_model  # noqa: E402
-from signseg_core.optimize.visualize import ConditionResult, visualize  # noqa: E402
+from signseg_core.optimize.results import ConditionResult  # noqa: E402
+from signseg_core.optimize.visualize import visualize  # noqa: E402
 from signseg_core.signs import dale_index, expected_untrained_dale_index  # noqa: E402
 from signseg_core.store import ResultStore  # noqa: E402
 

@@ -8,7 +8,8 @@ import pytest
 from signseg_core.conditions import condition_grid
 from signseg_core.generators.catalog import make_generator
 from signseg_core.models.registry import load_model
-from signseg_core.optimize.visualize import VisualizeSettings, visualize
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 from signseg_core.store import ResultStore
 from signseg_core.sweeps.bundle import export_bundle, import_bundle
 

@@ -17,12 +17,9 @@ from signseg_core.cli import options
 from signseg_core.conditions import condition_grid
 from signseg_core.errors import UnknownNameError
 from signseg_core.models.imagenet import DEFAULT_UNITS
-from signseg_core.optimize.visualize import (
-    ConditionKey,
-    ConditionResult,
-    VisualizeSettings,
-    visualize,
-)
+from signseg_core.optimize.results import ConditionResult
+from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 from signseg_core.sweeps.run import METRIC_COLUMNS, SweepResult, SweepSpec, run_sweep
 from signseg_core.sweeps.stored import read_stored_sweep, sweep_command, visualize_command
 from signseg_core.sweeps.tables import (

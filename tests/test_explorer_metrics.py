@@ -17,7 +17,9 @@ import pytest
 from signseg_core.conditions import condition_grid
 from signseg_core.figures.plots import unit_metric_vs_alpha_figure
 from signseg_core.jobs import JobManager
-from signseg_core.optimize.visualize import VisualizeSettings, _save, visualize
+from signseg_core.optimize.results import save_condition
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 from signseg_core.store import ResultStore
 from signseg_core.sweeps.run import METRIC_COLUMNS, Metrics, SweepSpec, run_sweep, unit_rows
 from signseg_core.sweeps.tasks import metrics_job, metrics_job_key, stored_metric_rows
@@ -43,7 +45,7 @@ def metrics():
 def filled(store, unit_results):
     """The test's store holding the unit's images (as ``visualize`` stores them)."""
     for result in unit_results:
-        _save(store, result)
+        save_condition(store, result)
     return store
 
 

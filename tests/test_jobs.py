@@ -10,7 +10,9 @@ import pytest
 from signseg_core.conditions import Condition
 from signseg_core.jobs import JobCancelled, JobManager, default_manager
 from signseg_core.models.registry import load_model
-from signseg_core.optimize.visualize import VisualizeSettings, visualize
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 from signseg_core.sweeps.tasks import visualize_job
 
 WAIT = 10.0  # generous upper bound on any wait; passing tests never come near it
@@ -264,7 +266,7 @@ def test_bad_options_are_refused_by_name(kwargs):
 
 def test_visualize_job_completes_and_stores_its_results(manager, tiny, store):
     conds = [Condition(4, "negative", 0.5), Condition(2, "positive", 1.0)]
-    job = visualize_job(manager, tiny, conds, settings=SETTINGS, store=store)
+    job = visualize_job(manager, VisualizeRequest.build(tiny, conds, SETTINGS), store=store)
     results = job.result(WAIT * 3)
     assert job.state == "done" and (job.done, job.total) == (2, 2)
     assert job.message == "generation 2/2" and "tiny_test" in job.label
@@ -277,11 +279,11 @@ def test_visualize_job_completes_and_stores_its_results(manager, tiny, store):
 
 def test_identical_visualize_requests_share_one_job(manager, tiny, store):
     conds = [Condition(1, "positive", 0.5), Condition(3, "negative", 1.0)]
-    a = visualize_job(manager, tiny, conds, settings=SETTINGS, store=store)
-    b = visualize_job(manager, tiny, conds[::-1], settings=SETTINGS, store=store)
+    a = visualize_job(manager, VisualizeRequest.build(tiny, conds, SETTINGS), store=store)
+    b = visualize_job(manager, VisualizeRequest.build(tiny, conds[::-1], SETTINGS), store=store)
     assert a is b and a.subscribers == 2
-    other = visualize_job(manager, tiny, conds, settings=SETTINGS.__class__(
-        generations=2, restarts=1, seed=1, generator_options=(("size", 32),)), store=store)
+    seed1 = VisualizeSettings(generations=2, restarts=1, seed=1, generator_options=(("size", 32),))
+    other = visualize_job(manager, VisualizeRequest.build(tiny, conds, seed1), store=store)
     assert other is not a
     assert len(a.result(WAIT * 3)) == 2 and len(other.result(WAIT * 3)) == 2
 
@@ -300,8 +302,8 @@ def test_cancelling_a_visualize_job_midway_stores_nothing(manager, store):
     handle = model.trunk.register_forward_hook(hold_first_generation)
     try:
         settings = VisualizeSettings(generations=3, restarts=1, generator_options=(("size", 32),))
-        job = visualize_job(manager, model, [Condition(5, "positive", 1.0)], settings=settings,
-                            store=store)
+        request = VisualizeRequest.build(model, [Condition(5, "positive", 1.0)], settings)
+        job = visualize_job(manager, request, store=store)
         assert inside.wait(WAIT * 3) and job.state == "running"
         job.cancel()
         go.set()

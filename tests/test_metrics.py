@@ -37,7 +37,8 @@ from signseg_core.models.checkpoints import load_state_dict_file, save_state_dic
 from signseg_core.models.imagenet import class_names
 from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import ZooModel
-from signseg_core.optimize.visualize import ConditionKey, ConditionResult
+from signseg_core.optimize.results import ConditionResult
+from signseg_core.optimize.settings import ConditionKey
 
 
 def _rand(n, size=32, seed=0):

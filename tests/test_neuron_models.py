@@ -23,7 +23,8 @@ from signseg_core.neurons.fitting import (
     predicted_responses,
     sign_ratios,
 )
-from signseg_core.optimize.visualize import VisualizeSettings, visualize
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 
 N = 600
 

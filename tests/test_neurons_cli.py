@@ -43,7 +43,7 @@ def test_parsing_neurons_commands_imports_no_heavy_module():
             "print(a.func.__name__, a.model, heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "_cmd_fit efficientnet_lite0 []"
+    assert out.strip() == "cmd_fit efficientnet_lite0 []"
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -183,8 +183,8 @@ def test_localize_defaults_to_the_papers_geometry_and_says_when_nothing_is_local
     flat = neurons_mod.localize_and_clear(lambda x: x.new_ones(len(x)), load_image(image),
                                           diameter=12, sigma=7.5, n_disks=6)
     assert not flat[0].mask.any() and flat[1] is None
-    monkeypatch.setattr(neurons_mod, "localize_and_clear",
-                        lambda *a, **k: flat)
+    import signseg_core.cli.neuron_commands as commands
+    monkeypatch.setattr(commands, "localize_and_clear", lambda *a, **k: flat)
     code, out, _ = _run(capsys, "neurons", "localize", image, "--unit", 5, *TINY)
     assert code == 0 and "no region" in out and "relative change" not in out
     assert (tmp_path / "img_003_overlay.png").is_file()

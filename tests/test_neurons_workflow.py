@@ -41,7 +41,7 @@ from signseg_core.neurons.study import (
     neuron_readout_model,
     response_table,
 )
-from signseg_core.optimize.visualize import VisualizeSettings
+from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import ResultStore
 
 FAST = VisualizeSettings(generations=2, restarts=2, generator_options=(("size", 32),))

@@ -20,7 +20,9 @@ from signseg_core.conditions import Condition, condition_grid
 from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.jobs import default_manager
 from signseg_core.models.registry import load_model
-from signseg_core.optimize.visualize import ConditionKey, ConditionResult, _save, visualize
+from signseg_core.optimize.results import ConditionResult, save_condition
+from signseg_core.optimize.settings import ConditionKey
+from signseg_core.optimize.visualize import visualize
 from signseg_core.store import default_store
 from signseg_core.sweeps.run import Metrics, SweepSpec, run_sweep
 from signseg_core.sweeps.tasks import metrics_job_key, stored_metric_rows
@@ -65,7 +67,7 @@ def fill_store(unit: int = 373) -> dict:
         _VISUALIZED[unit] = visualize(load_model("tiny_test"), condition_grid([unit]),
                                       settings=explorer_settings(**TINY), store=False)
     for result in _VISUALIZED[unit]:
-        _save(default_store(), result)
+        save_condition(default_store(), result)
     return {r.condition.key: r for r in _VISUALIZED[unit]}
 
 
@@ -340,7 +342,8 @@ def test_the_caption_of_one_restart_is_singular():
     def page():
         import numpy as np
 
-        from signseg_core.optimize.visualize import ConditionKey, ConditionResult
+        from signseg_core.optimize.results import ConditionResult
+        from signseg_core.optimize.settings import ConditionKey
         from signseg_ui.explorer import show_current
 
         key = ConditionKey("m", "f", 7, "negative", 0.4, "fourier", "g", "{}", 1, 1, 0, "fp32")

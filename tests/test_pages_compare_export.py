@@ -22,7 +22,8 @@ from streamlit.testing.v1 import AppTest
 from signseg_core.conditions import condition_grid
 from signseg_core.figures import export
 from signseg_core.models.registry import load_model
-from signseg_core.optimize.visualize import VisualizeSettings, visualize
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import visualize
 from signseg_core.signs import dale_index
 from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize

@@ -9,7 +9,7 @@ import pytest
 import signseg_core.optimize.visualize as vis_mod
 import signseg_core.sweeps.run as sweep_mod
 from signseg_core.figures.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
-from signseg_core.optimize.visualize import VisualizeSettings
+from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import ResultStore
 from signseg_core.sweeps.report import render_markdown
 from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize

@@ -16,12 +16,9 @@ from signseg_core.figures.png import png_bytes, png_decode
 from signseg_core.models.imagenet import class_names
 from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import ZooModel
-from signseg_core.optimize.visualize import (
-    VisualizeSettings,
-    condition_key,
-    summary_table,
-    visualize,
-)
+from signseg_core.optimize.results import summary_table
+from signseg_core.optimize.settings import VisualizeSettings, condition_key
+from signseg_core.optimize.visualize import visualize
 from signseg_core.store import key_digest
 
 SETTINGS = VisualizeSettings(generations=4, restarts=2, generator_options=(("size", 32),))
@@ -234,12 +231,6 @@ def test_half_scoring_keeps_the_ranking_of_a_population(precision):
     top_fp32 = set(fp32.topk(20).indices.tolist())  # the mu = 20 parents CMA-ES keeps
     assert len(top_fp32 & set(half.topk(20).indices.tolist())) >= 18
 
-
-def test_cli_precisions_are_the_engines():
-    from signseg_core.cli.options import PRECISIONS as PRECISIONS_CLI
-    from signseg_core.optimize.visualize import PRECISIONS
-
-    assert PRECISIONS_CLI == PRECISIONS
 
 
 def test_keys_default_to_the_precision_that_runs_on_the_models_device(tiny):

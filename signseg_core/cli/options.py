@@ -7,11 +7,10 @@ engine's nouns here, once.
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alphas
-
-# visualize.PRECISIONS, written out so that parsing arguments does not import torch (tested equal).
-PRECISIONS = ("fp32", "bf16", "fp16")
+from signseg_core.optimize.settings import PRECISIONS, VisualizeSettings
 
 
 def alphas_arg(text: str) -> tuple[float, ...]:
@@ -46,10 +45,8 @@ def signs_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """The :class:`~signseg_core.optimize.visualize.VisualizeSettings` of
+    """The :class:`~signseg_core.optimize.settings.VisualizeSettings` of
     :func:`add_evolution_args`."""
-    from signseg_core.optimize.visualize import VisualizeSettings  # deferred: loads torch
-
     return VisualizeSettings(
         generator=args.generator, generations=args.generations, restarts=args.restarts,
         seed=args.seed, precision=args.precision,
@@ -69,3 +66,20 @@ def add_evolution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16/fp16: half-precision autocast on CUDA (fp32 on a CPU)")
+
+
+class command:  # noqa: N801 - used like a function in set_defaults(func=command(...))
+    """A command body named by module and function, imported when it first runs.
+
+    ``command("commands", "cmd_sweep")`` stands for :func:`signseg_core.cli.commands.cmd_sweep`:
+    the parser can name every command without importing torch, pandas or the engine.
+    """
+
+    def __init__(self, module: str, name: str):
+        self.module, self.__name__ = f"signseg_core.cli.{module}", name
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(self.module), self.__name__)(args)
+
+    def __repr__(self) -> str:
+        return f"command({self.module}.{self.__name__})"

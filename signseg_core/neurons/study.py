@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from signseg_core.checks import check_int
-from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
 from signseg_core.models.zoo import ZooModel
 from signseg_core.neurons.data import NeuronDataset, dataset_features
 from signseg_core.neurons.fitting import (
@@ -37,7 +37,11 @@ from signseg_core.neurons.fitting import (
     fits_table,
     lasso_path,
 )
-from signseg_core.optimize.visualize import ConditionResult, VisualizeSettings, visualize
+from signseg_core.neurons.localize import background_clearing_effect, perturbation_mask
+from signseg_core.optimize.request import VisualizeRequest, unit_conditions
+from signseg_core.optimize.results import ConditionResult
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import run_request
 
 __all__ = ["NeuronAblation", "NeuronStudy", "ablate_neuron", "dale_features_table", "fit_study",
            "lasso_table", "localize_and_clear", "models_needed", "neuron_ablation_table",
@@ -261,6 +265,18 @@ def neuron_ablation_table(neuron: str, results: Sequence[ConditionResult]) -> pd
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 
 
+def neuron_request(model: ZooModel, study: NeuronStudy, neuron: str,
+                   settings: VisualizeSettings = VisualizeSettings(), *,
+                   alphas: Sequence[float] = DEFAULT_ALPHAS, signs: Sequence[str] = SIGNS,
+                   generator=None) -> VisualizeRequest:
+    """The request of a neuron model's ablation: unit 0 of ``neuron_readout_model(model, study,
+    [neuron])``, its control plus every sign × strength (stored under that readout's
+    fingerprint). ``generator`` default: the settings' one, built on the model's device."""
+    readout_model = neuron_readout_model(model, study, [study.fit(neuron).neuron])
+    conditions = unit_conditions(0, signs=signs, alphas=alphas)
+    return VisualizeRequest.build(readout_model, conditions, settings, generator=generator)
+
+
 def ablate_neuron(model: ZooModel, study: NeuronStudy, neuron: str, *,
                   settings: VisualizeSettings = VisualizeSettings(),
                   alphas: Sequence[float] = DEFAULT_ALPHAS, signs: Sequence[str] = SIGNS,
@@ -269,19 +285,16 @@ def ablate_neuron(model: ZooModel, study: NeuronStudy, neuron: str, *,
                   should_stop: Callable[[], bool] | None = None) -> NeuronAblation:
     """Preferred images of a neuron model with its positive or negative inputs ablated.
 
-    Runs :func:`~signseg_core.optimize.visualize.visualize` on ``neuron_readout_model(model, study,
-    [neuron])`` (unit 0) over ``condition_grid([0], signs=signs, alphas=alphas)``; results are
-    stored and read back under that readout's fingerprint. ``settings``, ``generator``,
-    ``store``, ``batch_size``, ``progress`` and ``should_stop`` are passed to ``visualize``.
+    Runs :func:`~signseg_core.optimize.visualize.run_request` of :func:`neuron_request`;
+    ``store``, ``batch_size``, ``progress`` and ``should_stop`` are passed to it.
     """
     fit = study.fit(neuron)
-    readout_model = neuron_readout_model(model, study, [fit.neuron])
-    conditions = condition_grid([0], signs=signs, alphas=alphas)
-    results = visualize(readout_model, conditions, settings=settings, generator=generator,
-                        store=store, batch_size=batch_size, progress=progress,
-                        should_stop=should_stop)
+    request = neuron_request(model, study, neuron, settings, alphas=alphas, signs=signs,
+                             generator=generator)
+    results = run_request(request, store=store, batch_size=batch_size, progress=progress,
+                          should_stop=should_stop)
     natural = study.natural_max_predicted(neuron)
-    return NeuronAblation(fit.neuron, readout_model.name, tuple(results),
+    return NeuronAblation(fit.neuron, request.model.name, tuple(results),
                           neuron_ablation_table(fit.neuron, results), natural)
 
 
@@ -349,8 +362,6 @@ def localize_and_clear(score_fn, image, *, fill="gray", n_disks: int = 30,
     (LocalizationResult, BackgroundClearing or None): None when the mask is empty (no
     perturbation lowered the response), since clearing would then paint the whole image.
     """
-    from signseg_core.neurons.localize import background_clearing_effect, perturbation_mask
-
     loc = perturbation_mask(score_fn, image, n_disks=n_disks, diameter=diameter, sigma=sigma,
                             threshold=threshold, seed=seed, warn_empty=False)
     if not loc.mask.any():

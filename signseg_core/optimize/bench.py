@@ -26,12 +26,8 @@ from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import resolve_device
 from signseg_core.optimize.evolve_pycma import run_pycma
-from signseg_core.optimize.visualize import (
-    VisualizeSettings,
-    default_batch_size,
-    make_scorer,
-    visualize,
-)
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import default_batch_size, make_scorer, visualize
 
 
 def configure_cuda() -> None:

@@ -10,172 +10,29 @@ back instead of recomputed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from signseg_core.ablation import ablated_readout
-from signseg_core.conditions import Condition, unique_conditions
-from signseg_core.figures.png import png_bytes, png_decode
+from signseg_core.conditions import Condition
+from signseg_core.generators.catalog import make_generator
 from signseg_core.models.zoo import ZooModel
-from signseg_core.optimize.evolve import CMAConfig, run_cmaes
-from signseg_core.store import CODE_VERSION, ResultStore, default_store
+from signseg_core.optimize.evolve import run_cmaes
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.results import (
+    ConditionResult,
+    load_condition,
+    save_condition,
+    to_uint8,
+)
+from signseg_core.optimize.settings import VisualizeSettings, evolution_seed
+from signseg_core.store import ResultStore, default_store
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-
-@dataclass(frozen=True)
-class VisualizeSettings:
-    """Everything besides the model and the condition that determines a preferred image.
-
-    ``sigma0=None`` takes the generator's own; ``popsize=None`` the ``4 + floor(3 log2 d)`` rule.
-    ``precision="bf16"`` or ``"fp16"`` runs generator and backbone under half-precision autocast
-    on CUDA (images stay in that dtype between the two; scores are accumulated in float32); on CPU
-    it falls back to fp32, and the key says so.
-    """
-
-    generator: str = "fourier"
-    generations: int = 100
-    restarts: int = 10
-    seed: int = 0
-    popsize: int | None = None
-    sigma0: float | None = None
-    covariance: str = "none"
-    step_size_rule: str = "wang_ponce"
-    precision: str = "fp32"
-    generator_options: tuple[tuple[str, object], ...] = ()
-
-    def __post_init__(self):
-        for name, low in (("generations", 1), ("restarts", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r}; choose from {PRECISIONS}")
-        # Validates popsize / sigma0 / covariance / step_size_rule the optimizer's way.
-        self.cma_config(1.0)
-
-    def precision_on(self, device: torch.device) -> str:
-        """The precision that runs on ``device``: ``precision`` on CUDA, fp32 elsewhere."""
-        return self.precision if torch.device(device).type == "cuda" else "fp32"
-
-    def cma_config(self, generator_sigma0: float) -> CMAConfig:
-        return CMAConfig(popsize=self.popsize, sigma0=self.sigma0 or generator_sigma0,
-                         covariance=self.covariance, step_size_rule=self.step_size_rule,
-                         maximize=True)
-
-
-@dataclass(frozen=True)
-class ConditionKey:
-    """The store key of one condition's result."""
-
-    model: str
-    model_fingerprint: str
-    unit: int
-    sign: str  # "positive", "negative", or "control" for alpha = 0
-    alpha: float
-    generator: str
-    generator_fingerprint: str
-    optimizer: str  # JSON of the resolved CMAConfig
-    generations: int
-    restarts: int
-    seed: int
-    precision: str
-    code_version: str = CODE_VERSION
-
-
-@dataclass
-class ConditionResult:
-    """All restarts of one condition.
-
-    images : uint8 (R, H, W, 3); best_scores, intact_scores : (R,) float64 (the ablated objective
-    and the intact unit's logit on the same image); max_per_gen, mean_per_gen : (G, R);
-    best_codes, final_means : (R, d) float32.
-    """
-
-    key: ConditionKey
-    images: np.ndarray
-    best_scores: np.ndarray
-    intact_scores: np.ndarray
-    max_per_gen: np.ndarray
-    mean_per_gen: np.ndarray
-    best_codes: np.ndarray
-    final_means: np.ndarray
-    cancelled: bool = False
-    from_store: bool = field(default=False, compare=False)
-
-    @property
-    def condition(self) -> Condition:
-        sign = "positive" if self.key.sign == "control" else self.key.sign
-        return Condition(self.key.unit, sign, self.key.alpha)
-
-    @property
-    def best_index(self) -> int:
-        return int(np.nanargmax(self.best_scores)) if np.isfinite(self.best_scores).any() else 0
-
-    @property
-    def best_image(self) -> np.ndarray:
-        return self.images[self.best_index]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in
-                ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen",
-                 "best_codes", "final_means")}
-
-
-def condition_key(model: ZooModel, generator, condition: Condition,
-                  settings: VisualizeSettings, precision: str | None = None) -> ConditionKey:
-    """The store key of ``condition``'s result. ``precision`` defaults to what runs on the
-    model's device (:meth:`VisualizeSettings.precision_on`), the one a run there stores under."""
-    precision = precision or settings.precision_on(model.device)
-    sign = "control" if condition.is_control else condition.sign
-    optimizer = json.dumps(settings.cma_config(generator.sigma0).to_dict(), sort_keys=True)
-    return ConditionKey(model.name, model.fingerprint, condition.unit, sign, condition.alpha,
-                        generator.name, generator.fingerprint, optimizer, settings.generations,
-                        settings.restarts, settings.seed, precision)
-
-
-def evolution_seed(key: ConditionKey, restart: int) -> int:
-    """A 31-bit seed from the condition and restart: independent of what else is batched."""
-    text = f"{key.seed}|{key.unit}|{key.sign}|{key.alpha:.6f}|{restart}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-# -- images <-> store -------------------------------------------------------------------------
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [0, 1] → uint8 (N, H, W, 3)."""
-    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8) \
-        .permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _save(store: ResultStore, result: ConditionResult) -> None:
-    store.put(result.key, result.arrays(), blobs={"png": [png_bytes(im) for im in result.images]})
-
-
-def load_condition(store: ResultStore, key: ConditionKey) -> ConditionResult | None:
-    """One stored condition, or None when absent or unreadable (an unreadable one is deleted)."""
-    got = store.get(key)
-    if got is None:
-        return None
-    arrays, _, blobs = got
-    try:
-        images = np.stack([png_decode(b) for b in blobs["png"]])
-        return ConditionResult(key, images, **{k: arrays[k] for k in (
-            "best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
-            "final_means")}, from_store=True)
-    except Exception:  # a field missing or an image that will not decode: recompute
-        store.delete(key)
-        return None
-
-
-# -- the batched run --------------------------------------------------------------------------
 
 def _autocast(device: torch.device, precision: str):
     if precision in _HALF and device.type == "cuda":
@@ -243,7 +100,8 @@ def visualize(
     should_stop: Callable[[], bool] | None = None,
     compile: bool = False,
 ) -> list[ConditionResult]:
-    """Preferred images for every condition (controls de-duplicated), from the store or computed.
+    """Preferred images for every condition (controls de-duplicated), from the store or computed:
+    :func:`run_request` of the :class:`~signseg_core.optimize.request.VisualizeRequest` of these.
 
     Parameters
     ----------
@@ -251,7 +109,36 @@ def visualize(
     conditions : (unit, sign, alpha) conditions; alpha = 0 of either sign is the one control.
     generator : a built generator; default ``make_generator(settings.generator)`` on the
         model's device.
+    store, batch_size, progress, should_stop, compile : as for :func:`run_request`.
+
+    Returns
+    -------
+    One ConditionResult per unique condition, in the order first given.
+    """
+    if generator is None:
+        generator = make_generator(settings.generator, device=model.device,
+                                   **dict(settings.generator_options))
+    request = VisualizeRequest(model, generator, tuple(conditions), settings)
+    return run_request(request, store=store, batch_size=batch_size, progress=progress,
+                       should_stop=should_stop, compile=compile)
+
+
+def run_request(
+    request: VisualizeRequest,
+    *,
+    store: ResultStore | None | bool = None,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    compile: bool = False,
+) -> list[ConditionResult]:
+    """The request's results: stored ones read back, the rest evolved in lockstep and stored.
+
+    Parameters
+    ----------
+    request : what to compute (model, generator, conditions, settings).
     store : a ResultStore; None for the default store under the cache dir; False for none.
+    batch_size : samples scored per backbone pass (default 512 on CUDA, 64 on a CPU).
     progress : called as ``progress(generations_done, generations_total)``.
     should_stop : asked every generation; True cancels (nothing is stored, results are marked).
     compile : score through ``torch.compile`` (worth it for long CUDA runs; the first chunk pays
@@ -259,30 +146,23 @@ def visualize(
 
     Returns
     -------
-    One ConditionResult per unique condition, in the order first given.
+    One ConditionResult per condition of the request, in its order.
     """
-    from signseg_core.generators.catalog import make_generator
-
-    device = model.device
-    if generator is None:
-        generator = make_generator(settings.generator, device=device,
-                                   **dict(settings.generator_options))
-    precision = settings.precision_on(device)
     if store is None:
         store = default_store()
     elif store is False:
         store = None
-    conds = unique_conditions(conditions)
-    keys = [condition_key(model, generator, c, settings, precision) for c in conds]
+    keys = request.keys
     found = {k: load_condition(store, k) for k in keys} if store is not None else {}
-    todo = [(c, k) for c, k in zip(conds, keys) if found.get(k) is None]
+    todo = [(c, k) for c, k in zip(request.conditions, keys) if found.get(k) is None]
+    settings = request.settings
     if todo:
-        for result in _run(model, generator, todo, settings, precision,
-                           batch_size or default_batch_size(device), progress, should_stop,
-                           compile):
+        batch = batch_size or default_batch_size(request.model.device)
+        for result in _run(request.model, request.generator, todo, settings, request.precision,
+                           batch, progress, should_stop, compile):
             found[result.key] = result
             if store is not None and not result.cancelled:
-                _save(store, result)
+                save_condition(store, result)
     elif progress is not None:
         progress(settings.generations, settings.generations)
     return [found[k] for k in keys]
@@ -329,24 +209,4 @@ def _run(model, generator, todo, settings, precision, batch_size, progress, shou
                                    codes[s], means[s], cancelled=res.cancelled))
     return out
 
-
-def summary_table(results: Sequence[ConditionResult], class_names=None):
-    """One row per condition: unit, sign, alpha, best/mean score over restarts, intact score."""
-    import pandas as pd
-
-    rows = []
-    for r in results:
-        k = r.key
-        rows.append({
-            "unit": k.unit,
-            "class": class_names[k.unit] if class_names is not None else "",
-            "sign": k.sign,
-            "alpha": k.alpha,
-            "best_score": float(np.nanmax(r.best_scores)),
-            "mean_score": float(np.nanmean(r.best_scores)),
-            "intact_score": float(np.nanmean(r.intact_scores)),
-            "restarts": len(r.best_scores),
-            "from_store": r.from_store,
-        })
-    return pd.DataFrame(rows)
 

@@ -17,17 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import ZooModel
-from signseg_core.optimize.visualize import (
-    ConditionKey,
-    ConditionResult,
-    _save,
-    load_condition,
-    to_uint8,
-)
+from signseg_core.optimize.results import ConditionResult, load_condition, save_condition, to_uint8
+from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
+from signseg_core.paths import no_downloads
 from signseg_core.store import ResultStore, default_store
+from signseg_core.sweeps.run import Metrics, SweepSpec, read_unit_rows, write_unit_rows
 
 _ARRAYS = ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
            "final_means")
@@ -96,7 +95,7 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
         if rescore:
             arrays["intact_scores"] = np.concatenate(intact)
         result = ConditionResult(key, np.concatenate(images), **arrays)
-        _save(store, result)
+        save_condition(store, result)
         out.append(result)
     return out
 
@@ -104,9 +103,6 @@ def import_bundle(path: str | Path, model: ZooModel, generator, *,
 def spec_from_status(status: dict):
     """The :class:`~signseg_core.sweeps.run.SweepSpec` that ``SweepResult.save`` wrote to
     ``<stem>_status.json`` (its ``"spec"`` entry)."""
-    from signseg_core.optimize.visualize import VisualizeSettings
-    from signseg_core.sweeps.run import SweepSpec
-
     try:
         spec = json.loads(status["spec"])
         settings = dict(spec.pop("settings"))
@@ -137,14 +133,6 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     -------
     One line per unit: imported, already there, or why not.
     """
-    import pandas as pd
-
-    from signseg_core.conditions import condition_grid
-    from signseg_core.generators.catalog import make_generator
-    from signseg_core.models.registry import load_model
-    from signseg_core.optimize.visualize import condition_key
-    from signseg_core.paths import no_downloads
-    from signseg_core.sweeps.run import Metrics, read_unit_rows, write_unit_rows
 
     table_path = Path(table_path)
     stem = table_path.with_suffix("")
@@ -166,13 +154,9 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     lines = []
     for model_name in spec.models:
         model = models.get(model_name) or load_model(model_name, device=device)
-        generator = make_generator(spec.settings.generator, device=model.device,
-                                   **dict(spec.settings.generator_options))
+        generator = spec.generator_for(model)
         for unit in spec.units:
-            conds = condition_grid([unit], signs=spec.signs,
-                                   alphas=tuple(sorted(set(spec.alphas) | {0.0})))
-            keys = [condition_key(model, generator, c, spec.settings) for c in conds]
-            results = [load_condition(store, k) for k in keys]
+            results = [load_condition(store, k) for k in spec.request(model, generator, unit).keys]
             where = f"{model_name} unit {unit}"
             if any(r is None for r in results):
                 lines.append(f"{where}: images not in the store (import its bundle first)")
@@ -194,8 +178,6 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
 def _rows_in_result_order(table, model_name: str, unit: int, results):
     """The table's rows of one unit in the order a sweep writes them, or None if they do not
     belong to ``results`` (other images or another count)."""
-    import pandas as pd
-
     mine = table[(table.model == model_name) & (table.unit == unit)]
     parts = []
     for r in results:

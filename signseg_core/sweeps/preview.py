@@ -9,7 +9,7 @@ made, so that a page opening on that model asks the store for exactly those keys
 from __future__ import annotations
 
 from signseg_core.conditions import condition_grid
-from signseg_core.optimize.visualize import VisualizeSettings
+from signseg_core.optimize.settings import VisualizeSettings
 
 #: Settings whose results ship precomputed (``docs/data/lite0_fourier_g60_r5_*.npz``), by model.
 PRECOMPUTED: dict[str, VisualizeSettings] = {

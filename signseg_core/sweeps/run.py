@@ -26,13 +26,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, check_alpha, check_sign
+from signseg_core.generators.catalog import make_generator
+from signseg_core.metrics.objectness import objectness, torchvision_detector
+from signseg_core.metrics.perceptual import lpips_distances, lpips_metric
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE, ensemble_similarity
 from signseg_core.metrics.spectra import radial_power_spectrum, spectral_slope
+from signseg_core.metrics.stats import mean_ci
+from signseg_core.models.checkpoints import state_fingerprint
 from signseg_core.models.imagenet import DEFAULT_UNITS
-from signseg_core.models.registry import model_eps
+from signseg_core.models.registry import load_model, model_eps
 from signseg_core.models.zoo import ZooModel
-from signseg_core.optimize.visualize import ConditionResult, VisualizeSettings, visualize
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.results import ConditionResult
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import run_request
 from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
 from signseg_core.sweeps.tables import spearman_table
 
@@ -59,6 +67,21 @@ class SweepSpec:
             if not value:
                 raise ValueError(f"{name} must not be empty")
             object.__setattr__(self, name, value)
+        for sign in self.signs:
+            check_sign(sign)
+        for alpha in self.alphas:
+            check_alpha(alpha)
+
+    def request(self, model, generator, unit: int) -> VisualizeRequest:
+        """The request of one ``unit`` of ``model`` in this sweep: its control and every sign ×
+        strength, in the order the sweep visualizes and measures them."""
+        return VisualizeRequest.for_unit(model, generator, unit, self.settings, signs=self.signs,
+                                         alphas=self.alphas)
+
+    def generator_for(self, model):
+        """The sweep's generator on ``model``'s device."""
+        return make_generator(self.settings.generator, device=model.device,
+                              **dict(self.settings.generator_options))
 
 
 @dataclass(frozen=True)
@@ -83,10 +106,8 @@ class Metrics:
 
     @classmethod
     def build(cls, spec: SweepSpec, device, models_cache: dict) -> "Metrics":
-        from signseg_core.metrics.objectness import torchvision_detector
-        from signseg_core.metrics.perceptual import lpips_metric
-        from signseg_core.models.registry import load_model
-
+        """The metric setup of ``spec`` on ``device``; ensemble models are taken from (and added
+        to) ``models_cache``. LPIPS and the detector are built where their weights are here."""
         statuses = {}
         ensemble = []
         for name in spec.ensemble:
@@ -121,8 +142,6 @@ def _identity(metric, wanted) -> str:
     """What a metric's numbers depend on: its weights' fingerprint; never paths or messages
     (the same weights found under another TORCH_HOME, or missing for another reason, give the
     same key)."""
-    from signseg_core.models.checkpoints import state_fingerprint
-
     if not wanted:
         return "off"
     if metric is None:
@@ -133,9 +152,6 @@ def _identity(metric, wanted) -> str:
 def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
               class_names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image rows and per-condition mean spectra for one unit's conditions."""
-    from signseg_core.metrics.objectness import objectness
-    from signseg_core.metrics.perceptual import lpips_distances
-
     controls = [r for r in results if r.key.sign == "control"]
     if len(controls) != 1:
         raise ValueError("a unit's results must hold exactly one control (alpha = 0) condition")
@@ -201,7 +217,9 @@ def write_unit_rows(store, key: MetricKey, rows: pd.DataFrame, spectra: pd.DataF
         for name, frame in (("rows", rows), ("spectra", spectra))})
 
 
-def _cached_unit_rows(store, results, metrics, class_names):
+def cached_unit_rows(store, results, metrics, class_names):
+    """One unit's metric rows and spectra: read from ``store`` under ``metrics.key(results)``, or
+    measured (:func:`unit_rows`) and written there (``store=None``: measured, not stored)."""
     key = metrics.key(results)
     got = read_unit_rows(store, key)
     if got is not None:
@@ -254,8 +272,6 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
     The control rows (alpha = 0) are repeated under both signs so each curve starts there.
     """
-    from signseg_core.metrics.stats import mean_ci
-
     ctrl = table[table.sign == "control"]
     both = pd.concat([table[table.sign != "control"]]
                      + [ctrl.assign(sign=s) for s in ("positive", "negative")])
@@ -274,9 +290,6 @@ def run_sweep(spec: SweepSpec = SweepSpec(), *, device="cpu", store: ResultStore
               batch_size: int | None = None, progress: Callable[[str], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> SweepResult:
     """Run (or read back) every condition of ``spec`` and measure every image."""
-    from signseg_core.generators.catalog import make_generator
-    from signseg_core.models.registry import load_model
-
     store = store if store is not None else default_store()
     models_cache: dict[str, ZooModel] = {}
     metrics = Metrics.build(spec, device, models_cache)
@@ -284,20 +297,17 @@ def run_sweep(spec: SweepSpec = SweepSpec(), *, device="cpu", store: ResultStore
     cancelled = False
     for name in spec.models:
         model = models_cache.get(name) or load_model(name, device=device)
-        generator = make_generator(spec.settings.generator, device=model.device,
-                                   **dict(spec.settings.generator_options))
+        generator = spec.generator_for(model)
         for unit in spec.units:
             if should_stop is not None and should_stop():
                 cancelled = True
                 break
-            conds = condition_grid([unit], signs=spec.signs, alphas=tuple(
-                sorted(set(spec.alphas) | {0.0})))
-            results = visualize(model, conds, settings=spec.settings, generator=generator,
-                                store=store, batch_size=batch_size, should_stop=should_stop)
+            results = run_request(spec.request(model, generator, unit), store=store,
+                                  batch_size=batch_size, should_stop=should_stop)
             if any(r.cancelled for r in results):
                 cancelled = True
                 break
-            rows, spec_rows = _cached_unit_rows(store, results, metrics, model.class_names)
+            rows, spec_rows = cached_unit_rows(store, results, metrics, model.class_names)
             tables.append(rows)
             spectra.append(spec_rows)
             if progress is not None:

@@ -16,10 +16,13 @@ from dataclasses import dataclass, fields
 
 import pandas as pd
 
-from signseg_core.conditions import DEFAULT_ALPHAS, condition_grid
+from signseg_core.conditions import DEFAULT_ALPHAS
 from signseg_core.errors import SignsegError, UnknownNameError
-from signseg_core.models.registry import get_entry
-from signseg_core.optimize.visualize import VisualizeSettings, condition_key
+from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
+from signseg_core.models.imagenet import DEFAULT_UNITS
+from signseg_core.models.registry import get_entry, load_model
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.paths import no_downloads
 from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.run import Metrics, SweepSpec, read_unit_rows
 
@@ -78,11 +81,6 @@ def weights_problem(name: str) -> tuple[str, str] | None:
     return "no weights", str(source.missing(name))
 
 
-def unit_condition_keys(model, generator, unit: int, spec: SweepSpec) -> list:
-    """Store keys of one unit's conditions, in the order :func:`run_sweep` visualizes them."""
-    alphas = tuple(sorted(set(spec.alphas) | {0.0}))
-    conditions = condition_grid([unit], signs=spec.signs, alphas=alphas)
-    return [condition_key(model, generator, c, spec.settings) for c in conditions]
 
 
 def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, device="cpu",
@@ -110,10 +108,6 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
     -------
     :class:`StoredSweep`; its coverage lists every model of ``spec.models`` once, in order.
     """
-    from signseg_core.generators.catalog import make_generator
-    from signseg_core.models.registry import load_model
-    from signseg_core.paths import no_downloads
-
     store = store if store is not None else default_store()
     loader = loader or (lambda name: load_model(name, device=device))
     tables, coverage, generators = [], [], {}
@@ -138,8 +132,7 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
             continue
         gen_key = (spec.settings.generator, str(model.device))
         if gen_key not in generators:
-            generators[gen_key] = make_generator(spec.settings.generator, device=model.device,
-                                                 **dict(spec.settings.generator_options))
+            generators[gen_key] = spec.generator_for(model)
         rows, found, images_only = _model_rows(model, generators[gen_key], spec, store, metrics)
         tables += rows
         coverage.append(_coverage_row(name, spec.units, found, images_only))
@@ -153,7 +146,7 @@ def _model_rows(model, generator, spec: SweepSpec, store: ResultStore, metrics: 
     (but not metric rows) are stored."""
     tables, found, images_only = [], [], []
     for unit in spec.units:
-        keys = unit_condition_keys(model, generator, unit, spec)
+        keys = spec.request(model, generator, unit).keys
         got = read_unit_rows(store, metrics.key_for(keys))
         if got is not None:
             tables.append(got[0])
@@ -209,9 +202,6 @@ def sweep_command(spec: SweepSpec, models: Sequence[str] | None = None, *,
 
     Raises ``ValueError`` when ``spec.settings`` sets something the CLI cannot (popsize, ...).
     """
-    from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
-    from signseg_core.models.imagenet import DEFAULT_UNITS
-
     parts = ["python", "-m", "signseg_core", "sweep", "--models", *(models or spec.models)]
     if tuple(spec.units) != DEFAULT_UNITS:
         parts += ["--units", *map(str, spec.units)]

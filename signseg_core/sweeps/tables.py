@@ -254,7 +254,7 @@ def family_curves_figure(changes: pd.DataFrame, *, value: str = "delta", y_title
 def alpha_strip(results: Sequence, *, tile: int = 112) -> np.ndarray:
     """A unit's best image per ablation strength, one row per sign, the control first.
 
-    ``results``: :class:`~signseg_core.optimize.visualize.ConditionResult` of one unit (any subset
+    ``results``: :class:`~signseg_core.optimize.results.ConditionResult` of one unit (any subset
     of its conditions). Captions are ``"a=0.5 12.3"`` (PIL's default font has no α; the number is
     the best ablated activation). Returns uint8 (H, W, 3), as
     :func:`~signseg_core.figures.plots.image_strip`.

@@ -8,81 +8,62 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from signseg_core.jobs import Job, JobCancelled, JobManager, ProgressFn
+from signseg_core.optimize.gradvis import visualize_channels
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.visualize import run_request
 from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
+from signseg_core.sweeps.run import cached_unit_rows, read_unit_rows
+
+
+def _resolve(store) -> ResultStore | None:
+    """The store a job writes: ``store``, the default one for None, no store for False."""
+    if store is False:
+        return None
+    return default_store() if store is None else store
 
 
 def _store_dir(store) -> str | None:
     """The folder of ``store`` (None: :func:`~signseg_core.store.default_store`) for a job
     key; None when results are not stored (``store=False``)."""
-    resolved = default_store() if store is None else store
+    resolved = _resolve(store)
     return str(resolved.directory) if isinstance(resolved, ResultStore) else None
 
 
-def visualize_job_key(model, conditions, *, settings, generator=None, store=None):
-    """The job key :func:`visualize_job` uses, and the sorted unique conditions it runs.
-
-    With a generator: each condition's store key
-    (:func:`~signseg_core.optimize.visualize.condition_key`) and the store's folder; without one:
-    the model fingerprint, settings and conditions.
-    """
-    from signseg_core.conditions import unique_conditions
-    from signseg_core.optimize.visualize import condition_key
-
-    conds = sorted(unique_conditions(conditions), key=lambda c: c.key)
-    if not conds:
-        raise ValueError("conditions is empty; give at least one Condition")
-    precision = settings.precision_on(model.device)
-    where = _store_dir(store)
-    if generator is not None:
-        key = {"job": "visualize", "store": where,
-               "conditions": [key_digest(condition_key(model, generator, c, settings, precision))
-                              for c in conds]}
-    else:
-        key = {"job": "visualize", "store": where, "model": model.name,
-               "model_fingerprint": model.fingerprint, "settings": key_digest(settings),
-               "precision": precision, "conditions": [list(c.key) for c in conds]}
-    return key, conds
+def visualize_job_key(request: VisualizeRequest, *, store=None) -> dict:
+    """The job key :func:`visualize_job` submits ``request`` under, in ``store`` (None: the
+    default store; False: none): :meth:`VisualizeRequest.job_key`."""
+    return request.job_key(_resolve(store))
 
 
-def visualize_job(manager: JobManager, model, conditions: Sequence, *, settings=None,
-                  generator=None, store: ResultStore | None | bool = None,
-                  batch_size: int | None = None, label: str = "") -> Job:
-    """Submit :func:`~signseg_core.optimize.visualize.visualize` as a job; identical requests share
-    it.
+def visualize_job(manager: JobManager, request: VisualizeRequest, *,
+                  store: ResultStore | None | bool = None, batch_size: int | None = None,
+                  label: str = "") -> Job:
+    """Submit :func:`~signseg_core.optimize.visualize.run_request` of ``request`` as a job;
+    requests for the same results (same keys, in any order) share one job.
 
     Parameters
     ----------
-    model, conditions, settings, generator, store, batch_size : as for ``visualize``. Pass the
-        dashboard's cached ``generator``: without one, each job builds its own from
-        ``settings`` (in the background, but GAN weights load again every time).
-    label : shown in job lists; default names the model, condition count and budget.
+    request : what to compute; build its generator once and cache it (GAN weights are large).
+    store : None for the default store; False to store nothing.
+    batch_size : as for ``run_request``.
+    label : shown in job lists; default :attr:`VisualizeRequest.label`.
 
     Returns
     -------
-    Job whose result is ``list[ConditionResult]``, one per unique condition, sorted by
-    ``Condition.key`` (unit, sign, alpha) whatever the order given, so requests for the same set
-    share one job: look results up by ``result.condition.key``. A cancelled job stores nothing.
-
-    The job key holds each condition's store key
-    (:func:`~signseg_core.optimize.visualize.condition_key`) and the store's folder; with no
-    generator, the model fingerprint, settings and conditions.
+    Job whose result is ``list[ConditionResult]``, one per condition, sorted by
+    ``Condition.key`` (unit, sign, alpha) whatever the request's order, so requests that share the
+    job read the same list: look results up by ``result.condition.key``. A cancelled job stores
+    nothing.
     """
-    from signseg_core.optimize.visualize import VisualizeSettings, visualize
-
-    settings = VisualizeSettings() if settings is None else settings
-    resolved = default_store() if store is None else store
-    key, conds = visualize_job_key(model, conditions, settings=settings, generator=generator,
-                                   store=resolved)
-    if not label:
-        label = (f"{model.name}: {len(conds)} condition{'s' * (len(conds) != 1)}, "
-                 f"{settings.generator} {settings.generations} gen x {settings.restarts}")
+    resolved = _resolve(store)
 
     def run(progress: ProgressFn, should_stop: Callable[[], bool]):
-        return visualize(model, conds, settings=settings, generator=generator, store=resolved,
-                         batch_size=batch_size, should_stop=should_stop,
-                         progress=lambda d, t: progress(d, t, f"generation {d}/{t}"))
+        results = run_request(request, store=resolved if resolved is not None else False,
+                              batch_size=batch_size, should_stop=should_stop,
+                              progress=lambda d, t: progress(d, t, f"generation {d}/{t}"))
+        return sorted(results, key=lambda r: r.condition.key)
 
-    return manager.submit(key, run, label=label)
+    return manager.submit(request.job_key(resolved), run, label=label or request.label)
 
 
 def gradvis_key(model, layer: str, channels: Sequence[int], config) -> dict:
@@ -116,7 +97,6 @@ def gradvis_job(manager: JobManager, model, layer: str, channels: Sequence[int],
     [0, 255], ``channels`` ...), also put in ``store`` (None: the default store) under
     :func:`gradvis_key`. A cancelled job stores nothing.
     """
-    from signseg_core.optimize.gradvis import visualize_channels
 
     key = gradvis_key(model, layer, channels, config)
     resolved = default_store() if store is None else store
@@ -157,7 +137,7 @@ def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None 
 
     Parameters
     ----------
-    results : sequence of :class:`~signseg_core.optimize.visualize.ConditionResult`
+    results : sequence of :class:`~signseg_core.optimize.results.ConditionResult`
         The unit's conditions in the order the sweep visualizes them
         (:func:`~signseg_core.ablation.condition_grid` of the unit: control, positive 0.1..1,
         negative 0.1..1); another order is another key.
@@ -171,8 +151,6 @@ def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None 
     and ``alpha`` float), spectra one per (condition, frequency) (``model``, ``unit``, ``sign``,
     ``alpha``, ``freq``, ``power``); None when absent or unreadable.
     """
-    from signseg_core.sweeps.run import read_unit_rows
-
     resolved = default_store() if store is None else store
     return read_unit_rows(resolved, metrics.key(results))  # unreadable: None, measured again
 
@@ -193,9 +171,8 @@ def metrics_job(manager: JobManager, model, results: Sequence, metrics, *,
     Parameters
     ----------
     model : the unit's :class:`~signseg_core.models.zoo.ZooModel` (its class names label the rows).
-    results : the unit's :class:`~signseg_core.optimize.visualize.ConditionResult`\\ s in the
-    sweep's
-        order (see :func:`stored_metric_rows`), exactly one of them the control.
+    results : the unit's :class:`~signseg_core.optimize.results.ConditionResult`\\ s in the
+        sweep's order (see :func:`stored_metric_rows`), exactly one of them the control.
     metrics : :class:`~signseg_core.sweeps.run.Metrics`; shared, only read.
     store : default :func:`~signseg_core.store.default_store`.
     label : shown in job lists; default names the model, unit and image count.
@@ -212,8 +189,6 @@ def metrics_job(manager: JobManager, model, results: Sequence, metrics, *,
     ------
     ValueError : ``results`` are not one unit's conditions with exactly one control.
     """
-    from signseg_core.sweeps.run import _cached_unit_rows
-
     _check_unit_results(results)
     resolved = default_store() if store is None else store
     results = list(results)
@@ -226,7 +201,7 @@ def metrics_job(manager: JobManager, model, results: Sequence, metrics, *,
         if should_stop():
             raise JobCancelled("cancelled")
         progress(0, 1, f"measuring {n_images} images")
-        measured = _cached_unit_rows(resolved, results, metrics, model.class_names)
+        measured = cached_unit_rows(resolved, results, metrics, model.class_names)
         progress(1, 1, "measured")
         # read back, so the job shows the very numbers a later page visit reads from the store
         return stored_metric_rows(results, metrics, store=resolved) or measured

@@ -1,0 +1,179 @@
+"""The bodies of ``python -m signseg_core COMMAND``: each reads its parsed arguments, calls the
+engine and prints. The parser (:mod:`signseg_core.cli.main`) loads this module only when a command
+runs, so ``--help`` and argument errors stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from signseg_core.cli.options import generator_options, settings_from_args, signs_from_args
+from signseg_core.generators.catalog import make_generator
+from signseg_core.models.imagenet import DEFAULT_UNITS
+from signseg_core.models.registry import list_models, load_model
+from signseg_core.models.zoo import resolve_device
+from signseg_core.optimize.bench import configure_cuda, main_bench
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.results import summary_table
+from signseg_core.optimize.visualize import run_request
+from signseg_core.signs import (
+    compare_trained_untrained,
+    layer_summary,
+    rank_channels,
+    ratio_summary,
+)
+from signseg_core.stimuli.selection import (
+    model_outputs_for_folder,
+    select_classes_by_clustering,
+)
+from signseg_core.sweeps.bundle import import_bundle, import_sweep_rows
+from signseg_core.sweeps.report import build_report
+from signseg_core.sweeps.run import SweepSpec, run_sweep
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+
+
+    table = pd.DataFrame(list_models())
+    if not args.all:
+        table = table[table.family != "test"]
+    table["weights"] = table.weights_present.map({True: "present", False: "missing"})
+    cols = ["name", "family", "input_size", "top1", "weights", "weights_path"]
+    print(table[cols].to_string(index=False))
+    return 0
+
+
+def cmd_dale(args: argparse.Namespace) -> int:
+
+    model = load_model(args.model, device=args.device, weights=args.weights,
+                       untrained=args.untrained, seed=args.seed)
+    if args.rank:
+        layer = model.layer(args.rank)
+        ranking = rank_channels(layer.weight.detach(), groups=getattr(layer, "groups", 1))
+        k = args.top
+        print(f"{model.name} {args.rank}: {len(ranking)} sender channels, most positive first")
+        shown = ranking if len(ranking) <= 2 * k else _ends(ranking, k)
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return 0
+    table = layer_summary(model.layers)
+    if args.compare_untrained and not args.untrained:
+        untrained = load_model(args.model, device=args.device, untrained=True, seed=args.seed)
+        table = compare_trained_untrained(model.layers, untrained.layers)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {len(table)} layers to {args.csv}", file=sys.stderr)
+    shown = table.drop(columns=[c for c in ("hist",) if c in table.columns])
+    print(f"{model.name} ({model.weights_source}), fingerprint {model.fingerprint}")
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    mean, std = ratio_summary(model.readout.weight.detach())
+    print(f"readout positive/negative weight ratio per unit: {mean:.3f} ± {std:.3f} (Table 2)")
+    return 0
+
+
+def _ends(table, k: int):
+    """The first and last ``k`` rows of a ranking, with a marker row between."""
+    gap = pd.DataFrame([{c: "..." for c in table.columns}])
+    return pd.concat([table.head(k).astype(object), gap, table.tail(k).astype(object)])
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+
+
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        configure_cuda()
+    model = load_model(args.model, device=device, weights=args.weights, untrained=args.untrained)
+    settings = settings_from_args(args)
+    generator = make_generator(settings.generator, device=model.device,
+                               **dict(settings.generator_options))
+    request = VisualizeRequest.for_units(model, generator, args.unit, settings,
+                                         signs=signs_from_args(args), alphas=args.alphas)
+    with tqdm(total=settings.generations, desc="generations", unit="gen",
+              disable=args.quiet) as bar:
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        results = run_request(request, progress=progress, batch_size=args.batch_size,
+                              compile=args.compile)
+    table = summary_table(results, model.class_names)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    stored = sum(r.from_store for r in results)
+    print(f"{len(results)} conditions ({stored} from the store) × {settings.restarts} restarts")
+    return 0
+
+
+def cmd_import_bundle(args: argparse.Namespace) -> int:
+
+    model = load_model(args.model, weights=args.weights)
+    generator = make_generator(args.generator, **generator_options(args.generator_option))
+    results = import_bundle(args.path, model, generator, rescore=args.rescore)
+    units = sorted({r.key.unit for r in results})
+    print(f"imported {len(results)} conditions of {model.name} (units {units}) into the store")
+    return 0
+
+
+def cmd_import_sweep(args: argparse.Namespace) -> int:
+
+    lines = import_sweep_rows(args.table)
+    for line in lines if not args.quiet else []:
+        print(line)
+    imported = sum(": imported " in line for line in lines)
+    there = sum(line.endswith("already in the store") for line in lines)
+    print(f"metric rows of {len(lines)} units: {imported} imported, {there} already in the store, "
+          f"{len(lines) - imported - there} not imported")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+
+    spec = SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
+                     signs=signs_from_args(args), alphas=args.alphas,
+                     settings=settings_from_args(args),
+                     ensemble=tuple(args.ensemble),
+                     lpips=not args.no_lpips,
+                     detector=None if args.detector == "none" else args.detector)
+    result = run_sweep(spec, device=args.device, batch_size=args.batch_size,
+                       progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    files = result.save(args.out, stem=args.stem)
+    cols = ["model", "sign", "alpha", "n_units", "activation", "intact_activation", "similarity",
+            "lpips_similarity", "objectness"]
+    print(result.summary()[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for name, status in result.statuses.items():
+        if name != "spec":
+            print(f"{name}: {status}")
+    print(f"{len(result.table)} images; wrote {', '.join(str(f) for f in files[:2])} ...")
+    return 0
+
+
+def cmd_select_classes(args: argparse.Namespace) -> int:
+
+
+    model = load_model(args.model, device=args.device)
+    files, logits = model_outputs_for_folder(model, args.folder)
+    classes = select_classes_by_clustering(logits, n_clusters=args.n, linkage=args.linkage,
+                                           max_images=args.max_images)
+    for unit in classes:
+        print(f"{unit}\t{model.class_names[unit]}")
+    if args.out:
+        np.savetxt(args.out, np.array(classes, dtype=int), fmt="%d")
+    print(f"{len(classes)} classes from {len(files)} images", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+
+    path = build_report(device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+
+    return main_bench(args)

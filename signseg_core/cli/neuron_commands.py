@@ -1,0 +1,216 @@
+"""The bodies of ``python -m signseg_core neurons COMMAND`` (paper §4.6): fit, ablate, Dale
+features, diverse set, localize, demo. Loaded only when one of them runs
+(:mod:`signseg_core.cli.neurons` holds their parser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from signseg_core.cli.options import settings_from_args, signs_from_args
+from signseg_core.figures.export import image_png
+from signseg_core.models.registry import load_model
+from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.localize import mask_overlay
+from signseg_core.neurons.study import (
+    ablate_neuron,
+    dale_features_table,
+    fit_study,
+    localize_and_clear,
+    models_needed,
+    neuron_readout_model,
+    top_agreement,
+)
+from signseg_core.stimuli.diverse import contact_sheet, diverse_set_from_folder, write_selection
+
+
+def _fmt3(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _bar(args, total: int, desc: str, unit: str):
+
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=args.quiet, file=sys.stderr)
+
+    def progress(done, total_now, *_):
+        bar.total = total_now
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def _study(args):
+    """Load the data (first, so bad data fails before any model loads), the model, the fits."""
+    dataset = load_neuron_data(args.data, image_dir=args.images, min_images=args.min_images)
+    model = load_model(args.model, device=args.device)
+    bar, progress = _bar(args, dataset.n_images, "features", "img")
+    with bar:
+        study = fit_study(model, dataset, test_fraction=args.test_fraction,
+                          seed=args.split_seed, progress=progress)
+    return model, study
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    _, study = _study(args)
+    cols = ["neuron", "session", "area", "monkey", "r2_train", "r2_test",
+            "positive_negative_ratio", "n_positive", "n_negative"]
+    print(f"{len(study.neurons)} neuron models on {study.model_name} features "
+          f"({study.dataset.n_images} images, {study.n_features} features)")
+    print(study.table[cols].to_string(index=False, float_format=_fmt3))
+    print("\nbest per session:")
+    print(study.best[cols].to_string(index=False, float_format=_fmt3))
+    s = study.summary()
+    print(f"\nbest test r² {s['best_r2_test_mean']:.3f} ± {s['best_r2_test_sd']:.3f} SD over "
+          f"{s['n_sessions']} sessions; positive/negative weight ratio {s['ratio_mean']:.3f} ± "
+          f"{s['ratio_sd']:.3f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        study.table.to_csv(out / "neuron_fits.csv", index=False)
+        study.best.to_csv(out / "best_per_session.csv", index=False)
+        print(f"wrote {out / 'neuron_fits.csv'} and {out / 'best_per_session.csv'}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+
+    model, study = _study(args)
+    study.index(args.neuron)  # an unknown neuron fails before the evolution starts
+    settings = settings_from_args(args)
+    bar, progress = _bar(args, settings.generations, "generations", "gen")
+    with bar:
+        ablation = ablate_neuron(model, study, args.neuron, settings=settings,
+                                 alphas=args.alphas, signs=signs_from_args(args), progress=progress,
+                                 batch_size=args.batch_size)
+    table = ablation.table
+    print(f"neuron {ablation.neuron} ({ablation.model_name}); largest predicted response to a "
+          f"natural image: {ablation.natural_max_predicted:.3f}")
+    print(table.drop(columns=["neuron"]).to_string(index=False, float_format=_fmt3))
+    stored = int(table["from_store"].sum())
+    print(f"{len(table)} conditions ({stored} from the store) x {settings.restarts} restarts")
+    if args.out:
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"ablation_{ablation.neuron}"
+        table.to_csv(out / f"{stem}.csv", index=False)
+        order = {(r.key.sign, r.key.alpha): r for r in ablation.results}
+        results = [order[(s, a)] for s, a in zip(table["sign"], table["alpha"])]
+        sheet = contact_sheet([r.best_image for r in results], columns=min(len(results), 11),
+                              labels=list(table["condition"]))
+        (out / f"{stem}.png").write_bytes(image_png(sheet))
+        print(f"wrote {out / (stem + '.csv')} and {out / (stem + '.png')}")
+    return 0
+
+
+def cmd_dale_features(args: argparse.Namespace) -> int:
+
+    _, study = _study(args)
+    neurons = study.best_neurons if args.best_only else None
+    table = dale_features_table(study, alpha=args.alpha, neurons=neurons)
+    n_models = len(neurons) if neurons is not None else len(study.neurons)
+    consistent = table[table["label"] != "mixed"].sort_values(["label", "p_bonferroni"])
+    cols = ["feature", "label", "n_positive", "n_negative", "agreement", "p_bonferroni",
+            "mean_normalized_weight"]
+    counts = consistent["label"].value_counts()
+    print(f"{len(consistent)} of {len(table)} features consistent across {n_models} neuron "
+          f"models (Bonferroni alpha {args.alpha}): "
+          f"{counts.get('consistent-positive', 0)} positive, "
+          f"{counts.get('consistent-negative', 0)} negative")
+    if len(consistent):
+        print(consistent[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    else:
+        floor = min(1.0, 2 * 0.5 ** n_models * len(table))
+        print(f"none: with {n_models} models the smallest possible Bonferroni p is {floor:.3g} "
+              f"({models_needed(len(table), alpha=args.alpha)} models are needed). "
+              "Most one-signed features:")
+        top = top_agreement(table, args.top)
+        print(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_diverse_set(args: argparse.Namespace) -> int:
+
+    for folder in (args.folder, args.pool):
+        if folder is not None and not Path(folder).is_dir():
+            raise ValueError(f"image folder {folder!r} does not exist or is not a folder")
+    model = load_model(args.model, device=args.device)
+    steps = 3 if args.pool else 2
+    bar, progress = _bar(args, steps, "diverse set", "step")
+    with bar:
+        sel = diverse_set_from_folder(model, args.folder, k=args.k,
+                                      n_components=args.n_components, seed=args.seed,
+                                      pool_folder=args.pool, progress=progress)
+    for rank, path in enumerate(sel.paths):
+        print(f"{rank}\t{path}")
+    print(f"{sel.k} of {sel.n_candidates} images; {sel.n_components} PCA components explain "
+          f"{sel.explained_variance:.1%} of the variance of {sel.n_space} images' outputs")
+    if args.out:
+        print(f"wrote {write_selection(sel, args.out)}")
+    if args.sheet:
+        sheet = contact_sheet(sel.paths, columns=min(args.columns, sel.k), labels=True)
+        Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.sheet).write_bytes(image_png(sheet))
+        print(f"wrote {args.sheet}")
+    return 0
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+
+    if not Path(args.image).is_file():
+        raise ValueError(f"image {args.image!r} not found")
+    if args.data is not None and args.neuron is None:
+        raise ValueError("--data needs --neuron ID (the neuron model to localize)")
+    if args.neuron is not None and args.data is None:
+        raise ValueError("--neuron needs --data (the responses the neuron model is fitted on)")
+    image = load_image(args.image)
+    if args.data is not None:
+        model, study = _study(args)
+        scorer = neuron_readout_model(model, study, [study.fit(args.neuron).neuron])
+        what, unit = f"neuron {args.neuron}", 0
+    else:
+        model = scorer = load_model(args.model, device=args.device)
+        if not 0 <= args.unit < model.n_classes:
+            raise ValueError(f"unit {args.unit} is out of range 0..{model.n_classes - 1}")
+        what, unit = f"unit {args.unit} ({model.class_names[args.unit]})", args.unit
+    loc, clearing = localize_and_clear(
+        lambda x: scorer(x)[:, unit], image, fill=args.fill, n_disks=args.n_disks,
+        diameter=args.diameter, sigma=args.sigma, threshold=args.threshold, seed=args.seed)
+    print(f"{what} of {model.name} on {Path(args.image).name} "
+          f"({image.shape[2]}x{image.shape[1]} px)")
+    print(f"localized region: {loc.area_fraction:.1%} of the image "
+          f"({args.n_disks} disks of {loc.diameter} px, sigma {loc.sigma:g} px)")
+    if clearing is None:
+        print("no region: no perturbation lowered the response, so there is nothing to keep "
+              "and nothing was cleared")
+    else:
+        print(f"response intact {clearing.intact:.4f}, background cleared ({args.fill}) "
+              f"{clearing.cleared:.4f}: relative change {clearing.relative_change:+.1%}")
+    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_overlay.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(image_png(mask_overlay(image, loc)))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+
+    bar, progress = _bar(args, args.n_images, "features", "img")
+    with bar:
+        path = write_demo_dataset(args.out_dir, n_images=args.n_images, n_neurons=args.n_neurons,
+                                  n_sessions=args.n_sessions, noise=args.noise, seed=args.seed,
+                                  model_name=args.model, image_size=args.image_size,
+                                  device=args.device, progress=progress)
+    print(f"wrote {args.n_images} images, {args.n_neurons} neurons: {path}")
+    print(f"ground truth: {path.parent / 'planted_weights.npz'}")
+    print(f"next: python -m signseg_core neurons fit {path} --model {args.model}")
+    return 0
