@@ -28,7 +28,9 @@ preview: setup
 	@$(BIN)/python -m signseg_core import-sweep docs/data/reproduction/lite0_fourier.parquet \
 	  --quiet || echo "metric rows not imported: the explorer measures them on demand"
 
+# The layer contracts first (docs/architecture.md), then the suite.
 test: setup chromium
+	$(BIN)/lint-imports
 	SIGNSEG_OFFLINE=1 $(BIN)/python -m pytest
 
 # Figure export (kaleido) and browser tests need Chromium; as root, install Debian's.
