@@ -18,7 +18,6 @@ from torch import Tensor
 
 from signseg_core.ablation import ablated_readout
 from signseg_core.conditions import Condition
-from signseg_core.generators.catalog import make_generator
 from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.evolve import run_cmaes
 from signseg_core.optimize.request import VisualizeRequest
@@ -88,39 +87,19 @@ def make_scorer(model: ZooModel, generator, rows: Tensor, biases: Tensor, evo_co
     return score
 
 
-def visualize(
-    model: ZooModel,
-    conditions: Sequence[Condition],
-    *,
-    settings: VisualizeSettings = VisualizeSettings(),
-    generator=None,
-    store: ResultStore | None | bool = None,
-    batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    compile: bool = False,
-) -> list[ConditionResult]:
+def visualize(model: ZooModel, conditions: Sequence[Condition], *,
+              settings: VisualizeSettings = VisualizeSettings(), generator=None,
+              **options) -> list[ConditionResult]:
     """Preferred images for every condition (controls de-duplicated), from the store or computed:
-    :func:`run_request` of the :class:`~signseg_core.optimize.request.VisualizeRequest` of these.
+    :func:`run_request` of :meth:`VisualizeRequest.build(model, conditions, settings, generator)
+    <signseg_core.optimize.request.VisualizeRequest.build>`.
 
-    Parameters
-    ----------
-    model : the network; its readout is never modified.
-    conditions : (unit, sign, alpha) conditions; alpha = 0 of either sign is the one control.
-    generator : a built generator; default ``make_generator(settings.generator)`` on the
-        model's device.
-    store, batch_size, progress, should_stop, compile : as for :func:`run_request`.
-
-    Returns
-    -------
-    One ConditionResult per unique condition, in the order first given.
+    ``generator`` defaults to ``make_generator(settings.generator)`` on the model's device;
+    ``options`` (store, batch_size, progress, should_stop, compile) are :func:`run_request`'s.
+    Returns one ConditionResult per unique condition, in the order first given.
     """
-    if generator is None:
-        generator = make_generator(settings.generator, device=model.device,
-                                   **dict(settings.generator_options))
-    request = VisualizeRequest(model, generator, tuple(conditions), settings)
-    return run_request(request, store=store, batch_size=batch_size, progress=progress,
-                       should_stop=should_stop, compile=compile)
+    request = VisualizeRequest.build(model, conditions, settings, generator=generator)
+    return run_request(request, **options)
 
 
 def run_request(
