@@ -23,7 +23,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import numpy as np
+from diskcache.core import MODE_PICKLE
 
 from signseg_core import paths
 
@@ -88,23 +90,18 @@ def decode_entry(raw: bytes) -> tuple[dict[str, np.ndarray], dict, dict[str, lis
     return arrays, header.get("meta", {}), blobs
 
 
-def _safe_disk():
+class _SafeDisk(diskcache.Disk):
     """A diskcache ``Disk`` that never unpickles: values are bytes, keys are strings."""
-    import diskcache
-    from diskcache.core import MODE_PICKLE
 
-    class SafeDisk(diskcache.Disk):
-        def fetch(self, mode, filename, value, read):
-            if mode == MODE_PICKLE:
-                raise ValueError("refusing to unpickle a store value")
-            return super().fetch(mode, filename, value, read)
+    def fetch(self, mode, filename, value, read):
+        if mode == MODE_PICKLE:
+            raise ValueError("refusing to unpickle a store value")
+        return super().fetch(mode, filename, value, read)
 
-        def get(self, key, raw):
-            if not raw:
-                raise ValueError("refusing to unpickle a store key")
-            return super().get(key, raw)
-
-    return SafeDisk
+    def get(self, key, raw):
+        if not raw:
+            raise ValueError("refusing to unpickle a store key")
+        return super().get(key, raw)
 
 
 class ResultStore:
@@ -116,11 +113,9 @@ class ResultStore:
     """
 
     def __init__(self, directory: str | Path | None = None, *, timeout: float = 60.0):
-        import diskcache
-
         self.directory = Path(directory) if directory else paths.cache_dir() / "results"
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(str(self.directory), timeout=timeout, disk=_safe_disk(),
+        self._cache = diskcache.Cache(str(self.directory), timeout=timeout, disk=_SafeDisk,
                                       size_limit=2**36, eviction_policy="none")
         try:
             self._cache.check(fix=True)

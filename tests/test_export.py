@@ -401,8 +401,8 @@ def test_zip_of_a_whole_figure(renderer):
 def test_print_layout_sets_print_type_and_makes_room_for_title_and_legend():
     """A single-column panel (89 mm = 336 layout px): 7 pt text, the long title wrapped within
     the width, the legend in the row below it, the top margin holding both."""
-    from signseg_core.figures.export import _pt, print_layout
     from signseg_core.figures.plots import dale_histogram_figure
+    from signseg_core.figures.print_layout import print_layout, pt_to_px
 
     fig = dale_histogram_figure(np.linspace(0.5, 0.6, 50), expected_untrained=0.5126,
                                 title="Readout Dale index per penultimate channel, "
@@ -413,8 +413,8 @@ def test_print_layout_sets_print_type_and_makes_room_for_title_and_legend():
     assert before == fig.to_dict()  # the figure itself is not changed
     assert lay["font"]["size"] == pytest.approx(7 * 96 / 72)
     lines = lay["title"]["text"].split("<br>")
-    assert len(lines) == 2 and all(len(line) * 0.55 * _pt(8) <= 336 - 12 for line in lines)
+    assert len(lines) == 2 and all(len(line) * 0.55 * pt_to_px(8) <= 336 - 12 for line in lines)
     assert lay["legend"]["orientation"] == "h" and lay["legend"]["y"] == 1.0
-    three_rows = 3 * 2.3 * _pt(6.5)  # "untrained expectation 0.5126" leaves one entry a row
-    assert lay["margin"]["t"] >= 2 * 1.3 * _pt(8) + three_rows
+    three_rows = 3 * 2.3 * pt_to_px(6.5)  # "untrained expectation 0.5126" leaves one entry a row
+    assert lay["margin"]["t"] >= 2 * 1.3 * pt_to_px(8) + three_rows
     assert out["data"] == before["data"] and "height" not in lay

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw
 from torch import Tensor
+
+from signseg_core.signs import dale_index, expected_untrained_dale_index
 
 #: Colour of reference lines and "current" markers: a mid grey that reads on the light and the dark
 #: dashboard theme and in exported files alike (near-black vanished on the dark theme).
@@ -49,8 +52,6 @@ SIGN_COLORS = {"positive": "#d62728", "negative": "#1f77b4"}
 def readout_dale_histogram(model) -> go.Figure:
     """:func:`dale_histogram_figure` of a zoo model's readout: one Dale index per penultimate
     channel, its mean, and the untrained expectation for that many outgoing weights."""
-    from signseg_core.signs import dale_index, expected_untrained_dale_index
-
     weight = model.readout.weight.detach()
     return dale_histogram_figure(
         dale_index(weight), expected_untrained=expected_untrained_dale_index(weight.shape[0]),
@@ -118,8 +119,6 @@ def image_strip(rows: dict[str, list], *, tile: int = 112, caption_px: int = 14)
 
     Images are uint8 (H, W, 3); returns uint8 (H_total, W_total, 3) (white background).
     """
-    from PIL import Image, ImageDraw
-
     n_cols = max(len(v) for v in rows.values())
     label_w = 90
     cell_h = tile + caption_px + 4

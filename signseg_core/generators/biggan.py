@@ -52,7 +52,7 @@ def find_biggan_files(resolution: int = 256) -> tuple[Path, Path] | None:
 
 def _biggan_package():
     try:
-        import pytorch_pretrained_biggan
+        import pytorch_pretrained_biggan  # deferred: optional package, BigGAN only
     except ImportError as exc:
         raise ImportError("BigGAN needs the package pytorch-pretrained-biggan "
                           "(pip install pytorch-pretrained-biggan)") from exc
@@ -121,7 +121,7 @@ def load_biggan(weights: str | Path | None = None, *, resolution: int = 256,
                 what, paths.weights_dir() / f"biggan-deep-{resolution}" / BIGGAN_WEIGHTS,
                 f"with its {BIGGAN_CONFIG} beside it, from "
                 + BIGGAN_URL.format(res=resolution, file=BIGGAN_WEIGHTS))
-        from pytorch_pretrained_biggan.file_utils import cached_path
+        from pytorch_pretrained_biggan.file_utils import cached_path  # deferred: optional package
 
         files = tuple(Path(cached_path(BIGGAN_URL.format(res=resolution, file=f)))
                       for f in (BIGGAN_WEIGHTS, BIGGAN_CONFIG))

@@ -201,7 +201,7 @@ def download_deepsim(*, url: str | None = None) -> Path:
     """
     if url is None:
         try:
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import hf_hub_download  # deferred: optional, urllib otherwise
         except ImportError:
             url = DEEPSIM_URL
         else:

@@ -21,7 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from signseg_core.metrics.similarity import _check_batch_size, as_float_images
+from signseg_core import paths
+from signseg_core.errors import SignsegError
+from signseg_core.metrics.similarity import as_float_images, check_batch_size
+from signseg_core.models.checkpoints import load_into, load_state_dict_file
+from signseg_core.models.weights import WeightSource, hub_source
 
 TORCHVISION_DETECTORS = ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn")
 
@@ -76,7 +80,7 @@ class TorchvisionDetector:
 
 
 def _build_torchvision(name: str, *, seed: int, score_thresh: float, min_size: int | None):
-    from torchvision.models import get_model
+    from torchvision.models import get_model  # deferred: torchvision takes ~1 s to import
 
     if name not in TORCHVISION_DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {list(TORCHVISION_DETECTORS)}")
@@ -90,19 +94,11 @@ def _build_torchvision(name: str, *, seed: int, score_thresh: float, min_size: i
     return net.eval().requires_grad_(False)
 
 
-def coco_weights_source(name: str):
+def coco_weights_source(name: str) -> WeightSource:
     """Where torchvision's COCO weights of detector ``name`` live (the torch hub cache)."""
-    import os
-    from urllib.parse import urlparse
+    from torchvision.models import get_model_weights  # deferred: torchvision takes ~1 s to import
 
-    from torchvision.models import get_model_weights
-
-    from signseg_core.models.weights import WeightSource
-
-    url = get_model_weights(name).COCO_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-    return WeightSource("torchvision", path, url=url,
-                        hint=f"download it from {url}, or set TORCH_HOME to the folder above 'hub'")
+    return hub_source(get_model_weights(name).COCO_V1.url)
 
 
 def torchvision_detector(
@@ -124,10 +120,7 @@ def torchvision_detector(
     score_thresh : boxes scoring below this are dropped before the maximum.
     min_size : the detector's internal resize (default: the model's own, 320 or 800 px).
     """
-    from signseg_core.errors import SignsegError
-    from signseg_core.models.checkpoints import load_into, load_state_dict_file
-
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if name not in TORCHVISION_DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {list(TORCHVISION_DETECTORS)}")
     try:
@@ -152,7 +145,7 @@ def random_detector(
     batch_size: int = 8,
 ) -> TorchvisionDetector:
     """The torchvision detector with seeded random weights, small, for plumbing tests only."""
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     net = _build_torchvision(name, seed=seed, score_thresh=score_thresh, min_size=min_size)
     status = f"random weights (seed {seed}): {name} plumbing for tests only, not objectness"
     return TorchvisionDetector(name, net.to(device), status, batch_size)
@@ -184,10 +177,8 @@ def ultralytics_detector(weights: str | Path | None = None, *, imgsz: int = 640)
     Default weights: ``weights_dir() / "yolov8n.pt"``. Nothing is downloaded. (Not exercised by
     the test suite: ``ultralytics`` is not a dependency.)
     """
-    from signseg_core import paths
-
     try:
-        from ultralytics import YOLO
+        from ultralytics import YOLO  # deferred: optional, not a dependency of signseg
     except ImportError:
         return UnavailableDetector("ultralytics", "unavailable: the ultralytics package is not "
                                                   "installed (pip install ultralytics)")

@@ -26,7 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from signseg_core.metrics.similarity import _check_batch_size, _pair_mask, as_float_images
+from signseg_core.errors import CheckpointError, SignsegError, WeightsNotFoundError
+from signseg_core.metrics.similarity import as_float_images, check_batch_size, pair_mask
+from signseg_core.models.checkpoints import load_state_dict_file
+from signseg_core.models.weights import torchvision_source
 
 #: LPIPS backbone name → the torchvision architecture whose ``features`` it slices.
 LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
@@ -74,10 +77,6 @@ def lpips_metric(
         raise ValueError(f"unknown LPIPS net {net!r}; choose from {sorted(LPIPS_NETS)}")
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose from {list(BACKBONES)}")
-    from signseg_core.errors import SignsegError, WeightsNotFoundError
-    from signseg_core.models.checkpoints import load_state_dict_file
-    from signseg_core.models.weights import torchvision_source
-
     arch = LPIPS_NETS[net]
     module = _bare_lpips(net, seed)
     try:
@@ -100,7 +99,7 @@ def lpips_metric(
 
 
 def _bare_lpips(net: str, seed: int) -> nn.Module:
-    import lpips
+    import lpips  # deferred: lpips imports torchvision (~1 s); only a built metric needs it
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(seed)
@@ -111,14 +110,12 @@ def _bare_lpips(net: str, seed: int) -> nn.Module:
 
 
 def _linear_weights_path(net: str) -> Path:
-    import lpips
+    import lpips  # deferred: lpips imports torchvision (~1 s); only a built metric needs it
 
     return Path(lpips.__file__).resolve().parent / "weights" / f"v{LPIPS_VERSION}" / f"{net}.pth"
 
 
 def _load_linear_layers(module: nn.Module, path: Path, loader) -> None:
-    from signseg_core.errors import CheckpointError
-
     state = loader(path, what="LPIPS's linear layers")
     # ``lins.k`` are the same modules as ``link``: loading ``link`` fills both.
     wanted = [k for k in module.state_dict() if k.startswith("lin") and not k.startswith("lins.")]
@@ -130,8 +127,6 @@ def _load_linear_layers(module: nn.Module, path: Path, loader) -> None:
 
 def _load_backbone(module: nn.Module, state: dict[str, Tensor]) -> None:
     """Torchvision's ``features.<i>.<param>`` → the package's ``net.slice<k>.<i>.<param>``."""
-    from signseg_core.errors import CheckpointError
-
     mapped, missing = {}, []
     for key in module.state_dict():
         if key.startswith("net.slice"):
@@ -146,8 +141,6 @@ def _load_backbone(module: nn.Module, state: dict[str, Tensor]) -> None:
 
 
 def _copy_into(module: nn.Module, state: dict[str, Tensor], source) -> None:
-    from signseg_core.errors import CheckpointError
-
     own = module.state_dict()
     bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
     if bad:
@@ -188,7 +181,7 @@ def lpips_distances(
     -------
     float64 (R_c, R_a); equal, to float32 rounding, to the package's ``forward`` on each pair.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     control, ablated = as_float_images(control_images), as_float_images(ablated_images)
     if control.shape[-2:] != ablated.shape[-2:]:
         raise ValueError(f"LPIPS compares images of one size; got {tuple(control.shape[-2:])} "
@@ -210,7 +203,7 @@ def lpips_distances(
 
 
 def _layer_features(module: nn.Module, images: Tensor, batch_size: int) -> list[Tensor]:
-    import lpips
+    import lpips  # deferred: lpips imports torchvision (~1 s); only a built metric needs it
 
     device = module.scaling_layer.shift.device
     chunks = []
@@ -230,7 +223,7 @@ def lpips_similarity(
     ``exclude_diagonal`` leaves out the pairs (i, i), for the within-set similarity of control
     images (pass the same set twice). An unavailable metric gives NaN with its status.
     """
-    mask = _pair_mask(len(control_images), len(ablated_images), exclude_diagonal).numpy()
+    mask = pair_mask(len(control_images), len(ablated_images), exclude_diagonal).numpy()
     if not metric.available:
         return PerceptualResult(math.nan, math.nan, None, metric.status)
     d = lpips_distances(control_images, ablated_images, metric, batch_size=batch_size)

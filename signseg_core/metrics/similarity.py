@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from signseg_core.errors import SignsegError
+from signseg_core.models.registry import get_entry, load_model
 from signseg_core.models.zoo import ZooModel, check_images
 
 #: What :func:`ensemble_similarity` compares: the activations each network's readout reads.
@@ -142,9 +144,6 @@ class Ensemble:
 
 
 def _build_ensemble(names: Sequence[str], device, *, present_only: bool) -> Ensemble:
-    from signseg_core.errors import SignsegError
-    from signseg_core.models.registry import get_entry, load_model
-
     models, skipped = [], []
     for name in names:
         source = get_entry(name).source()
@@ -218,9 +217,9 @@ def ensemble_similarity(
     """
     if len(models) == 0:
         raise ValueError("models is empty: pass at least one readout network")
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     control, ablated = as_float_images(control_images), as_float_images(ablated_images)
-    mask = _pair_mask(len(control), len(ablated), exclude_diagonal)
+    mask = pair_mask(len(control), len(ablated), exclude_diagonal)
     names, means, total = [], [], torch.zeros(len(control), len(ablated), dtype=torch.float64)
     for model in models:
         a = F.normalize(_features(model, control, batch_size), dim=1)
@@ -241,7 +240,12 @@ def _features(model: ZooModel, images: Tensor, batch_size: int) -> Tensor:
     return torch.cat(out).flatten(1)
 
 
-def _pair_mask(n_control: int, n_ablated: int, exclude_diagonal: bool) -> Tensor:
+def pair_mask(n_control: int, n_ablated: int, exclude_diagonal: bool) -> Tensor:
+    """Which (control, ablated) pairs a similarity averages over: bool Tensor (R_c, R_a).
+
+    Every pair, or, with ``exclude_diagonal``, every pair but (i, i): for the within-set
+    similarity of one set passed twice, which needs two sets of one size >= 2 (else ValueError).
+    """
     mask = torch.ones(n_control, n_ablated, dtype=torch.bool)
     if exclude_diagonal:
         if n_control != n_ablated or n_control < 2:
@@ -251,6 +255,7 @@ def _pair_mask(n_control: int, n_ablated: int, exclude_diagonal: bool) -> Tensor
     return mask
 
 
-def _check_batch_size(batch_size: int) -> None:
+def check_batch_size(batch_size: int) -> None:
+    """ValueError unless ``batch_size`` is an int >= 1 (``True`` is refused); the metrics' check."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")

@@ -17,7 +17,7 @@ NUM_CLASSES = 1000
 @lru_cache(maxsize=1)
 def class_names() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in index order (torchvision's spelling)."""
-    from torchvision.models import ResNet50_Weights
+    from torchvision.models import ResNet50_Weights  # deferred: torchvision takes ~1 s to import
 
     names = tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
     if len(names) != NUM_CLASSES:  # pragma: no cover - a torchvision packaging fault

@@ -9,6 +9,7 @@ torchvision's names, ``resnet50_robust_linf_{0.5,1,2,4,8}`` (Salman et al. 2020)
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -186,12 +187,12 @@ def relu_to_tanh(module: nn.Module) -> nn.Module:
 def build_architecture(entry: ModelEntry, *, init_weights: bool = True) -> nn.Module:
     """The untrained network of ``entry`` (initialised by the caller's RNG state)."""
     if entry.family == "embedded":
-        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite_pytorch import EfficientNet  # deferred: only this family needs it
 
         return EfficientNet.from_name(entry.arch)
     if entry.family == "test":
         return _tiny()
-    from torchvision.models import get_model
+    from torchvision.models import get_model  # deferred: torchvision takes ~1 s to import
 
     if entry.arch == "inception_v3":
         net = get_model("inception_v3", weights=None, aux_logits=True, transform_input=True,
@@ -214,8 +215,6 @@ def _finish(entry: ModelEntry, net: nn.Module) -> nn.Module:
 
 def _fix_densenet_keys(state: dict) -> dict:
     """torchvision's DenseNet files use old ``norm.1``-style keys (see torchvision.densenet)."""
-    import re
-
     pattern = re.compile(
         r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
     )

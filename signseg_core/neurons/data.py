@@ -10,7 +10,8 @@ Two file formats, both next to a folder of the images:
   ``monkeys`` (each ``(n_neurons,)``), all plain (non-object) arrays.
 
 Loading is all-or-nothing: every problem found (with its CSV line or NPZ index) is collected into
-one :class:`NeuronDataError`, and no dataset is returned unless the whole file is valid.
+one :class:`NeuronDataError`, and no dataset is returned unless the whole file is valid (the
+parsers themselves are in :mod:`signseg_core.neurons.response_files`).
 
 :func:`dataset_features` computes the penultimate features of the dataset's images once per
 (model fingerprint, image-set content hash) and keeps them in the result store.
@@ -18,7 +19,6 @@ one :class:`NeuronDataError`, and no dataset is returned unless the whole file i
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,13 +29,18 @@ import torch
 
 from signseg_core.errors import SignsegError
 from signseg_core.models.zoo import ZooModel, load_image
+from signseg_core.neurons.response_files import (
+    METADATA_COLUMNS,
+    REQUIRED_COLUMNS,
+    check_image_files,
+    parse_csv,
+    parse_npz,
+)
 from signseg_core.store import CODE_VERSION, ResultStore, default_store
 
-__all__ = ["NeuronDataError", "NeuronDataset", "dataset_features", "image_set_digest",
-           "load_image", "load_neuron_data"]
+__all__ = ["METADATA_COLUMNS", "REQUIRED_COLUMNS", "NeuronDataError", "NeuronDataset",
+           "dataset_features", "image_set_digest", "load_image", "load_neuron_data"]
 
-REQUIRED_COLUMNS = ("image", "neuron", "response")
-METADATA_COLUMNS = ("session", "area", "monkey")
 _SHOWN = 25  # problems spelled out in the message; all are in .problems
 
 
@@ -114,7 +119,7 @@ class NeuronDataset:
 
     def neuron_table(self):
         """One row per neuron: ``neuron, session, area, monkey, n_images, mean_response``."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas (~0.2 s) serves this table only
 
         shown = ~np.isnan(self.responses)
         with np.errstate(invalid="ignore"):
@@ -162,14 +167,14 @@ def load_neuron_data(path: str | Path, *, image_dir: str | Path | None = None,
         raise NeuronDataError(path, [f"image folder not found: {folder}"])
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        parsed = _parse_csv(path)
+        parsed = parse_csv(path)
     elif suffix == ".npz":
-        parsed = _parse_npz(path)
+        parsed = parse_npz(path)
     else:
         raise ValueError(f"unknown neuron data format {suffix!r} of {path}; use .csv or .npz")
     problems, names, where, neurons, responses, meta = parsed
     if names:
-        problems += _check_images(folder, names, where)
+        problems += check_image_files(folder, names, where)
         counts = (~np.isnan(responses)).sum(axis=0)
         for j, neuron in enumerate(neurons):
             if counts[j] < min_images:
@@ -180,154 +185,6 @@ def load_neuron_data(path: str | Path, *, image_dir: str | Path | None = None,
     return NeuronDataset(tuple(folder / n for n in names), tuple(neurons), responses,
                          sessions=meta["session"], areas=meta["area"], monkeys=meta["monkey"],
                          source=str(path))
-
-
-def _parse_csv(path: Path):
-    """→ (problems, image names, where each image first occurs, neurons, responses, metadata)."""
-    problems: list[str] = []
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return [f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"], [], {}, [], None, \
-            None
-    if not text.strip():
-        return [f"the file is empty; expected a header with columns {list(REQUIRED_COLUMNS)}"], \
-            [], {}, [], None, None
-    reader = csv.reader(text.splitlines(keepends=True))
-    header = [h.strip().lower() for h in next(reader)]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        return [f"line 1: missing column(s) {missing}; the header has {header}"], [], {}, [], \
-            None, None
-    col = {name: header.index(name) for name in (*REQUIRED_COLUMNS, *METADATA_COLUMNS)
-           if name in header}
-    images: dict[str, int] = {}  # name -> column index, in order of first appearance
-    where: dict[str, int] = {}  # name -> first line
-    neurons: dict[str, int] = {}
-    meta: dict[str, dict[str, tuple[str, int]]] = {name: {} for name in METADATA_COLUMNS}
-    seen: dict[tuple[str, str], int] = {}
-    cells: list[tuple[int, int, float]] = []
-    for row in reader:
-        line = reader.line_num
-        if not any(field.strip() for field in row):
-            continue
-        if len(row) != len(header):
-            problems.append(f"line {line}: {len(row)} fields, but the header has {len(header)}")
-            continue
-        image, neuron = row[col["image"]].strip(), row[col["neuron"]].strip()
-        raw = row[col["response"]].strip()
-        bad = [f"empty {c}" for c, v in (("image", image), ("neuron", neuron)) if not v]
-        try:
-            value = float(raw)
-        except ValueError:
-            bad.append(f"response {raw!r} is not a number")
-            value = None
-        if value is not None and not np.isfinite(value):
-            bad.append(f"response is {raw!r}; every row needs a finite response (leave out the "
-                       "rows of images a neuron was not shown)")
-        if (image, neuron) in seen and image and neuron:
-            bad.append(f"duplicate of line {seen[(image, neuron)]} (image {image!r}, "
-                       f"neuron {neuron!r})")
-        for name in METADATA_COLUMNS:
-            if name in col and neuron:
-                v = row[col[name]].strip()
-                first = meta[name].setdefault(neuron, (v, line))
-                if first[0] != v:
-                    bad.append(f"neuron {neuron!r} has {name} {v!r} here but {first[0]!r} on "
-                               f"line {first[1]}; neuron ids must be unique across {name}s")
-        if bad:
-            problems.extend(f"line {line}: {b}" for b in bad)
-            continue
-        seen[(image, neuron)] = line
-        i = images.setdefault(image, len(images))
-        where.setdefault(image, line)
-        j = neurons.setdefault(neuron, len(neurons))
-        cells.append((i, j, value))
-    if not seen and not problems:
-        problems.append("the file has a header but no data rows")
-    responses = np.full((len(images), len(neurons)), np.nan)
-    for i, j, value in cells:
-        responses[i, j] = value
-    metadata = {name: tuple(meta[name].get(n, ("", 0))[0] for n in neurons)
-                for name in METADATA_COLUMNS}
-    where_text = {name: f"first on line {line}" for name, line in where.items()}
-    return problems, list(images), where_text, list(neurons), responses, metadata
-
-
-def _parse_npz(path: Path):
-    problems: list[str] = []
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            msg = ("it holds object arrays, which are never unpickled; save names as plain "
-                   "string arrays, e.g. np.array(names, dtype=str)")
-        else:
-            msg = f"it is not a readable .npz ({exc})"
-        return [msg], [], {}, [], None, None
-    except Exception as exc:  # a truncated or foreign file
-        return [f"it is not a readable .npz ({type(exc).__name__}: {exc})"], [], {}, [], None, None
-    missing = [k for k in ("responses", "images") if k not in arrays]
-    if missing:
-        return [f"missing array(s) {missing}; the file has {sorted(arrays)}"], [], {}, [], \
-            None, None
-    r = arrays["responses"]
-    if r.ndim != 2 or r.size == 0:
-        return [f"responses must be a non-empty (n_images, n_neurons) matrix, got shape "
-                f"{r.shape}"], [], {}, [], None, None
-    if not (np.issubdtype(r.dtype, np.number) or r.dtype == bool) \
-            or np.issubdtype(r.dtype, np.complexfloating):
-        return [f"responses must be real numbers, got dtype {r.dtype}"], [], {}, [], None, None
-    r = r.astype(np.float64)
-    n_images, n_neurons = r.shape
-    names = [str(s).strip() for s in np.asarray(arrays["images"]).ravel()]
-    neurons = [str(s).strip() for s in np.asarray(arrays.get("neurons",
-                                                             np.arange(n_neurons))).ravel()]
-    meta = {}
-    for key, n, what in (("images", n_images, "n_images"), ("neurons", n_neurons, "n_neurons")):
-        got = len(names if key == "images" else neurons)
-        if got != n:
-            problems.append(f"{key} has {got} entries but responses has {what} = {n}")
-    for name in METADATA_COLUMNS:
-        values = [str(s) for s in np.asarray(arrays.get(name + "s", [""] * n_neurons)).ravel()]
-        if len(values) != n_neurons:
-            problems.append(f"{name}s has {len(values)} entries but there are {n_neurons} "
-                            "neurons")
-        meta[name] = tuple(values)
-    if problems:
-        return problems, [], {}, [], None, None
-    for what, items in (("images", names), ("neurons", neurons)):
-        first: dict[str, int] = {}
-        for k, item in enumerate(items):
-            if not item:
-                problems.append(f"{what}[{k}] is empty")
-            elif item in first:
-                problems.append(f"{what}[{k}] duplicates {what}[{first[item]}] ({item!r})")
-            first.setdefault(item, k)
-    for i, j in zip(*np.nonzero(np.isinf(r))):
-        problems.append(f"responses[{i}, {j}] (image {names[i]!r}, neuron {neurons[j]!r}) is "
-                        f"{r[i, j]}; use NaN for images a neuron was not shown")
-    where = {name: f"images[{k}]" for k, name in reversed(list(enumerate(names)))}
-    return problems, names, where, neurons, r, meta
-
-
-def _check_images(folder: Path, names: Sequence[str], where: dict[str, str]) -> list[str]:
-    from PIL import Image, UnidentifiedImageError
-
-    problems = []
-    for name in names:
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"image {name!r} ({where[name]}) not found in {folder}")
-            continue
-        try:
-            with Image.open(path):
-                pass
-        except (UnidentifiedImageError, OSError) as exc:
-            problems.append(f"image {name!r} ({where[name]}) is not an image PIL can read "
-                            f"({type(exc).__name__})")
-    return problems
 
 
 # -- features -----------------------------------------------------------------------------------

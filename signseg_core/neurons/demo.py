@@ -48,8 +48,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from signseg_core.checks import check_int
+from signseg_core.models.registry import load_model
+from signseg_core.neurons.data import NeuronDataset, dataset_features
 
 __all__ = ["BASELINE", "GAIN", "N_CONSISTENT", "N_PRIVATE", "write_demo_dataset"]
 
@@ -68,8 +71,6 @@ _PHOTO_FRACTION = 2 / 3
 
 def _photo_crop(rng: np.random.Generator, photos: list[np.ndarray], size: int) -> np.ndarray:
     """A random square crop (20-90 % of the short side), flipped, colour-shifted, resized."""
-    from PIL import Image
-
     photo = photos[rng.integers(len(photos))]
     h, w = photo.shape[:2]
     side = int(rng.uniform(0.2, 0.9) * min(h, w))
@@ -85,8 +86,6 @@ def _photo_crop(rng: np.random.Generator, photos: list[np.ndarray], size: int) -
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth colour noise: a luminance field plus weaker colour fields, each a sum of
     bicubically upsampled random grids, squashed to [0, 1] by a logistic."""
-    from PIL import Image
-
     def field() -> np.ndarray:
         total = np.zeros((size, size))
         for grid, weight in ((2, 1.0), (4, 0.7), (8, 0.5), (16, 0.35), (32, 0.2)):
@@ -102,8 +101,7 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _write_images(folder: Path, n: int, size: int, rng: np.random.Generator) -> list[str]:
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
+    from sklearn.datasets import load_sample_images  # deferred: sklearn takes ~1 s to import
 
     photos = list(load_sample_images().images)
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,9 +208,6 @@ def write_demo_dataset(out_dir: str | Path, *, n_images: int = 120, n_neurons: i
     -------
     Path of ``responses.csv``; the images are in ``out_dir / "images"``.
     """
-    from signseg_core.models.registry import load_model
-    from signseg_core.neurons.data import NeuronDataset, dataset_features
-
     n_images = check_int("n_images", n_images, low=10)
     n_neurons = check_int("n_neurons", n_neurons, low=1)
     n_sessions = check_int("n_sessions", n_sessions, low=1)
@@ -231,8 +226,22 @@ def write_demo_dataset(out_dir: str | Path, *, n_images: int = 120, n_neurons: i
     features = dataset_features(model, probe, store=store, progress=progress)
     weights, bias, cons_pos, cons_neg, responses = _plant(features, n_neurons, float(noise), rng)
     neurons = [f"n{j:02d}" for j in range(n_neurons)]
-    session = [j % n_sessions for j in range(n_neurons)]
     csv_path = out / "responses.csv"
+    _write_responses(csv_path, names, neurons, responses, n_sessions)
+    np.savez(out / "planted_weights.npz", weights=weights, bias=bias, support=weights != 0,
+             consistent_positive=cons_pos, consistent_negative=cons_neg,
+             neurons=np.array(neurons, dtype=str), noise=float(noise),
+             r2_ceiling=1.0 / (1.0 + float(noise) ** 2), gain=GAIN, baseline=BASELINE,
+             model=np.array(model.name, dtype=str),
+             model_fingerprint=np.array(model.fingerprint, dtype=str))
+    return csv_path
+
+
+def _write_responses(csv_path: Path, names: list[str], neurons: list[str],
+                     responses: np.ndarray, n_sessions: int) -> None:
+    """``responses.csv``: one row per (image, neuron), neurons spread round-robin over the
+    sessions, session ``k`` in area ``AREAS[k % 3]`` of monkey ``MONKEYS[k % 2]``."""
+    session = [j % n_sessions for j in range(len(neurons))]
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["image", "neuron", "response", "session", "area", "monkey"])
@@ -241,10 +250,3 @@ def write_demo_dataset(out_dir: str | Path, *, n_images: int = 120, n_neurons: i
                 k = session[j]
                 writer.writerow([name, neuron, f"{responses[i, j]:.6f}", f"s{k + 1}",
                                  AREAS[k % len(AREAS)], MONKEYS[k % len(MONKEYS)]])
-    np.savez(out / "planted_weights.npz", weights=weights, bias=bias, support=weights != 0,
-             consistent_positive=cons_pos, consistent_negative=cons_neg,
-             neurons=np.array(neurons, dtype=str), noise=float(noise),
-             r2_ceiling=1.0 / (1.0 + float(noise) ** 2), gain=GAIN, baseline=BASELINE,
-             model=np.array(model.name, dtype=str),
-             model_fingerprint=np.array(model.fingerprint, dtype=str))
-    return csv_path

@@ -117,7 +117,7 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def _r2(y, pred) -> float:
-    from sklearn.metrics import r2_score
+    from sklearn.metrics import r2_score  # deferred: sklearn takes ~1 s to import
 
     return float(r2_score(y, pred)) if np.ptp(y) > 0 else float("nan")
 
@@ -151,16 +151,8 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
     -------
     list of NeuronFit, one per neuron, in column order.
     """
-    from sklearn.cross_decomposition import PLSRegression
-
     x = _check_features(features)
-    y = np.asarray(responses, dtype=np.float64)
-    y = y[:, None] if y.ndim == 1 else y
-    if y.ndim != 2 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"responses must be (n_images,) or (n_images, n_neurons) with "
-                         f"n_images = {x.shape[0]}, got shape {np.shape(responses)}")
-    if np.isinf(y).any():
-        raise ValueError("responses contain inf; use NaN for images a neuron was not shown")
+    y = _check_responses(responses, x.shape[0])
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got "
                          f"{test_fraction!r}")
@@ -175,20 +167,40 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
         except ValueError as exc:
             raise ValueError(f"neuron {name!r}: {exc}") from None
         train, test = shown[tr], shown[te]
-        yt = y[train, j]
-        keep = _informative(x[train], float(min_sd_ratio))
-        if np.ptp(yt) == 0 or not keep.any():  # nothing to regress on: the model is the mean
-            w, b = np.zeros(x.shape[1]), float(yt.mean())
-        else:
-            pls = PLSRegression(n_components=1)
-            pls.fit(x[train][:, keep], yt)
-            w = np.zeros(x.shape[1])
-            w[keep] = np.asarray(pls.coef_, dtype=np.float64).reshape(-1)
-            b = float(np.ravel(pls.predict(np.zeros((1, int(keep.sum())))))[0])
-        w.setflags(write=False)
-        fits.append(NeuronFit(name, w, b, _r2(yt, x[train] @ w + b),
+        w, b = _pls_readout(x[train], y[train, j], float(min_sd_ratio))
+        fits.append(NeuronFit(name, w, b, _r2(y[train, j], x[train] @ w + b),
                               _r2(y[test, j], x[test] @ w + b), train, test))
     return fits
+
+
+def _check_responses(responses, n_images: int) -> np.ndarray:
+    """``responses`` as float64 ``(n_images, n_neurons)`` (a 1-D one is one neuron); no inf."""
+    y = np.asarray(responses, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.ndim != 2 or y.shape[0] != n_images:
+        raise ValueError(f"responses must be (n_images,) or (n_images, n_neurons) with "
+                         f"n_images = {n_images}, got shape {np.shape(responses)}")
+    if np.isinf(y).any():
+        raise ValueError("responses contain inf; use NaN for images a neuron was not shown")
+    return y
+
+
+def _pls_readout(x: np.ndarray, y: np.ndarray, min_sd_ratio: float) -> tuple[np.ndarray, float]:
+    """Read-only weight ``(n_features,)`` and bias of a one-component PLS fit of ``y`` on the
+    informative columns of ``x`` (0 elsewhere), in ``x``'s own units; the mean without any."""
+    from sklearn.cross_decomposition import PLSRegression  # deferred: sklearn takes ~1 s
+
+    keep = _informative(x, min_sd_ratio)
+    if np.ptp(y) == 0 or not keep.any():  # nothing to regress on: the model is the mean
+        w, b = np.zeros(x.shape[1]), float(y.mean())
+    else:
+        pls = PLSRegression(n_components=1)
+        pls.fit(x[:, keep], y)
+        w = np.zeros(x.shape[1])
+        w[keep] = np.asarray(pls.coef_, dtype=np.float64).reshape(-1)
+        b = float(np.ravel(pls.predict(np.zeros((1, int(keep.sum())))))[0])
+    w.setflags(write=False)
+    return w, b
 
 
 def _informative(x: np.ndarray, min_sd_ratio: float) -> np.ndarray:
@@ -261,10 +273,10 @@ def lasso_path(features, response, *, penalties: Sequence[float],
     ``r2_test_gain`` = unconstrained minus positive test r² at that penalty (Fig. 22 right; the
     same value on both rows of a penalty).
     """
-    from sklearn.linear_model import Lasso
-    from sklearn.model_selection import KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import Lasso  # deferred: sklearn takes ~1 s to import
+    from sklearn.model_selection import KFold  # deferred: sklearn takes ~1 s to import
+    from sklearn.pipeline import make_pipeline  # deferred: sklearn takes ~1 s to import
+    from sklearn.preprocessing import StandardScaler  # deferred: sklearn takes ~1 s to import
 
     x = _check_features(features)
     y = np.asarray(response, dtype=np.float64).ravel()

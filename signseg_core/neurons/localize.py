@@ -4,7 +4,8 @@
   inside 30 random 50-px disks, weight each disk by the normalised response change it causes,
   smooth (σ = 30 px) and threshold. ``score_fn`` maps images to responses (a unit's logit, a
   neuron model); :func:`perturbation_stimuli` + :func:`mask_from_responses` split it in two
-  for responses recorded elsewhere (a monkey).
+  for responses recorded elsewhere (a monkey). The disks and perturbed images themselves are
+  :mod:`signseg_core.neurons.perturbation`'s.
 * :func:`clear_background` / :func:`background_clearing_effect` — Fig. 24: keep the localized
   feature, fill the rest with a uniform value, and measure the response change.
 * :func:`mask_overlay` — a uint8 RGB picture of a mask on its image, for display and export.
@@ -18,14 +19,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_erosion, gaussian_filter
 from torch import Tensor
 
-from signseg_core.models.zoo import check_images
+from signseg_core.neurons.perturbation import (
+    PAPER_DIAMETER,
+    PAPER_SIDE,
+    PAPER_SIGMA,
+    PerturbationStimuli,
+    check_geometry,
+    check_image,
+    disk_mask,
+    disk_plan,
+    paper_geometry,
+    perturbation_stimuli,
+    perturbed_copies,
+    resolve_geometry,
+)
 
 __all__ = [
-    "BackgroundClearing", "LocalizationResult", "PerturbationStimuli", "background_clearing_effect",
-    "clear_background", "disk_mask", "mask_from_responses", "mask_overlay",
-    "normalized_response_change", "perturbation_mask", "perturbation_stimuli",
+    "PAPER_DIAMETER", "PAPER_SIDE", "PAPER_SIGMA", "BackgroundClearing", "LocalizationResult",
+    "PerturbationStimuli", "background_clearing_effect", "clear_background", "disk_mask",
+    "mask_from_responses", "mask_overlay", "normalized_response_change", "paper_geometry",
+    "perturbation_mask", "perturbation_stimuli",
 ]
 
 ScoreFn = Callable[[Tensor], "Tensor | np.ndarray"]
@@ -36,28 +52,6 @@ _NO_CHANGE = 1e-6  # a smoothed relative change at most this small is float roun
 
 
 # -- validation helpers ---------------------------------------------------------------------------
-def _check_image(image) -> Tensor:
-    """``(3, H, W)`` float in [0, 1] as a tensor (numpy arrays are converted, never modified)."""
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.array(image))  # a copy, dtype kept
-    if not isinstance(image, Tensor):
-        raise TypeError(f"image must be a torch.Tensor or numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 2:
-        raise ValueError(f"image must have shape (3, H, W) with H, W >= 2, "
-                         f"got {tuple(image.shape)}")
-    return check_images(image.unsqueeze(0))[0]  # dtype, NaN and range as for models
-
-
-def _check_geometry(height: int, width: int, n_disks: int, diameter: int) -> None:
-    if int(n_disks) < 1:
-        raise ValueError(f"n_disks must be >= 1, got {n_disks!r}")
-    if int(diameter) < 2:
-        raise ValueError(f"diameter must be >= 2 px, got {diameter!r}")
-    if diameter > min(height, width):
-        raise ValueError(f"a {diameter}-px disk cannot lie fully inside a {height}x{width} image; "
-                         f"choose diameter <= {min(height, width)}")
-
-
 def _as_numpy(x) -> np.ndarray:
     if isinstance(x, Tensor):
         x = x.detach().cpu()
@@ -85,73 +79,6 @@ def _scores(score_fn: ScoreFn, images: Tensor, what: str) -> np.ndarray:
         raise ValueError(f"score_fn must return shape ({len(images)},) for {len(images)} images "
                          f"({what}), got {out.shape}")
     return out.reshape(-1)
-
-
-# -- disks and perturbed images -------------------------------------------------------------------
-def disk_mask(height: int, width: int, center, *, diameter: int) -> np.ndarray:
-    """Boolean ``(height, width)`` disk: the pixels within ``diameter / 2`` of ``center``.
-
-    ``center`` is ``(row, col)`` in pixel units; a disk whose bounding box starts at ``(t, l)``
-    has centre ``(t + (D - 1) / 2, l + (D - 1) / 2)`` and spans exactly ``D`` rows and columns.
-    """
-    cy, cx = (float(c) for c in center)
-    yy, xx = np.ogrid[:height, :width]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= (diameter / 2.0) ** 2
-
-
-def _disk_plan(height: int, width: int, n_disks: int, diameter: int, seed: int):
-    """Seeded top-left corners ``(n, 2)`` (disks fully inside) and a pixel permutation each."""
-    rng = np.random.default_rng(seed)
-    tops = np.stack([rng.integers(0, height - diameter + 1, size=n_disks),
-                     rng.integers(0, width - diameter + 1, size=n_disks)], axis=1)
-    c = (diameter - 1) / 2.0
-    dy, dx = np.nonzero(disk_mask(diameter, diameter, (c, c), diameter=diameter))
-    perms = np.stack([rng.permutation(dy.size) for _ in range(n_disks)])
-    return tops, perms, dy, dx, tops + c
-
-
-def _perturb(image: Tensor, tops, perms, dy, dx) -> Tensor:
-    """One copy of ``image`` per disk with that disk's pixels permuted (all channels together)."""
-    out = image.unsqueeze(0).repeat(len(tops), 1, 1, 1)
-    for k, ((top, left), perm) in enumerate(zip(tops, perms)):
-        ys = torch.as_tensor(top + dy, device=image.device)
-        xs = torch.as_tensor(left + dx, device=image.device)
-        p = torch.as_tensor(perm, device=image.device)
-        out[k][:, ys, xs] = image[:, ys[p], xs[p]]
-    return out
-
-
-@dataclass(frozen=True)
-class PerturbationStimuli:
-    """Perturbed images ``(n, 3, H, W)`` and their disks' centres ``(n, 2)`` as (row, col)."""
-
-    images: Tensor
-    centers: np.ndarray
-    diameter: int
-
-    def __post_init__(self):
-        if self.images.ndim != 4 or len(self.images) != len(self.centers):
-            raise ValueError(f"{len(self.centers)} centres for images {tuple(self.images.shape)}")
-
-
-def perturbation_stimuli(image, *, n_disks: int = 30, diameter: int | None = None,
-                         seed: int = 0) -> PerturbationStimuli:
-    """The perturbed images to present (e.g. to a monkey) for :func:`mask_from_responses`.
-
-    Parameters
-    ----------
-    image : Tensor or array ``(3, H, W)`` in [0, 1] (the paper: 256 x 256); not modified.
-    n_disks : number of disks, one perturbed image each (the paper: 30).
-    diameter : disk diameter in pixels, ``2 <= diameter <= min(H, W)``; default
-        :func:`paper_geometry`'s (the paper's 50 px on 256-px images, scaled to this image).
-    seed : seeds disk positions (uniform over positions fully inside) and pixel permutations.
-    """
-    image = _check_image(image)
-    h, w = image.shape[1:]
-    diameter, _ = _geometry(h, w, diameter, None)
-    _check_geometry(h, w, n_disks, diameter)
-    tops, perms, dy, dx, centers = _disk_plan(h, w, int(n_disks), int(diameter), seed)
-    return PerturbationStimuli(_perturb(image, tops, perms, dy, dx), centers, int(diameter))
 
 
 def normalized_response_change(intact: float, perturbed) -> np.ndarray:
@@ -247,43 +174,52 @@ def mask_from_responses(intact: float, perturbed, centers, *, shape: tuple[int, 
         ``sigma`` default to :func:`paper_geometry` of ``shape``.
     warn_empty : warn when the mask is empty (callers that check ``mask.any()`` pass False).
     """
-    from scipy.ndimage import gaussian_filter
-
     h, w = (int(s) for s in shape)
-    diameter, sigma = _geometry(h, w, diameter, sigma)
+    diameter, sigma = resolve_geometry(h, w, diameter, sigma)
     _check_options(sigma, threshold, normalize)
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
-    _check_geometry(h, w, len(centers), int(diameter))
+    check_geometry(h, w, len(centers), int(diameter))
     changes = normalized_response_change(intact, perturbed)
     if changes.shape != (len(centers),):
         raise ValueError(f"{changes.size} perturbed responses for {len(centers)} disks")
     half = (diameter - 1) / 2.0
     if np.any(centers - half < -1e-9) or np.any(centers + half > np.array([h, w]) - 1 + 1e-9):
         raise ValueError(f"every {diameter}-px disk must lie fully inside the {h}x{w} image")
-
-    total, cover = np.zeros((h, w)), np.zeros((h, w))
-    for center, change in zip(centers, changes):
-        d = disk_mask(h, w, center, diameter=diameter)
-        total += change * d
-        cover += d
-    raw = np.divide(total, cover, out=np.zeros_like(total), where=cover > 0)
-    change_map = gaussian_filter(raw, sigma=float(sigma), mode="reflect") if sigma > 0 else raw
-    peak = float(change_map.max())
-    if peak <= _NO_CHANGE:
-        if warn_empty:
-            warnings.warn("no perturbation lowered the response; the localization mask is empty",
-                          UserWarning, stacklevel=2)
-        norm = np.zeros_like(change_map)
-    elif normalize == "max":
-        norm = np.clip(change_map / peak, 0.0, 1.0)
-    else:
-        norm = np.clip(change_map, 0.0, 1.0)
+    change_map = _change_map((h, w), centers, changes, diameter, float(sigma))
+    norm = _normalized_map(change_map, normalize, warn_empty)
     return LocalizationResult(
         map=norm, mask=norm >= threshold, change_map=change_map, centers=centers,
         changes=changes, perturbed=np.asarray(perturbed, dtype=np.float64).reshape(-1),
         intact=float(intact), diameter=int(diameter), sigma=float(sigma),
         threshold=float(threshold), normalize=normalize,
     )
+
+
+def _change_map(shape: tuple[int, int], centers: np.ndarray, changes: np.ndarray,
+                diameter: int, sigma: float) -> np.ndarray:
+    """Mean change of the disks covering each pixel (0 where none does), then smoothed by a
+    Gaussian of ``sigma`` px with reflecting edges (none for ``sigma = 0``): ``(H, W)``."""
+    total, cover = np.zeros(shape), np.zeros(shape)
+    for center, change in zip(centers, changes):
+        d = disk_mask(*shape, center, diameter=diameter)
+        total += change * d
+        cover += d
+    raw = np.divide(total, cover, out=np.zeros_like(total), where=cover > 0)
+    return gaussian_filter(raw, sigma=sigma, mode="reflect") if sigma > 0 else raw
+
+
+def _normalized_map(change_map: np.ndarray, normalize: str, warn_empty: bool) -> np.ndarray:
+    """``change_map`` in [0, 1]: divided by its peak (``"max"``) or clipped (``"none"``); all
+    zero, with an optional warning, when no disk lowered the response."""
+    peak = float(change_map.max())
+    if peak <= _NO_CHANGE:
+        if warn_empty:
+            warnings.warn("no perturbation lowered the response; the localization mask is empty",
+                          UserWarning, stacklevel=3)
+        return np.zeros_like(change_map)
+    if normalize == "max":
+        return np.clip(change_map / peak, 0.0, 1.0)
+    return np.clip(change_map, 0.0, 1.0)
 
 
 def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30,
@@ -307,19 +243,19 @@ def perturbation_mask(score_fn: ScoreFn, image, *, n_disks: int = 30,
     disk larger than the image, an intact response that is zero or NaN (the normalised change
     is undefined), or NaN perturbed responses.
     """
-    image = _check_image(image)
+    image = check_image(image)
     h, w = image.shape[1:]
-    diameter, sigma = _geometry(h, w, diameter, sigma)
-    _check_geometry(h, w, n_disks, diameter)
+    diameter, sigma = resolve_geometry(h, w, diameter, sigma)
+    check_geometry(h, w, n_disks, diameter)
     _check_options(sigma, threshold, normalize)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    tops, perms, dy, dx, centers = _disk_plan(h, w, int(n_disks), int(diameter), seed)
+    tops, perms, dy, dx, centers = disk_plan(h, w, int(n_disks), int(diameter), seed)
     intact = _scores(score_fn, image.unsqueeze(0), "intact image")[0]
     normalized_response_change(intact, [])  # fail before scoring the perturbations
     perturbed = np.concatenate([
-        _scores(score_fn, _perturb(image, tops[i:i + batch_size], perms[i:i + batch_size], dy, dx),
-                "perturbed images")
+        _scores(score_fn, perturbed_copies(image, tops[i:i + batch_size],
+                                           perms[i:i + batch_size], dy, dx), "perturbed images")
         for i in range(0, int(n_disks), int(batch_size))
     ])
     return mask_from_responses(intact, perturbed, centers, shape=(h, w), diameter=int(diameter),
@@ -341,25 +277,6 @@ def _fill_value(fill) -> tuple[float, float, float]:
     return tuple(float(v) for v in vals)
 
 
-#: The paper's localization geometry: 50-px disks and σ = 30 px on 256-px images (A.1).
-PAPER_SIDE, PAPER_DIAMETER, PAPER_SIGMA = 256, 50, 30.0
-
-
-def paper_geometry(height: int, width: int) -> tuple[int, float]:
-    """``(disk diameter px, sigma px)``: the paper's 50 px and 30 px scaled from 256 px to the
-    image's short side (a 128-px image: 25 and 15)."""
-    side = min(int(height), int(width))
-    return max(2, round(side * PAPER_DIAMETER / PAPER_SIDE)), side * PAPER_SIGMA / PAPER_SIDE
-
-
-def _geometry(h: int, w: int, diameter, sigma) -> tuple[int, float]:
-    """``diameter`` and ``sigma``, each :func:`paper_geometry`'s for an ``h`` x ``w`` image
-    when None."""
-    paper_d, paper_s = paper_geometry(h, w)
-    return (paper_d if diameter is None else int(diameter),
-            paper_s if sigma is None else float(sigma))
-
-
 def clear_background(image, mask, *, fill="gray"):
     """Keep the pixels inside ``mask`` and paint the rest one uniform colour.
 
@@ -371,7 +288,7 @@ def clear_background(image, mask, *, fill="gray"):
     fill : ``"gray"`` (0.5), ``"white"``, ``"black"``, a number or an RGB triple in [0, 1].
     """
     was_numpy = isinstance(image, np.ndarray)
-    img = _check_image(image)
+    img = check_image(image)
     keep = torch.as_tensor(np.array(_as_bool_mask(mask, tuple(img.shape[1:])), copy=True),
                            device=img.device)  # a copy: masks may be read-only arrays
     colour = torch.tensor(_fill_value(fill), dtype=img.dtype, device=img.device).view(3, 1, 1)
@@ -394,7 +311,7 @@ class BackgroundClearing:
 def background_clearing_effect(score_fn: ScoreFn, image, mask, *,
                                fill="gray") -> BackgroundClearing:
     """Score ``image`` and :func:`clear_background` of it with one ``score_fn`` call of 2 images."""
-    img = _check_image(image)
+    img = check_image(image)
     cleared = clear_background(img, mask, fill=fill)
     intact, after = _scores(score_fn, torch.stack([img, cleared]), "intact and cleared images")
     if not np.isfinite(intact) or intact == 0.0:
@@ -411,7 +328,7 @@ def _to_uint8_hwc(image) -> np.ndarray:
     a = _as_numpy(image)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3:
         return a.copy()
-    a = _as_numpy(_check_image(image))
+    a = _as_numpy(check_image(image))
     return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0).copy()
 
 
@@ -449,8 +366,6 @@ def mask_overlay(image, mask_or_map, *, style: str = "outline", color=None, alph
         mask = weight >= threshold
     out = rgb.astype(np.float64)
     if style == "outline":
-        from scipy.ndimage import binary_erosion
-
         edge = mask & ~binary_erosion(mask, iterations=int(width), border_value=1)
         out[edge] = color if color is not None else (255, 0, 0)
     else:

@@ -36,13 +36,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from signseg_core.optimize.ask_tell import EvolutionResult, ScoreFn, drive_evolution
+
 __all__ = ["BatchedCMAES", "CMAConfig", "EvolutionResult", "run_cmaes"]
 
 _COVARIANCES = ("none", "diagonal", "full")
 _STEP_RULES = ("hansen", "wang_ponce")
 _MASK = 0xFFFFFFFF
 _CHUNK = 1 << 25  # hash at most this many int64 words at once (256 MiB)
-ScoreFn = Callable[[Tensor], Tensor]
 
 
 def _mix32(x):
@@ -343,76 +344,6 @@ class BatchedCMAES:
         self._refresh_shape()
 
 
-@dataclass(frozen=True)
-class EvolutionResult:
-    """What a run returns; all tensors on the device of ``x0``.
-
-    Attributes
-    ----------
-    best_code : Tensor (B, d)
-    best_score : Tensor (B,), float64
-    max_per_gen, mean_per_gen : Tensor (G, B)
-        Largest and mean finite score of each generation (NaN where none was finite).
-    best_so_far : Tensor (G, B)
-        Best score up to each generation, in the optimisation's sense (max or min).
-    final_mean : Tensor (B, d); final_sigma : Tensor (B,)
-    generations_run : int; cancelled : bool
-    """
-
-    best_code: Tensor
-    best_score: Tensor
-    max_per_gen: Tensor
-    mean_per_gen: Tensor
-    best_so_far: Tensor
-    final_mean: Tensor
-    final_sigma: Tensor
-    generations_run: int
-    cancelled: bool
-
-
-def _generation_stats(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """Max and mean over finite entries of scores (B, lambda) -> two (B,) float64, NaN if none."""
-    s = scores.detach().to(torch.float64)
-    finite = torch.isfinite(s)
-    count = finite.sum(1)
-    top = torch.where(finite, s, -math.inf).amax(1)
-    mean = torch.where(finite, s, 0.0).sum(1) / count
-    nan = torch.full_like(top, math.nan)
-    return torch.where(count > 0, top, nan), torch.where(count > 0, mean, nan)
-
-
-def _check_generations(generations) -> None:
-    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 0:
-        raise ValueError(f"generations must be an int >= 0, got {generations!r}")
-
-
-def _drive(es, score_fn: ScoreFn, generations: int, progress, should_stop) -> EvolutionResult:
-    """The ask-score-tell loop shared by :func:`run_cmaes` and
-    :func:`signseg_core.optimize.evolve_pycma.run_pycma`."""
-    _check_generations(generations)
-    B, lam, d = es.batch_size, es.popsize, es.dim
-    history: tuple[list, list, list] = ([], [], [])
-    cancelled = False
-    for gen in range(generations):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        scores = score_fn(es.ask().reshape(B * lam, d))
-        if not isinstance(scores, Tensor) or scores.shape != (B * lam,):
-            got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-            raise ValueError(f"score_fn must return a tensor of shape {(B * lam,)}, got {got}")
-        scores = scores.detach().reshape(B, lam)
-        es.tell(scores)
-        for h, v in zip(history, (*_generation_stats(scores), es.best_score)):
-            h.append(v)
-        if progress is not None:
-            progress(gen + 1, generations, es.best_score)
-    stack = [torch.stack(h) if h else torch.empty(0, B, dtype=torch.float64) for h in history]
-    stack = [h.to(es.mean.device) for h in stack]
-    return EvolutionResult(es.best_code, es.best_score, *stack, es.mean, es.sigma, len(history[0]),
-                           cancelled)
-
-
 def run_cmaes(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig,
               seeds: Sequence[int] | Tensor, generations: int,
               progress: Callable[[int, int, Tensor], None] | None = None,
@@ -433,4 +364,4 @@ def run_cmaes(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig,
         Asked before every generation; True ends the run early with ``cancelled=True``.
     """
     es = BatchedCMAES(x0, config=config, seeds=seeds)
-    return _drive(es, score_fn, generations, progress, should_stop)
+    return drive_evolution(es, score_fn, generations, progress, should_stop)

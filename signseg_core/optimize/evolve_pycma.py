@@ -3,7 +3,7 @@
 :func:`run_pycma` runs ``cma.CMAEvolutionStrategy`` (pycma) with the popsize, mu, sigma0 and
 covariance mode of a :class:`~signseg_core.optimize.evolve.CMAConfig`, driven by the same
 ask-score-tell loop as :func:`~signseg_core.optimize.evolve.run_cmaes`, and returns the same
-:class:`~signseg_core.optimize.evolve.EvolutionResult` (B = 1). The tests compare objective values
+:class:`~signseg_core.optimize.ask_tell.EvolutionResult` (B = 1). The tests compare objective values
 against it, and ``python -m signseg_core bench`` times it as the naive baseline.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from signseg_core.optimize.evolve import CMAConfig, EvolutionResult, ScoreFn, _drive
+from signseg_core.optimize.ask_tell import EvolutionResult, ScoreFn, drive_evolution
+from signseg_core.optimize.evolve import CMAConfig
 
 __all__ = ["run_pycma"]
 
@@ -86,9 +87,9 @@ def run_pycma(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig, seed: int, ge
     np_state = np.random.get_state()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"cma\b")  # matplotlib missing; its numerics
-        import cma
+        import cma  # deferred: imported inside the filter that hides its warning at import
         try:
             es = _PycmaOne(cma, x0, config, seed, dict(options or {}))
-            return _drive(es, score_fn, generations, progress, should_stop)
+            return drive_evolution(es, score_fn, generations, progress, should_stop)
         finally:
             np.random.set_state(np_state)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,13 +38,13 @@ from torch import Tensor, nn
 from signseg_core.checks import check_int
 from signseg_core.generators.catalog import colour_matrix, decorrelate_colour, make_generator
 from signseg_core.models.zoo import ZooModel, shared_copy
+from signseg_core.optimize.layer_capture import SITES, LayerCapture, capture_layer
 from signseg_core.signs import rank_channels
 
 __all__ = ["GradVisConfig", "GradVisResult", "LayerCapture", "capture_layer", "channel_objective",
            "extreme_sender_channels", "layer_channels", "visualize_channels"]
 
 PARAMS = ("fft", "fourier")
-SITES = ("output", "input")
 # Lucent's defaults: scales 0.9..1.1, rotations -10..10 degrees with 0 weighted six times.
 LUCENT_SCALES = tuple(1 + (i - 5) / 50 for i in range(11))
 LUCENT_ROTATIONS = tuple(float(d) for d in range(-10, 11)) + (0.0,) * 5
@@ -179,60 +178,6 @@ def channel_objective(activations: Tensor, channels: Tensor) -> Tensor:
     picked = activations[torch.arange(len(channels), device=activations.device),
                          channels.to(activations.device)]
     return picked.mean(dim=(1, 2)) if picked.ndim == 3 else picked
-
-
-class _StopForward(Exception):
-    """Raised by a capture hook to end a forward pass once the layer has been reached."""
-
-
-class LayerCapture:
-    """What :func:`capture_layer` yields: ``value`` holds the last activation seen.
-
-    Calling it runs ``module`` on ``inputs`` only as far as the layer and returns the activation.
-    """
-
-    def __init__(self, module: nn.Module, site: str):
-        self.module, self.site, self.value, self._stop = module, site, None, False
-
-    def _store(self, activation) -> None:
-        if isinstance(activation, tuple):  # a forward pre-hook receives the inputs as a tuple
-            activation = activation[0]
-        self.value = activation
-        if self._stop:
-            raise _StopForward
-
-    def __call__(self, inputs: Tensor) -> Tensor:
-        self.value, self._stop = None, True
-        try:
-            self.module(inputs)
-        except _StopForward:
-            pass
-        finally:
-            self._stop = False
-        if self.value is None:
-            raise RuntimeError("the forward pass never reached the captured layer")
-        return self.value
-
-
-@contextmanager
-def capture_layer(module: nn.Module, layer: nn.Module, *, site: str = "output"):
-    """Hook ``layer`` (a submodule of ``module``) for the duration of the block.
-
-    ``site="output"`` stores what the layer returns, ``"input"`` its first input. The hook is
-    removed on exit, also when the block raises. A layer called several times per forward pass
-    is captured at its first call by :meth:`LayerCapture.__call__`, at its last otherwise.
-    """
-    if site not in SITES:
-        raise ValueError(f"site {site!r}; choose from {SITES}")
-    capture = LayerCapture(module, site)
-    if site == "output":
-        handle = layer.register_forward_hook(lambda _m, _i, out: capture._store(out))
-    else:
-        handle = layer.register_forward_pre_hook(lambda _m, inputs: capture._store(inputs))
-    try:
-        yield capture
-    finally:
-        handle.remove()
 
 
 def layer_channels(layer: nn.Module, site: str = "output") -> int:
@@ -374,7 +319,6 @@ def visualize_channels(model: ZooModel, layer_name: str, channels: Sequence[int]
     channels = _check_channels(channels, layer_channels(layer, site), layer_name, site)
     device = model.device
     gens = [_channel_generator(config.seed, c) for c in channels]
-    canvas = config.image_size + 2 * config.pad
 
     # Hooks go on a structural copy sharing the weights: other threads using the shared model
     # meanwhile never meet them.
@@ -383,9 +327,6 @@ def visualize_channels(model: ZooModel, layer_name: str, channels: Sequence[int]
             capture_layer(private, private.get_submodule(layer_name), site=site) as capture:
         index = torch.tensor(channels, device=device)  # made here: not an inference tensor
         param, render = _make_param(config, gens, device)
-        thetas = _affine_matrices(*_draw_transforms(config, gens), size=config.image_size,
-                                  canvas=canvas).to(device)
-        optimizer = torch.optim.Adam([param.requires_grad_(True)], lr=config.lr)
 
         def score(images: Tensor) -> Tensor:
             acts = capture(model.preprocess(images, validate=False))
@@ -393,18 +334,8 @@ def visualize_channels(model: ZooModel, layer_name: str, channels: Sequence[int]
 
         with torch.no_grad():
             initial = score(render(param)).float().cpu()
-        trajectory, cancelled = [], False
-        for step in range(config.steps):
-            if should_stop is not None and should_stop():
-                cancelled = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            objective = score(_transform(render(param), thetas[step], canvas))
-            (-objective.sum()).backward()
-            optimizer.step()
-            trajectory.append(objective.detach().float())  # on the device: no sync per step
-            if progress is not None:
-                progress(step + 1, config.steps, trajectory[-1])
+        trajectory, cancelled = _ascend(score, render, param, gens, config, progress,
+                                        should_stop)
         with torch.no_grad():
             images = render(param)
             final = score(images).float().cpu()
@@ -413,3 +344,28 @@ def visualize_channels(model: ZooModel, layer_name: str, channels: Sequence[int]
         initial_objective=initial, final_objective=final,
         trajectory=torch.stack(trajectory).cpu() if trajectory else torch.empty(0, len(channels)),
         steps_run=len(trajectory), cancelled=cancelled, config=config)
+
+
+def _ascend(score: Callable[[Tensor], Tensor], render: Callable[[Tensor], Tensor], param: Tensor,
+            gens: list[torch.Generator], config: GradVisConfig,
+            progress: Callable[[int, int, Tensor], None] | None,
+            should_stop: Callable[[], bool] | None) -> tuple[list[Tensor], bool]:
+    """Adam steps raising ``score`` of the rendered images, each step through its own random
+    transform (drawn from ``gens``); returns each step's objective (N,) and whether
+    ``should_stop`` ended the run early."""
+    canvas = config.image_size + 2 * config.pad
+    thetas = _affine_matrices(*_draw_transforms(config, gens), size=config.image_size,
+                              canvas=canvas).to(param.device)
+    optimizer = torch.optim.Adam([param.requires_grad_(True)], lr=config.lr)
+    trajectory: list[Tensor] = []
+    for step in range(config.steps):
+        if should_stop is not None and should_stop():
+            return trajectory, True
+        optimizer.zero_grad(set_to_none=True)
+        objective = score(_transform(render(param), thetas[step], canvas))
+        (-objective.sum()).backward()
+        optimizer.step()
+        trajectory.append(objective.detach().float())  # on the device: no sync per step
+        if progress is not None:
+            progress(step + 1, config.steps, trajectory[-1])
+    return trajectory, False

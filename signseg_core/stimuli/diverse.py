@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 from torch import Tensor
 
-from signseg_core.stimuli.selection import diverse_set, model_outputs_for_folder
+from signseg_core.stimuli.selection import diverse_set, kept_components, model_outputs_for_folder
 
 __all__ = [
     "DiverseSetSelection", "contact_sheet", "copy_selection", "diverse_set_from_folder",
@@ -107,24 +108,12 @@ def diverse_set_from_folder(
         if progress is not None:
             progress(done, steps, message)
 
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if int(n_components) < 1:
-        raise ValueError(f"n_components must be >= 1, got {n_components!r}")
-    paths, outputs = model_outputs_for_folder(model, folder, batch_size=batch_size)
-    report(1, f"model outputs for {len(paths)} images")
-    cand_paths, pool = paths, None
-    if pool_folder is not None:
-        cand_paths, pool = model_outputs_for_folder(model, pool_folder, batch_size=batch_size)
-        report(2, f"model outputs for {len(cand_paths)} candidate images")
-    limit = min(len(paths), len(cand_paths))
-    if k > limit:
-        where = str(folder) if pool is None or len(paths) <= len(cand_paths) else str(pool_folder)
-        raise ValueError(f"k={k} but {where!r} holds only {limit} readable images; "
-                         f"choose k <= {limit}")
+    k = _check_counts(k, n_components)
+    paths, outputs, cand_paths, pool = _space_and_candidates(model, folder, pool_folder,
+                                                             batch_size, report)
+    _check_enough_images(k, len(paths), len(cand_paths), folder, pool_folder)
     chosen = diverse_set(outputs, k=k, n_components=n_components, seed=seed, pool=pool)
-    n_comp = max(1, min(int(n_components), outputs.shape[0] - 1, outputs.shape[1]))
+    n_comp = kept_components(n_components, *outputs.shape)
     report(steps, f"chose {k} images ({n_comp} PCA components, "
                   f"{chosen.explained_variance:.0%} of the variance)")
     return DiverseSetSelection(
@@ -133,6 +122,37 @@ def diverse_set_from_folder(
         explained_variance=float(chosen.explained_variance), n_components=n_comp,
         n_candidates=len(cand_paths), n_space=len(paths), seed=int(seed),
     )
+
+
+def _space_and_candidates(model: Callable, folder, pool_folder, batch_size: int, report):
+    """``(paths, outputs, candidate paths, candidate outputs)``: ``folder``'s (the space), then
+    ``pool_folder``'s, or without one ``folder``'s paths and None; reports after each folder."""
+    paths, outputs = model_outputs_for_folder(model, folder, batch_size=batch_size)
+    report(1, f"model outputs for {len(paths)} images")
+    if pool_folder is None:
+        return paths, outputs, paths, None
+    cand_paths, pool = model_outputs_for_folder(model, pool_folder, batch_size=batch_size)
+    report(2, f"model outputs for {len(cand_paths)} candidate images")
+    return paths, outputs, cand_paths, pool
+
+
+def _check_counts(k, n_components) -> int:
+    """``k`` as an int; ValueError unless ``k`` and ``n_components`` are >= 1."""
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if int(n_components) < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components!r}")
+    return k
+
+
+def _check_enough_images(k: int, n_space: int, n_candidates: int, folder, pool_folder) -> None:
+    """ValueError when ``k`` exceeds the readable images of the smaller folder."""
+    limit = min(n_space, n_candidates)
+    if k > limit:
+        where = folder if pool_folder is None or n_space <= n_candidates else pool_folder
+        raise ValueError(f"k={k} but {str(where)!r} holds only {limit} readable images; "
+                         f"choose k <= {limit}")
 
 
 def _paths_of(selection) -> list[Path]:
@@ -204,8 +224,6 @@ def copy_selection(selection, out_dir: str | Path) -> list[Path]:
 # -- contact sheet --------------------------------------------------------------------------------
 def _tile_image(item, tile: int):
     """One item as a square PIL image of ``tile`` px (centre crop, then resize)."""
-    from PIL import Image
-
     if isinstance(item, (str, Path)):
         with Image.open(item) as im:
             pil = im.convert("RGB")
@@ -244,8 +262,6 @@ def contact_sheet(items, *, columns: int, tile: int = 96, labels=None, pad: int 
         caption strip of ``label_px`` px sits under each tile, cut to fit.
     pad : gap between tiles and around the sheet, >= 0 px; background : its gray level 0..255.
     """
-    from PIL import Image, ImageDraw
-
     if isinstance(items, (str, Path)):
         raise TypeError("expected a sequence of images or paths, got a single path")
     items = list(items)

@@ -25,6 +25,7 @@ from signseg_core.models.zoo import load_image
 __all__ = [
     "DiverseSelection",
     "diverse_set",
+    "kept_components",
     "model_outputs_for_folder",
     "select_classes_by_clustering",
 ]
@@ -104,27 +105,19 @@ def select_classes_by_clustering(
         If there are fewer images (after subsampling) or classes than clusters, or an argument is
         out of range.
     """
-    from sklearn.cluster import AgglomerativeClustering
-
     x = _as_matrix(logits, "logits")
-    n_images, n_classes = x.shape
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}; choose from {list(LINKAGES)}")
-    if predicted is None:
-        pred = x.argmax(axis=1)
-    else:
-        pred = np.asarray(predicted)
-        if pred.shape != (n_images,) or not np.issubdtype(pred.dtype, np.integer):
-            raise ValueError(f"predicted must be an int array of shape ({n_images},)")
-        if pred.min() < 0 or pred.max() >= n_classes:
-            raise ValueError(f"predicted classes must lie in [0, {n_classes}), got "
-                             f"[{pred.min()}, {pred.max()}]")
+    pred = _predicted_classes(x, predicted)
     if max_images is not None:
-        if int(max_images) < 1:
-            raise ValueError(f"max_images must be >= 1 or None, got {max_images!r}")
-        if n_images > max_images:
-            keep = np.sort(np.random.default_rng(seed).choice(n_images, max_images, replace=False))
-            x, pred, n_images = x[keep], pred[keep], int(max_images)
+        x, pred = _subsample(x, pred, max_images, seed)
+    n_clusters = _check_n_clusters(n_clusters, *x.shape)
+    labels = _cluster_labels(x, n_clusters, linkage)
+    return _one_class_per_cluster(x, pred, labels, n_clusters)
+
+
+def _check_n_clusters(n_clusters, n_images: int, n_classes: int) -> int:
+    """``n_clusters`` as an int in ``[1, min(n_images, n_classes)]``, else ValueError."""
     n_clusters = int(n_clusters)
     if n_clusters < 1:
         raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
@@ -132,13 +125,49 @@ def select_classes_by_clustering(
         raise ValueError(f"cannot make {n_clusters} clusters from {n_images} images")
     if n_clusters > n_classes:
         raise ValueError(f"cannot pick {n_clusters} unique classes out of {n_classes}")
+    return n_clusters
+
+
+def _predicted_classes(x: np.ndarray, predicted) -> np.ndarray:
+    """``predicted`` checked against ``x`` (N, n_classes), or ``argmax(x, axis=1)`` when None."""
+    n_images, n_classes = x.shape
+    if predicted is None:
+        return x.argmax(axis=1)
+    pred = np.asarray(predicted)
+    if pred.shape != (n_images,) or not np.issubdtype(pred.dtype, np.integer):
+        raise ValueError(f"predicted must be an int array of shape ({n_images},)")
+    if pred.min() < 0 or pred.max() >= n_classes:
+        raise ValueError(f"predicted classes must lie in [0, {n_classes}), got "
+                         f"[{pred.min()}, {pred.max()}]")
+    return pred
+
+
+def _subsample(x: np.ndarray, pred: np.ndarray, max_images, seed: int):
+    """At most ``max_images`` rows of ``x`` and ``pred``, drawn without replacement by
+    ``np.random.default_rng(seed)`` and kept in their original order."""
+    if int(max_images) < 1:
+        raise ValueError(f"max_images must be >= 1 or None, got {max_images!r}")
+    if len(x) <= max_images:
+        return x, pred
+    keep = np.sort(np.random.default_rng(seed).choice(len(x), max_images, replace=False))
+    return x[keep], pred[keep]
+
+
+def _cluster_labels(x: np.ndarray, n_clusters: int, linkage: str) -> np.ndarray:
+    """Agglomerative cluster of each row of ``x`` on the L2 distance, ``(N,)`` ints."""
+    from sklearn.cluster import AgglomerativeClustering  # deferred: sklearn takes ~1 s to import
 
     if n_clusters == 1:
-        labels = np.zeros(n_images, dtype=int)
-    else:
-        labels = AgglomerativeClustering(
-            n_clusters=n_clusters, linkage=linkage, metric="euclidean"
-        ).fit_predict(x)
+        return np.zeros(len(x), dtype=int)
+    return AgglomerativeClustering(
+        n_clusters=n_clusters, linkage=linkage, metric="euclidean"
+    ).fit_predict(x)
+
+
+def _one_class_per_cluster(x: np.ndarray, pred: np.ndarray, labels: np.ndarray,
+                           n_clusters: int) -> list[int]:
+    """Visit clusters largest first (ties: lowest first image) and take a class from each."""
+    n_classes = x.shape[1]
     sizes = np.bincount(labels, minlength=n_clusters)
     first = np.array([np.flatnonzero(labels == c)[0] for c in range(n_clusters)])
     visit = np.lexsort((first, -sizes))
@@ -191,9 +220,6 @@ def diverse_set(
     -------
     DiverseSelection(indices ``(k,)`` int rows of the pool in center order, explained_variance).
     """
-    from sklearn.cluster import MiniBatchKMeans
-    from sklearn.decomposition import PCA
-
     x = _as_matrix(outputs, "outputs")
     cand = x if pool is None else _as_matrix(pool, "pool")
     if cand.shape[1] != x.shape[1]:
@@ -204,30 +230,51 @@ def diverse_set(
                          f"(images available), got {k}")
     if int(n_components) < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components!r}")
-    n_comp = max(1, min(int(n_components), x.shape[0] - 1, x.shape[1]))
+    n_comp = kept_components(n_components, *x.shape)
+    pca, emb, centers = _pca_kmeans(x, n_comp, k, seed)
+    explained = float(np.sum(pca.explained_variance_ratio_)) if x.shape[0] > 1 else 1.0
+    cand_emb = emb if pool is None else pca.transform(cand)
+    return DiverseSelection(_nearest_distinct(centers, cand_emb), explained)
+
+
+def kept_components(n_components: int, n_images: int, n_dims: int) -> int:
+    """PCA components :func:`diverse_set` keeps: ``min(n_components, n_images - 1, n_dims)``,
+    at least 1 (a fit on ``n_images`` rows of ``n_dims`` outputs has no more)."""
+    return max(1, min(int(n_components), n_images - 1, n_dims))
+
+
+def _pca_kmeans(x: np.ndarray, n_comp: int, k: int, seed: int):
+    """PCA fitted on ``x``, the projection of ``x`` and the ``k`` mini-batch k-means centres
+    ``(k, n_comp)`` in it, both with ``random_state=seed``."""
+    from sklearn.cluster import MiniBatchKMeans  # deferred: sklearn takes ~1 s to import
+    from sklearn.decomposition import PCA  # deferred: sklearn takes ~1 s to import
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # one image: 0/0 variance, fine
         pca = PCA(n_components=n_comp, random_state=seed).fit(x)
-    explained = float(np.sum(pca.explained_variance_ratio_)) if x.shape[0] > 1 else 1.0
     emb = pca.transform(x)
     kmeans = MiniBatchKMeans(
         n_clusters=k, random_state=seed, n_init=3, batch_size=min(1024, x.shape[0])
     ).fit(emb)
-    centers = kmeans.cluster_centers_
-    cand_emb = emb if pool is None else pca.transform(cand)
+    return pca, emb, kmeans.cluster_centers_
+
+
+def _nearest_distinct(centers: np.ndarray, cand_emb: np.ndarray) -> np.ndarray:
+    """For each centre the nearest candidate row, distinct: centres claim in order of their
+    nearest distance (closest first), and one whose nearest is taken gets its nearest untaken."""
     d2 = (
         np.sum(centers**2, axis=1)[:, None]
         - 2.0 * centers @ cand_emb.T
         + np.sum(cand_emb**2, axis=1)[None, :]
     )
     ranked = np.argsort(d2, axis=1, kind="stable")
-    taken = np.zeros(cand.shape[0], dtype=bool)
-    indices = np.empty(k, dtype=int)
+    taken = np.zeros(cand_emb.shape[0], dtype=bool)
+    indices = np.empty(len(centers), dtype=int)
     for c in np.argsort(d2.min(axis=1), kind="stable"):
         i = next(j for j in ranked[c] if not taken[j])
         taken[i] = True
         indices[c] = i
-    return DiverseSelection(indices, explained)
+    return indices
 
 
 def _run_batch(model: Callable, images: list[torch.Tensor]) -> np.ndarray:
@@ -282,28 +329,9 @@ def model_outputs_for_folder(
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist or is not a folder")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    exts = tuple(e.lower() for e in extensions)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
-    if not files:
-        raise ValueError(f"no images in {str(folder)!r} (looked for {', '.join(exts)})")
-
-    paths: list[Path] = []
-    skipped: list[str] = []
-    chunks: list[np.ndarray] = []
-    batch: list[torch.Tensor] = []
+    files = _image_files(folder, extensions)
     with torch.inference_mode():
-        for path in files:
-            try:
-                batch.append(load_image(path))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                skipped.append(f"{path.name} ({type(exc).__name__})")
-                continue
-            paths.append(path)
-            if len(batch) == batch_size:
-                chunks.append(_run_batch(model, batch))
-                batch = []
-        if batch:
-            chunks.append(_run_batch(model, batch))
+        paths, skipped, chunks = _outputs_in_batches(model, files, batch_size)
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} unreadable file(s) in {str(folder)!r}: {', '.join(skipped)}",
@@ -313,3 +341,33 @@ def model_outputs_for_folder(
     if not paths:
         raise ValueError(f"none of the {len(files)} image file(s) in {str(folder)!r} could be read")
     return paths, np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+
+
+def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    """The files directly in ``folder`` ending in one of ``extensions`` (any case), sorted."""
+    exts = tuple(e.lower() for e in extensions)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    if not files:
+        raise ValueError(f"no images in {str(folder)!r} (looked for {', '.join(exts)})")
+    return files
+
+
+def _outputs_in_batches(model: Callable, files: list[Path], batch_size: int):
+    """``(paths read, unreadable "name (Error)" strings, output chunks)`` of ``files``."""
+    paths: list[Path] = []
+    skipped: list[str] = []
+    chunks: list[np.ndarray] = []
+    batch: list[torch.Tensor] = []
+    for path in files:
+        try:
+            batch.append(load_image(path))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            skipped.append(f"{path.name} ({type(exc).__name__})")
+            continue
+        paths.append(path)
+        if len(batch) == batch_size:
+            chunks.append(_run_batch(model, batch))
+            batch = []
+    if batch:
+        chunks.append(_run_batch(model, batch))
+    return paths, skipped, chunks
