@@ -20,12 +20,12 @@ from signseg_core.optimize.gradvis import (
     _draw_transforms,
     _fft_scale,
     _transform,
-    capture_layer,
     channel_objective,
     extreme_sender_channels,
     layer_channels,
     visualize_channels,
 )
+from signseg_core.optimize.layer_capture import capture_layer
 
 FAST = GradVisConfig(steps=20, image_size=32)
 

@@ -9,12 +9,12 @@ from PIL import Image
 
 from signseg_core.errors import SignsegError
 from signseg_core.models.registry import load_model
+from signseg_core.models.zoo import load_image
 from signseg_core.neurons.data import (
     NeuronDataError,
     NeuronDataset,
     dataset_features,
     image_set_digest,
-    load_image,
     load_neuron_data,
 )
 

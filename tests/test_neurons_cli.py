@@ -13,7 +13,8 @@ from apptest_helpers import ROOT
 from PIL import Image
 
 from signseg_core.cli.main import main
-from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.models.zoo import load_image
+from signseg_core.neurons.data import load_neuron_data
 from signseg_core.neurons.demo import write_demo_dataset
 from signseg_core.neurons.study import fit_study, localize_and_clear, neuron_readout_model
 from signseg_core.stimuli.diverse import read_selection

@@ -21,7 +21,8 @@ from signseg_core.figures.neuron_plots import (
     weight_distribution_figure,
 )
 from signseg_core.models.registry import load_model
-from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.models.zoo import load_image
+from signseg_core.neurons.data import load_neuron_data
 from signseg_core.neurons.demo import BASELINE, write_demo_dataset
 from signseg_core.neurons.fitting import (
     best_per_session,

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from signseg_core.cli.options import settings_from_args, signs_from_args
 from signseg_core.figures.export import image_png
 from signseg_core.models.registry import load_model
-from signseg_core.neurons.data import load_image, load_neuron_data
+from signseg_core.models.zoo import load_image
+from signseg_core.neurons.data import load_neuron_data
 from signseg_core.neurons.demo import write_demo_dataset
 from signseg_core.neurons.localize import mask_overlay
 from signseg_core.neurons.study import (

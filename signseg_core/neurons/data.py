@@ -31,15 +31,14 @@ from signseg_core.errors import SignsegError
 from signseg_core.models.zoo import ZooModel, load_image
 from signseg_core.neurons.response_files import (
     METADATA_COLUMNS,
-    REQUIRED_COLUMNS,
     check_image_files,
     parse_csv,
     parse_npz,
 )
 from signseg_core.store import CODE_VERSION, ResultStore, default_store
 
-__all__ = ["METADATA_COLUMNS", "REQUIRED_COLUMNS", "NeuronDataError", "NeuronDataset",
-           "dataset_features", "image_set_digest", "load_image", "load_neuron_data"]
+__all__ = ["NeuronDataError", "NeuronDataset", "dataset_features", "image_set_digest",
+           "load_neuron_data"]
 
 _SHOWN = 25  # problems spelled out in the message; all are in .problems
 

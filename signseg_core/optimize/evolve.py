@@ -38,7 +38,7 @@ from torch import Tensor
 
 from signseg_core.optimize.ask_tell import EvolutionResult, ScoreFn, drive_evolution
 
-__all__ = ["BatchedCMAES", "CMAConfig", "EvolutionResult", "run_cmaes"]
+__all__ = ["BatchedCMAES", "CMAConfig", "run_cmaes"]
 
 _COVARIANCES = ("none", "diagonal", "full")
 _STEP_RULES = ("hansen", "wang_ponce")

@@ -38,10 +38,10 @@ from torch import Tensor, nn
 from signseg_core.checks import check_int
 from signseg_core.generators.catalog import colour_matrix, decorrelate_colour, make_generator
 from signseg_core.models.zoo import ZooModel, shared_copy
-from signseg_core.optimize.layer_capture import SITES, LayerCapture, capture_layer
+from signseg_core.optimize.layer_capture import SITES, capture_layer
 from signseg_core.signs import rank_channels
 
-__all__ = ["GradVisConfig", "GradVisResult", "LayerCapture", "capture_layer", "channel_objective",
+__all__ = ["GradVisConfig", "GradVisResult", "channel_objective",
            "extreme_sender_channels", "layer_channels", "visualize_channels"]
 
 PARAMS = ("fft", "fourier")
