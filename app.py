@@ -6,35 +6,21 @@ other pages live in ``pages/``; every computation lives in ``signseg_core``.
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from signseg_core import paths
 from signseg_core.figures.plots import readout_dale_histogram
-from signseg_core.jobs import default_manager
 from signseg_core.signs import dale_index, expected_untrained_dale_index
 from signseg_core.store import default_store
-from signseg_ui.common import (
-    device_choices,
-    device_picker,
-    model_picker,
-    require_model,
-    sidebar_nav,
-    zoo_table,
-)
+from signseg_ui.cached_models import require_model
+from signseg_ui.device import device_choices, device_picker
 from signseg_ui.export_widgets import export_panel
+from signseg_ui.jobs_widget import running_jobs
+from signseg_ui.navigation import sidebar_nav
+from signseg_ui.pickers import model_picker, models_table
 
 st.set_page_config(page_title="signseg", layout="wide")
 sidebar_nav()
-
-
-def models_table() -> pd.DataFrame:
-    """The zoo (the pickers' cached table, so both agree on whose weights are here)."""
-    table = zoo_table()
-    table = table[table.family != "test"].assign(
-        weights=table.weights_present.map({True: "present", False: "missing"}))
-    return table[["name", "family", "input_size", "top1", "weights", "weights_path"]]
-
 
 st.title("signseg")
 st.write(
@@ -84,14 +70,5 @@ st.caption(f"Result store: {store.directory}. Models run on the "
            f"{device_choices()[device]} when the dashboard computes.{note}")
 
 
-@st.fragment(run_every=3)
-def running_jobs() -> None:
-    jobs = [job.info() for job in default_manager().jobs(active_only=True)]
-    if jobs:
-        st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch", key="home_jobs")
-    else:
-        st.caption("No computations running.")
-
-
 st.subheader("Running jobs")
-running_jobs()
+running_jobs(key="home_jobs")

@@ -5,39 +5,32 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alpha, parse_sign, parse_unit
+from signseg_core.figures.compare import alpha_strip
 from signseg_core.figures.plots import activation_vs_alpha_figure
-from signseg_core.sweeps.tables import alpha_strip
-from signseg_ui.common import model_picker, require_model, show_error, show_job, sidebar_nav
+from signseg_core.sweeps.preview import default_settings, describe_defaults
+from signseg_ui.cached_models import require_model
+from signseg_ui.error_display import show_error
+from signseg_ui.evolution_settings import evolution_settings
 from signseg_ui.explorer import (
     DEFAULT_ALPHA,
     DEFAULT_SIGN,
     DEFAULT_UNIT,
-    METRIC_SPEC,
     N_CONDITIONS,
-    condition_label,
     current_key,
-    default_settings,
-    explorer_settings,
-    generator_choices,
-    parse_alpha,
-    parse_sign,
-    parse_unit,
-    remember_choice,
-    restore_choice,
     results_by_key,
-    show_alpha_strip,
-    show_current,
-    show_unit_metrics,
     stored_unit,
     submit_unit,
-    submit_unit_metrics,
-    sweep_ordered,
     unit_job,
-    unit_metrics,
     unit_text,
 )
 from signseg_ui.export_widgets import export_panel
+from signseg_ui.jobs_widget import job_panel
+from signseg_ui.navigation import sidebar_nav
+from signseg_ui.pickers import model_picker
+from signseg_ui.unit_images import condition_label, show_alpha_strip, show_current
+from signseg_ui.unit_metrics import sweep_ordered, unit_metrics_panel
+from signseg_ui.widget_choices import remember_choice, restore_choice
 
 st.set_page_config(page_title="Ablation explorer · signseg", layout="wide")
 sidebar_nav()
@@ -55,7 +48,8 @@ default_unit = DEFAULT_UNIT if DEFAULT_UNIT < len(units) else 0
 restore_choice("explorer_unit", "unit", units, lambda raw: parse_unit(raw, len(units)),
                default_unit)
 restore_choice("explorer_sign", "sign", SIGNS, parse_sign, DEFAULT_SIGN)
-restore_choice("explorer_alpha", "alpha", DEFAULT_ALPHAS, parse_alpha, DEFAULT_ALPHA)
+restore_choice("explorer_alpha", "alpha", DEFAULT_ALPHAS,
+               lambda raw: parse_alpha(raw, choices=DEFAULT_ALPHAS), DEFAULT_ALPHA)
 
 col_unit, col_sign, col_alpha = st.columns([2, 1, 2])
 unit = col_unit.selectbox("Unit (type a class name or index)", units, key="explorer_unit",
@@ -67,44 +61,22 @@ remember_choice("explorer_unit", "unit", str(unit))
 remember_choice("explorer_sign", "sign", sign)
 remember_choice("explorer_alpha", "alpha", f"{alpha:g}")
 
-if (st.session_state.get("_explorer_settings_for") != name  # a new model: its own defaults
-        or "explorer_restarts" not in st.session_state):
-    for field, value in default_settings(name).items():
-        st.session_state[f"explorer_{field}"] = value
-    st.session_state["_explorer_settings_for"] = name
 with st.expander("Optimisation settings"):
-    col_gen, col_r, col_g, col_seed = st.columns(4)
-    generator = col_gen.selectbox("Generator", generator_choices(), key="explorer_generator")
-    restarts = col_r.number_input("Restarts", min_value=1, max_value=64, step=1,
-                                  key="explorer_restarts")
-    generations = col_g.number_input("Generations", min_value=1, max_value=1000, step=10,
-                                     key="explorer_generations")
-    seed = col_seed.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
-                                 key="explorer_seed")
-    st.caption("efficientnet_lite0 defaults to 5 restarts × 60 generations of the Fourier "
-               "generator, seed 0: the settings of the precomputed results for the paper's 11 "
-               "default units, shown at once. Other models default to a CPU preview of 4 restarts "
-               "× 20 generations; a unit is 21 conditions, so new settings take minutes on a CPU.")
+    settings = evolution_settings(key="explorer", defaults=default_settings(name), reset_on=name,
+                                  caption=describe_defaults())
+if settings is None:
+    st.stop()
 try:
-    settings = explorer_settings(generator=generator, restarts=restarts,
-                                 generations=generations, seed=seed)
-    found = stored_unit(name, unit, settings)
-    job = unit_job(name, unit, settings)
+    found, job = stored_unit(name, unit, settings), unit_job(name, unit, settings)
 except Exception as exc:  # the UI layer turns engine errors into messages
     show_error(exc, context="Cannot read the results")
     st.stop()
 
-if job is not None and job.state == "done":
-    found = {**results_by_key(job.result()), **found}
 missing = N_CONDITIONS - len(found)
-if missing and (job is None or job.state == "cancelled"):
-    if st.button(f"Compute unit {unit} ({missing} conditions)", key="explorer_compute",
-                 type="primary", help="Runs in the background; results are kept on disk."):
-        job = submit_unit(name, unit, settings)
-if missing and job is not None and job.is_active:
-    show_job(job, key="explorer_job")
-elif missing and job is not None and job.state == "failed":
-    st.error(f"The computation failed: {job.error}")
+finished = job_panel(lambda: job, lambda: submit_unit(name, unit, settings), key="explorer",
+                     label=f"Compute unit {unit} ({missing} conditions)", needed=missing > 0,
+                     help="Runs in the background; results are kept on disk.")
+found = {**results_by_key(finished or []), **found}
 
 shown = current_key(unit, sign, alpha)
 label = condition_label(sign, alpha)
@@ -133,21 +105,4 @@ if found and ordered is None:
                f"{N_CONDITIONS} conditions of the unit are computed.")
 if ordered is not None:
     st.subheader("Similarity, objectness and spectrum")
-    try:
-        metrics, measured, metrics_job = unit_metrics(name, ordered)
-    except Exception as exc:  # e.g. the similarity ensemble's weights are not here
-        show_error(exc, context="Cannot set up the metrics")
-    else:
-        if measured is not None:
-            show_unit_metrics(*measured, metrics.statuses, current=(sign, alpha))
-        elif metrics_job is None or metrics_job.state == "cancelled":
-            if st.button(f"Measure unit {unit}: similarity, objectness, spectra",
-                         key="explorer_metrics_compute",
-                         help=f"Measures the unit's images as a sweep does (ensemble "
-                              f"{', '.join(METRIC_SPEC.ensemble)}) in the background; the rows "
-                              "are kept on disk."):
-                metrics_job = submit_unit_metrics(name, ordered)
-        if measured is None and metrics_job is not None and metrics_job.is_active:
-            show_job(metrics_job, key="explorer_metrics_job")
-        elif measured is None and metrics_job is not None and metrics_job.state == "failed":
-            st.error(f"Measuring the unit failed: {metrics_job.error}")
+    unit_metrics_panel(name, ordered, unit=unit, current=(sign, alpha))

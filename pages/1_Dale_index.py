@@ -7,17 +7,12 @@ import streamlit as st
 
 from signseg_core.figures.plots import dale_vs_accuracy_figure, layer_dale_figure
 from signseg_core.signs import expected_untrained_dale_index
-from signseg_ui.common import (
-    dale_comparison,
-    dale_layer_table,
-    model_picker,
-    picker_options,
-    readout_table,
-    require_model,
-    show_error,
-    sidebar_nav,
-)
+from signseg_ui.cached_models import require_model
+from signseg_ui.dale_tables import dale_comparison, dale_layer_table, readout_table
+from signseg_ui.error_display import show_error
 from signseg_ui.export_widgets import export_panel
+from signseg_ui.navigation import sidebar_nav
+from signseg_ui.pickers import model_picker, picker_options
 
 st.set_page_config(page_title="Dale index · signseg", layout="wide")
 sidebar_nav()

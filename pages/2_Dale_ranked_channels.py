@@ -8,21 +8,19 @@ import streamlit as st
 from signseg_core.figures.plots import channel_ranking_figure
 from signseg_core.optimize.gradvis import GradVisConfig, extreme_sender_channels
 from signseg_core.sweeps.tasks import gradvis_key
-from signseg_ui.common import (
-    channel_ranking,
-    clamp_state,
+from signseg_ui.cached_models import require_model
+from signseg_ui.dale_tables import channel_ranking
+from signseg_ui.error_display import show_error
+from signseg_ui.export_widgets import export_panel
+from signseg_ui.jobs_widget import job_panel
+from signseg_ui.navigation import sidebar_nav
+from signseg_ui.pickers import clamp_state, layer_picker, model_picker
+from signseg_ui.sender_images import (
     existing_gradvis_job,
-    layer_picker,
-    model_picker,
-    require_model,
-    show_error,
-    show_job,
     show_sender_images,
-    sidebar_nav,
     stored_gradvis,
     submit_gradvis,
 )
-from signseg_ui.export_widgets import export_panel
 
 st.set_page_config(page_title="Ranked channels · signseg", layout="wide")
 sidebar_nav()
@@ -70,24 +68,18 @@ except ValueError as exc:
 
 request = gradvis_key(model, layer, positive + negative, config)
 arrays = stored_gradvis(request)
-job = existing_gradvis_job(request)
-if arrays is None and job is not None and job.state == "done":
-    arrays = job.result()
-busy = job is not None and job.is_active
-if st.button(f"Visualize top/bottom {k}", key="rank_visualize", type="primary",
-             disabled=arrays is not None or busy,
-             help="Runs in the background; the result is kept on disk for later visits."):
-    job = submit_gradvis(model, layer, positive + negative, config)
+finished = job_panel(
+    lambda: existing_gradvis_job(request),
+    lambda: submit_gradvis(model, layer, positive + negative, config),
+    key="rank", button_key="rank_visualize", label=f"Visualize top/bottom {k}",
+    needed=arrays is None, keep_button=True, failure="The visualization failed",
+    help="Runs in the background; the result is kept on disk for later visits.",
+    hint=f"Press the button to visualize channels {positive} (most positive) and {negative} "
+         "(most negative).")
+arrays = finished if arrays is None else arrays
 
 if arrays is not None:
     st.caption(f"Input channels of {layer}, {config.steps} Adam steps on a {config.image_size}-px "
                "Fourier image with jitter, scale and rotation (Lucent-style).")
     strip = show_sender_images(arrays, ranking, k=k)
     export_panel(strip, name=f"{name}_{layer}_extreme_senders", key="rank_strip_export")
-elif job is not None and job.is_active:
-    show_job(job, key="rank_job")
-elif job is not None and job.state == "failed":
-    st.error(f"The visualization failed: {job.error}")
-else:
-    st.info(f"Press the button to visualize channels {positive} (most positive) and "
-            f"{negative} (most negative).")

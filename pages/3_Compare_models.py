@@ -5,30 +5,31 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.models.imagenet import NUM_CLASSES
-from signseg_core.models.registry import model_eps
-from signseg_core.signs import expected_untrained_dale_index
-from signseg_core.sweeps.run import METRIC_COLUMNS
-from signseg_core.sweeps.tables import (
-    METRIC_LABELS,
-    change_table,
+from signseg_core.figures.compare import (
     change_vs_model_figure,
     family_curves_figure,
     readout_dale_figure,
-    spearman_table,
-    table1,
 )
-from signseg_ui.common import readout_table, show_error, sidebar_nav
+from signseg_core.models.imagenet import NUM_CLASSES
+from signseg_core.signs import expected_untrained_dale_index
+from signseg_core.sweeps.tables import METRIC_LABELS, change_table, spearman_table, table1
 from signseg_ui.compare import (
     SESSION,
     family_picker,
     forget_stored,
+    metric_picker,
+    placed_models,
+    placement_picker,
     show_coverage,
     split_by_weights,
     stored_sweep,
     sweep_settings,
 )
+from signseg_ui.dale_tables import readout_table
+from signseg_ui.error_display import show_error
 from signseg_ui.export_widgets import export_panel
+from signseg_ui.navigation import sidebar_nav
+from signseg_ui.widget_choices import keep_choice
 
 st.set_page_config(page_title="Compare models · signseg", layout="wide")
 sidebar_nav()
@@ -80,15 +81,12 @@ if not stored.found:
     st.stop()
 
 col_metric, col_show, col_alpha = st.columns([2, 2, 3])
-st.session_state.setdefault("cmp_metric", "similarity")
-metric = col_metric.selectbox("Metric", METRIC_COLUMNS, format_func=METRIC_LABELS.get,
-                              key="cmp_metric", persist_state=SESSION)
+metric = metric_picker(key="cmp_metric", container=col_metric)
 show = col_show.radio("Show", ("delta", "mean"), horizontal=True, key="cmp_show",
                       persist_state=SESSION,
                       format_func={"delta": "change from control", "mean": "value"}.get)
 alphas = sorted(set(stored.table.alpha) - {0.0})
-if st.session_state.get("cmp_alpha") not in alphas:
-    st.session_state["cmp_alpha"] = alphas[-1]
+keep_choice("cmp_alpha", alphas, alphas[-1])
 alpha = col_alpha.select_slider("Ablation strength α", alphas, key="cmp_alpha",
                                 format_func=lambda a: f"{a:g}")
 label = METRIC_LABELS[metric] + (": ablated − control" if show == "delta" else "")
@@ -105,16 +103,8 @@ st.caption(f"Mean over units (each the mean of its images), 95% t-intervals over
            f"{stored.statuses.get('objectness', '?')}.")
 
 st.subheader("Spearman ρ against robustness (Table 1)")
-if "cmp_against" not in st.session_state:
-    st.session_state["cmp_against"] = ("eps" if any(model_eps(m) is not None for m in models)
-                                       else "position")
-against = st.radio("Place each model at", ("eps", "position"), horizontal=True,
-                   key="cmp_against", persist_state=SESSION,
-                   format_func={"eps": "its L∞ training ε (ResNet50 = 0)",
-                                "position": "its position in the list above"}.get)
-positions = None if against == "eps" else {m: float(i) for i, m in enumerate(models)}
-placed = [m for m in stored.found if (model_eps(m) if positions is None else positions.get(m))
-          is not None]
+positions = placement_picker(models, key="cmp_against")
+placed = placed_models(stored.found, positions)
 if len(placed) < 3:
     st.info(f"Spearman ρ needs stored results of at least 3 models with a place; "
             f"{len(placed)} here ({', '.join(placed) or 'none'}). Table 1 uses the robust "

@@ -16,55 +16,41 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from signseg_core.conditions import parse_alphas
+from signseg_core.conditions import parse_alphas, parse_units
 from signseg_core.errors import UnknownNameError
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
 from signseg_core.models.imagenet import DEFAULT_UNITS, NUM_CLASSES
-from signseg_core.models.registry import TANH_ARCHS, get_entry
-from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.models.registry import TANH_ARCHS, get_entry, model_eps
 from signseg_core.store import default_store, key_digest
-from signseg_core.sweeps.run import SweepSpec
+from signseg_core.sweeps.preview import PRECOMPUTED
+from signseg_core.sweeps.run import METRIC_COLUMNS, SweepSpec
 from signseg_core.sweeps.stored import (
     StoredSweep,
     read_stored_sweep,
     sweep_command,
     weights_problem,
 )
-from signseg_core.sweeps.tables import FAMILIES, family_models
+from signseg_core.sweeps.tables import FAMILIES, METRIC_LABELS, family_models
 
-from .common import cached_model, current_device, picker_options
-from .explorer import PRECOMPUTED_SETTINGS, cached_metrics, generator_choices
+from .cached_models import cached_metrics, cached_model
+from .device import current_device
+from .evolution_settings import evolution_settings
+from .pickers import picker_options
 
 CUSTOM = "custom"
 DEFAULT_FAMILY = "lite"
 QUERY_MODELS = "models"
 SESSION = "session"  # every widget here keeps its value across pages
-#: Sweep settings defaults: those of the precomputed EfficientNet-Lite0 sweep.
+#: Optimisation settings of the sweep form: those of the precomputed EfficientNet-Lite0 sweep.
+SWEEP_SETTINGS = PRECOMPUTED["efficientnet_lite0"]
+#: The sweep form's other defaults.
 SWEEP_DEFAULTS = {
-    **{f"sweep_{k}": v for k, v in PRECOMPUTED_SETTINGS["efficientnet_lite0"].items()},
     "sweep_units": " ".join(map(str, DEFAULT_UNITS)), "sweep_alphas": "0:1:0.1",
     "sweep_ensemble": list(DEFAULT_ENSEMBLE), "sweep_lpips": True, "sweep_detector": True,
 }
 
 
 # -- parsing -----------------------------------------------------------------------------------
-
-def parse_units(text: str, n_units: int = NUM_CLASSES) -> tuple[int, ...]:
-    """``"0 217, 373"`` → (0, 217, 373); ValueError naming the bad entry and the range."""
-    items = text.replace(",", " ").split()
-    if not items:
-        raise ValueError("give at least one unit, e.g. 0 217 373")
-    units = []
-    for item in items:
-        try:
-            unit = int(item)
-        except ValueError:
-            unit = -1
-        if not 0 <= unit < n_units:
-            raise ValueError(f"unit {item!r} is not an integer from 0 to {n_units - 1}")
-        units.append(unit)
-    return tuple(dict.fromkeys(units))
-
 
 def parse_models(raw: str) -> tuple[list[str], list[str]]:
     """``"a,b"`` from the URL → (zoo names, messages about the names that are not)."""
@@ -159,22 +145,16 @@ def family_picker(*, key: str) -> list[str]:
 
 def sweep_settings(models: Sequence[str]) -> SweepSpec | None:
     """A form of the sweep's settings, applied together; the spec for ``models``, or None
-    (with an ``st.error``) when a field does not parse. Defaults: :data:`SWEEP_DEFAULTS`."""
+    (with an ``st.error``) when a field does not parse. Defaults: :data:`SWEEP_SETTINGS` and
+    :data:`SWEEP_DEFAULTS`."""
     for name, value in SWEEP_DEFAULTS.items():
         st.session_state.setdefault(name, value)
     ensemble_options = list(dict.fromkeys([*picker_options(), *st.session_state["sweep_ensemble"]]))
     with st.expander("Sweep settings (stored results are found only at the settings they were "
                      "computed with)"):
         with st.form("sweep_form", border=False):
-            c1, c2, c3, c4 = st.columns(4)
-            generator = c1.selectbox("Generator", generator_choices(), key="sweep_generator",
-                                     persist_state=SESSION)
-            generations = c2.number_input("Generations", min_value=1, max_value=10000, step=10,
-                                          key="sweep_generations", persist_state=SESSION)
-            restarts = c3.number_input("Restarts", min_value=1, max_value=256, step=1,
-                                       key="sweep_restarts", persist_state=SESSION)
-            seed = c4.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1,
-                                   key="sweep_seed", persist_state=SESSION)
+            settings = evolution_settings(key="sweep", defaults=SWEEP_SETTINGS,
+                                          persist=SESSION)
             c1, c2 = st.columns([3, 1])
             units = c1.text_input("Units", key="sweep_units", persist_state=SESSION,
                                   help="Readout units, e.g. the paper's 11 default units.")
@@ -187,16 +167,47 @@ def sweep_settings(models: Sequence[str]) -> SweepSpec | None:
             detector = c3.checkbox("Objectness detector", key="sweep_detector",
                                    persist_state=SESSION)
             st.form_submit_button("Apply", key="sweep_apply")
+    if settings is None:
+        return None
     try:
         return SweepSpec(
-            models=tuple(models), units=parse_units(units), alphas=parse_alphas(alphas),
-            settings=VisualizeSettings(generator=generator, generations=int(generations),
-                                       restarts=int(restarts), seed=int(seed)),
+            models=tuple(models), units=parse_units(units, NUM_CLASSES),
+            alphas=parse_alphas(alphas), settings=settings,
             ensemble=tuple(ensemble), lpips=bool(lpips),
             detector=SweepSpec().detector if detector else None)
     except ValueError as exc:
         st.error(f"Sweep settings: {exc}")
         return None
+
+
+# -- what to draw of a stored sweep ------------------------------------------------------------
+
+def metric_picker(*, key: str, label: str = "Metric", container=st) -> str:
+    """A selectbox of the sweep's metric columns (by their labels), similarity at first; the
+    choice is kept for the session."""
+    st.session_state.setdefault(key, "similarity")
+    return container.selectbox(label, METRIC_COLUMNS, format_func=METRIC_LABELS.get, key=key,
+                               persist_state=SESSION)
+
+
+def placement_picker(models: Sequence[str], *, key: str) -> dict[str, float] | None:
+    """Where Spearman's ρ places each model: at its L∞ training ε (the default when any model
+    has one; returns None, :func:`~signseg_core.models.registry.model_eps` places them) or at
+    its position in ``models`` (returns ``{model: position}``)."""
+    if key not in st.session_state:
+        st.session_state[key] = ("eps" if any(model_eps(m) is not None for m in models)
+                                 else "position")
+    against = st.radio("Place each model at", ("eps", "position"), horizontal=True, key=key,
+                       persist_state=SESSION,
+                       format_func={"eps": "its L∞ training ε (ResNet50 = 0)",
+                                    "position": "its position in the list above"}.get)
+    return None if against == "eps" else {m: float(i) for i, m in enumerate(models)}
+
+
+def placed_models(models: Sequence[str], positions: dict[str, float] | None) -> list[str]:
+    """The ``models`` that :func:`placement_picker`'s ``positions`` give a place."""
+    return [m for m in models
+            if (model_eps(m) if positions is None else positions.get(m)) is not None]
 
 
 # -- stored results ----------------------------------------------------------------------------

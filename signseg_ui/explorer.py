@@ -20,8 +20,9 @@ import streamlit as st
 from signseg_core.conditions import Condition, condition_grid
 from signseg_core.jobs import Job, default_manager
 from signseg_core.models.imagenet import NUM_CLASSES, class_names
+from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import ConditionResult, load_condition
-from signseg_core.optimize.settings import ConditionKey, VisualizeSettings, condition_key
+from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.store import default_store, key_digest
 from signseg_core.sweeps.tasks import visualize_job, visualize_job_key
 
@@ -32,6 +33,13 @@ DEFAULT_SIGN = "positive"
 DEFAULT_ALPHA = 0.5
 #: Conditions per unit: the control plus both signs × ten strengths.
 N_CONDITIONS = len(condition_grid([0]))
+
+
+def last_unit(units) -> int:
+    """The unit the explorer showed last in this session (before: :data:`DEFAULT_UNIT`) when it
+    is among ``units``, else the first."""
+    seen = st.session_state.get("_explorer_unit", DEFAULT_UNIT)  # widget_choices.remember_choice
+    return seen if seen in units else units[0]
 
 
 def unit_text(unit: int) -> str:
@@ -53,20 +61,19 @@ def _read_condition(digest: str, store_dir: str, _key: ConditionKey) -> Conditio
     return result
 
 
-def unit_request(model_name: str, unit: int, settings: VisualizeSettings):
-    """``(model, generator, conditions, keys)`` of ``unit``'s 21 conditions under ``settings``."""
+def unit_request(model_name: str, unit: int, settings: VisualizeSettings) -> VisualizeRequest:
+    """The :class:`~signseg_core.optimize.request.VisualizeRequest` of ``unit``'s 21 conditions
+    under ``settings``, on the session's cached model and generator."""
     model = cached_model(model_name)
     generator = cached_generator(settings.generator, str(model.device))
-    conditions = condition_grid([unit])
-    keys = [condition_key(model, generator, c, settings) for c in conditions]
-    return model, generator, conditions, keys
+    return VisualizeRequest.for_unit(model, generator, unit, settings)
 
 
-def stored_results(conditions, keys) -> dict[tuple, ConditionResult]:
-    """The stored results of ``conditions`` (store ``keys`` in the same order), by
-    :attr:`Condition.key`; missing ones are absent. Reads are cached per entry."""
+def stored_results(request: VisualizeRequest) -> dict[tuple, ConditionResult]:
+    """The stored results of ``request`` by :attr:`Condition.key`; missing ones are absent.
+    Reads are cached per entry (by key digest), so revisiting a condition costs nothing."""
     store_dir, found = str(default_store().directory), {}
-    for condition, key in zip(conditions, keys):
+    for condition, key in zip(request.conditions, request.keys):
         try:
             found[condition.key] = _read_condition(key_digest(key), store_dir, key)
         except _Missing:
@@ -77,15 +84,13 @@ def stored_results(conditions, keys) -> dict[tuple, ConditionResult]:
 def stored_unit(model_name: str, unit: int,
                 settings: VisualizeSettings) -> dict[tuple, ConditionResult]:
     """The stored results of ``unit``'s conditions, by :attr:`Condition.key` (missing: absent)."""
-    _, _, conditions, keys = unit_request(model_name, unit, settings)
-    return stored_results(conditions, keys)
+    return stored_results(unit_request(model_name, unit, settings))
 
 
 def unit_job_key(model_name: str, unit: int, settings: VisualizeSettings) -> dict:
-    """The key :func:`~signseg_core.sweeps.tasks.visualize_job` gives the unit's job (all 21
-    conditions, with the cached generator) in the default store."""
-    model, generator, conditions, _ = unit_request(model_name, unit, settings)
-    return visualize_job_key(model, conditions, settings=settings, generator=generator)[0]
+    """The key :func:`~signseg_core.sweeps.tasks.visualize_job` gives the unit's job in the
+    default store."""
+    return visualize_job_key(unit_request(model_name, unit, settings))
 
 
 def unit_job(model_name: str, unit: int, settings: VisualizeSettings) -> Job | None:
@@ -96,11 +101,10 @@ def unit_job(model_name: str, unit: int, settings: VisualizeSettings) -> Job | N
 def submit_unit(model_name: str, unit: int, settings: VisualizeSettings) -> Job:
     """Compute ``unit``'s conditions in the background (stored ones are read, not redone);
     a request identical to a queued, running or recently finished one shares that job."""
-    model, generator, conditions, _ = unit_request(model_name, unit, settings)
     label = (f"{model_name} unit {unit_text(unit)}: {settings.generator} "
              f"{settings.restarts} restarts × {settings.generations} generations")
-    return visualize_job(default_manager(), model, conditions, settings=settings,
-                         generator=generator, store=default_store(), label=label)
+    return visualize_job(default_manager(), unit_request(model_name, unit, settings),
+                         store=default_store(), label=label)
 
 
 def results_by_key(results: Sequence[ConditionResult]) -> dict[tuple, ConditionResult]:

@@ -35,19 +35,6 @@ from signseg_core.figures.export import (
     image_png,
     start_renderer,
 )
-from signseg_core.figures.plots import (
-    channel_ranking_figure,
-    layer_dale_figure,
-    metric_vs_alpha_figure,
-    readout_dale_histogram,
-)
-from signseg_core.sweeps.run import summarize
-from signseg_core.sweeps.stored import sweep_command, visualize_command
-from signseg_core.sweeps.tables import METRIC_LABELS, alpha_strip
-
-from .common import cached_model, channel_ranking, dale_layer_table
-from .compare import stored_sweep
-from .explorer import stored_unit
 
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf",
         "csv": "text/csv", "zip": "application/zip"}
@@ -241,80 +228,3 @@ def export_panel(panel: go.Figure | np.ndarray, *, name: str, key: str,
         download_buttons(panel, name=name, key=key, choice=choice)
         png_preview(panel, choice, key=key)
         return choice
-
-
-# -- the Export page's panels ------------------------------------------------------------------
-
-#: Panels the Export page offers for the session's model: kind → label.
-PANEL_KINDS = {
-    "dale_hist": "Readout Dale index histogram",
-    "dale_layers": "Mean Dale index per layer",
-    "ranking": "Channel ranking of a layer",
-    "metric": "Sweep metric against α (stored results)",
-    "strip": "Image strip of a stored unit",
-}
-
-
-def parse_panel_kind(raw: str) -> str:
-    """``?panel=`` → a key of :data:`PANEL_KINDS`; ValueError naming the choices otherwise."""
-    if raw not in PANEL_KINDS:
-        raise ValueError(f"unknown panel {raw!r}; choose from {list(PANEL_KINDS)}")
-    return raw
-
-
-@dataclasses.dataclass(frozen=True)
-class Panel:
-    """One exportable panel: a figure or uint8 image, or why it is not available here
-    (``missing``) with the CLI ``command`` that computes it."""
-
-    kind: str
-    stem: str
-    content: go.Figure | np.ndarray | None
-    missing: str = ""
-    command: str = ""
-
-    def __post_init__(self):
-        if self.kind not in PANEL_KINDS:
-            raise ValueError(f"unknown panel kind {self.kind!r}; choose from {list(PANEL_KINDS)}")
-        if (self.content is None) == (not self.missing):
-            raise ValueError("a panel has either content or a reason it is missing, not both")
-
-
-def model_panels(name: str, *, layer: str, metric: str, unit: int, spec) -> dict[str, Panel]:
-    """Every panel of :data:`PANEL_KINDS` for model ``name``: ``layer``'s channel ranking,
-    ``metric`` against alpha from the stored sweep ``spec`` (its models are ignored), and the
-    alpha strip of ``unit``'s stored conditions at ``spec.settings``. Nothing is computed that
-    is not cheap: missing sweeps and units come back as panels with ``missing`` and ``command``.
-    """
-    model = cached_model(name)
-    panels = {
-        "dale_hist": Panel("dale_hist", f"{name}_readout_dale_hist",
-                           readout_dale_histogram(model)),
-        "dale_layers": Panel("dale_layers", f"{name}_layer_dale", layer_dale_figure(
-            dale_layer_table(name), title=f"Mean Dale index per layer, {name}")),
-        "ranking": Panel("ranking", f"{name}_{layer}_ranking", channel_ranking_figure(
-            channel_ranking(name, layer), title=f"Sender channels of {layer}, {name}")),
-    }
-    if spec is None:
-        why = "the sweep settings above do not parse"
-        panels.update({k: Panel(k, k, None, why) for k in ("metric", "strip")})
-        return panels
-    spec = dataclasses.replace(spec, models=(name,))
-    stored = stored_sweep(spec)
-    if name in stored.found:
-        panels["metric"] = Panel("metric", f"{name}_{metric}_vs_alpha", metric_vs_alpha_figure(
-            summarize(stored.table), metric, y_title=METRIC_LABELS.get(metric, metric),
-            title=f"{METRIC_LABELS.get(metric, metric)} vs ablation strength, {name}"))
-    else:
-        panels["metric"] = Panel("metric", f"{name}_{metric}_vs_alpha", None,
-                                 stored.coverage.reason.iloc[0], sweep_command(spec))
-    found = stored_unit(name, unit, spec.settings)
-    if found:
-        panels["strip"] = Panel("strip", f"{name}_unit{unit}_strip",
-                                alpha_strip(list(found.values())))
-    else:
-        panels["strip"] = Panel("strip", f"{name}_unit{unit}_strip", None,
-                                f"unit {unit} of {name} has no stored conditions at these "
-                                "settings (the Ablation explorer computes them too)",
-                                visualize_command(name, [unit], spec.settings))
-    return panels

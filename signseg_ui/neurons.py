@@ -1,5 +1,6 @@
 """UI helpers of the Neuron models page (paper §4.6, A.1, A.4): the chosen dataset, cached fits,
-the neuron model's ablation job, and cached lasso, diverseSet and localization results.
+the neuron model's ablation job, and cached lasso, diverseSet and localization results. The
+page's sections, which draw these, are :mod:`signseg_ui.neuron_page`'s.
 
 The dataset chosen is kept in ``st.session_state["neurons_data"]`` as ``(responses file, image
 folder or "")`` and in the URL as ``?data=<responses file>``. Cached results are keyed by the
@@ -18,11 +19,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, condition_grid
-from signseg_core.figures.plots import image_strip
+from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
 from signseg_core.jobs import Job, default_manager
 from signseg_core.neurons.data import NeuronDataError, load_image, load_neuron_data
-from signseg_core.neurons.localize import background_clearing_effect, mask_overlay
+from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.localize import background_clearing_effect
 from signseg_core.neurons.study import (
     NeuronStudy,
     fit_study,
@@ -30,15 +31,17 @@ from signseg_core.neurons.study import (
     localize_and_clear,
     neuron_readout_model,
 )
-from signseg_core.optimize.results import ConditionResult, to_uint8
-from signseg_core.optimize.settings import VisualizeSettings, condition_key
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.results import ConditionResult
+from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.paths import cache_dir
 from signseg_core.stimuli.diverse import contact_sheet, diverse_set_from_folder
 from signseg_core.store import default_store, key_digest
 from signseg_core.sweeps.tasks import visualize_job, visualize_job_key
 
-from .common import cached_model, current_device
-from .explorer import cached_generator, stored_results
+from .cached_models import cached_generator, cached_model
+from .device import current_device
+from .explorer import stored_results
 
 SESSION_DATA = "neurons_data"
 QUERY_DATA = "data"
@@ -47,8 +50,8 @@ DEMO_OPTIONS: dict = {"model_name": "efficientnet_lite0"}
 DEMO_DIR = "neuron_demo"
 #: Ablation defaults: 5 conditions × 3 restarts × 8 codes × 15 generations = 1800 images,
 #: 47 s of EfficientNet-Lite0 on the 2-core development CPU (docs/benchmarks.md).
-ABLATION_DEFAULTS = {"generator": "fourier", "generations": 15, "restarts": 3, "popsize": 8,
-                     "seed": 0}
+ABLATION_DEFAULTS = VisualizeSettings(generator="fourier", generations=15, restarts=3, popsize=8,
+                                      seed=0)
 ALPHA_GRIDS = {"quick": (0.0, 0.5, 1.0), "paper": DEFAULT_ALPHAS}
 ALPHA_GRID_LABELS = {"quick": "α = 0, 0.5, 1", "paper": "α = 0 to 1 by 0.1 (the paper's)"}
 
@@ -61,8 +64,6 @@ def demo_dataset(progress=None) -> Path:
     Written into a temporary sibling folder and renamed, so a half-written demo is never used;
     a concurrent writer's finished folder wins.
     """
-    from signseg_core.neurons.demo import write_demo_dataset
-
     final = cache_dir() / DEMO_DIR
     csv = final / "responses.csv"
     if csv.is_file() and (final / "planted_weights.npz").is_file():
@@ -204,69 +205,28 @@ def cached_lasso(model_name: str, path: str, image_dir: str, neuron: str) -> pd.
 # -- the neuron model's ablation ---------------------------------------------------------------
 
 def ablation_request(model_name: str, path: str, image_dir: str, neuron: str,
-                     settings: VisualizeSettings, alphas):
-    """``(readout model, generator, conditions, store keys)`` of the neuron's conditions."""
+                     settings: VisualizeSettings, alphas) -> VisualizeRequest:
+    """The request of the neuron model's ablation: unit 0 of its readout, the control plus both
+    signs × ``alphas`` (as :func:`~signseg_core.neurons.study.neuron_request` builds it), on the
+    session's cached readout and generator."""
     readout = readout_model(model_name, path, image_dir, neuron)
     generator = cached_generator(settings.generator, str(readout.device))
-    conditions = condition_grid([0], signs=SIGNS, alphas=alphas)
-    keys = [condition_key(readout, generator, c, settings) for c in conditions]
-    return readout, generator, conditions, keys
+    return VisualizeRequest.for_unit(readout, generator, 0, settings, signs=SIGNS, alphas=alphas)
 
 
-def stored_ablation(request) -> dict[tuple, ConditionResult]:
+def stored_ablation(request: VisualizeRequest) -> dict[tuple, ConditionResult]:
     """Stored results of the request's conditions by :attr:`Condition.key` (missing: absent)."""
-    _, _, conditions, keys = request
-    return stored_results(conditions, keys)
+    return stored_results(request)
 
 
-def ablation_job(request, settings: VisualizeSettings) -> Job | None:
+def ablation_job(request: VisualizeRequest) -> Job | None:
     """The job computing the request, if any session submitted one."""
-    readout, generator, conditions, _ = request
-    key, _ = visualize_job_key(readout, conditions, settings=settings, generator=generator)
-    return default_manager().get(key)
+    return default_manager().get(visualize_job_key(request))
 
 
-def submit_ablation(request, settings: VisualizeSettings, *, label: str) -> Job:
+def submit_ablation(request: VisualizeRequest, *, label: str) -> Job:
     """Evolve the request's conditions in the background (stored ones are read, not redone)."""
-    readout, generator, conditions, _ = request
-    return visualize_job(default_manager(), readout, conditions, settings=settings,
-                         generator=generator, store=default_store(), label=label)
-
-
-def images_per_run(request, settings: VisualizeSettings) -> int:
-    """Images the request scores: conditions × restarts × population × generations."""
-    generator, conditions = request[1], request[2]
-    popsize = settings.cma_config(generator.sigma0).strategy_parameters(generator.dim)["popsize"]
-    return len(conditions) * settings.restarts * popsize * settings.generations
-
-
-def strip_rows(results) -> dict[str, list[ConditionResult]]:
-    """One row per sign present, the control first, by alpha: ``{"positive": [...], ...}``."""
-    control = [r for r in results if r.key.sign == "control"][:1]
-    rows = {}
-    for sign in SIGNS:
-        own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
-        if own:
-            rows[sign] = control + own
-    return rows or {"control": control}
-
-
-def show_neuron_strip(results) -> np.ndarray:
-    """Fig 6-7: per sign, the best image per alpha with the intact neuron model's predicted
-    response above it (bold) and the ablated model's below. Returns the strip for export."""
-    rows = strip_rows(results)
-    for sign, row in rows.items():
-        st.markdown(f"**{sign.capitalize()} weights ablated**" if sign != "control"
-                    else "**Control**")
-        columns = st.columns(max(len(row), 6))
-        for result, column in zip(row, columns):
-            b = result.best_index
-            column.markdown(f"**{result.intact_scores[b]:.2f}**")
-            column.image(result.best_image, caption=f"α = {result.key.alpha:g} · ablated "
-                                                    f"{result.best_scores[b]:.2f}")
-    return image_strip({f"{s} ablated": [
-        (r.best_image, f"a={r.key.alpha:g} pred {r.intact_scores[r.best_index]:.1f}")
-        for r in row] for s, row in rows.items()}, tile=160)
+    return visualize_job(default_manager(), request, store=default_store(), label=label)
 
 
 # -- diverseSet and localization ---------------------------------------------------------------
@@ -324,29 +284,3 @@ def images_by_response(study: NeuronStudy, responses: pd.DataFrame) -> dict[str,
     paths = dict(zip(study.dataset.image_names, study.dataset.images))
     order = responses.sort_values("response", ascending=False, kind="stable")
     return {str(paths[i]): float(r) for i, r in zip(order["image"], order["response"])}
-
-
-def show_localization(image: np.ndarray, loc, clearings: dict, *, stem: str) -> None:
-    """The mask outlined on the image and the image cleared to each fill, each exportable, then
-    the mask's size and the responses before and after clearing."""
-    from .export_widgets import export_panel
-
-    panels = {"mask": mask_overlay(image, loc)}
-    for fill, clearing in clearings.items():
-        panels[f"cleared_{fill}"] = to_uint8(clearing.cleared_image[None])[0]
-    for column, (label, picture) in zip(st.columns(len(panels)), panels.items()):
-        with column:
-            st.image(picture, caption=label.replace("_", " to "), width=256)
-            export_panel(picture, name=f"{stem}_{label}", key=f"neurons_loc_{label}_export")
-    st.caption(f"The mask covers {loc.area_fraction:.0%} of the image (disks of {loc.diameter} "
-               f"px, σ = {loc.sigma:.1f} px: the paper's 50 and 30 px scaled from 256 px). "
-               "Relative change > 0: clearing the background raised the predicted response.")
-    if not clearings:
-        st.info("No region: no perturbation lowered the predicted response on this image, so "
-                "there is nothing to keep and nothing was cleared. Try an image the neuron "
-                "responds to more.")
-        return
-    st.dataframe(pd.DataFrame([{"fill": f, "intact": c.intact, "cleared": c.cleared,
-                                "relative_change": c.relative_change}
-                               for f, c in clearings.items()]),
-                 hide_index=True, key="neurons_clear_table")

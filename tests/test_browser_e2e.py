@@ -18,6 +18,7 @@ without it, or without ``chromium``, the module is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -46,6 +47,7 @@ from signseg_core.optimize.results import ConditionResult  # noqa: E402
 from signseg_core.optimize.visualize import visualize  # noqa: E402
 from signseg_core.signs import dale_index, expected_untrained_dale_index  # noqa: E402
 from signseg_core.store import ResultStore  # noqa: E402
+from signseg_core.sweeps.preview import default_settings  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -71,11 +73,10 @@ RERUN_MS = 20_000
 def stored(tmp_path_factory) -> tuple[Path, dict[tuple, ConditionResult]]:
     """``(cache_dir, results by Condition.key)``: unit 373 computed into a fresh cache dir, with
     the settings object the page builds (so the page's store keys match)."""
-    from signseg_ui.explorer import explorer_settings
-
+    settings = dataclasses.replace(default_settings("tiny_test"), **TINY)
     cache = tmp_path_factory.mktemp("e2e") / "cache"
     results = visualize(load_model("tiny_test"), condition_grid([UNIT]),
-                        settings=explorer_settings(**TINY), store=ResultStore(cache / "results"))
+                        settings=settings, store=ResultStore(cache / "results"))
     return cache, {r.condition.key: r for r in results}
 
 

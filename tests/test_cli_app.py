@@ -154,10 +154,10 @@ def test_home_page_shows_device_cache_and_running_jobs(tiny_dashboard):
 def test_device_choices_offer_the_gpu_only_when_there_is_one(monkeypatch):
     import torch
 
-    from signseg_ui import common
+    from signseg_ui import device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert common.device_choices() == {"cpu": "CPU"}
+    assert device.device_choices() == {"cpu": "CPU"}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100")
-    assert common.device_choices() == {"cpu": "CPU", "cuda": "GPU: NVIDIA H100"}
+    assert device.device_choices() == {"cpu": "CPU", "cuda": "GPU: NVIDIA H100"}

@@ -16,25 +16,22 @@ from signseg_core.cli import main as cli
 from signseg_core.cli import options
 from signseg_core.conditions import condition_grid
 from signseg_core.errors import UnknownNameError
+from signseg_core.figures.compare import (
+    alpha_strip,
+    change_vs_model_figure,
+    family_curves_figure,
+    readout_dale_figure,
+)
 from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.optimize.visualize import visualize
 from signseg_core.sweeps.run import METRIC_COLUMNS, SweepResult, SweepSpec, run_sweep
 from signseg_core.sweeps.stored import read_stored_sweep, sweep_command, visualize_command
-from signseg_core.sweeps.tables import (
-    alpha_strip,
-    change_table,
-    change_vs_model_figure,
-    family_curves_figure,
-    family_models,
-    readout_dale_figure,
-    spearman_table,
-    table1,
-)
+from signseg_core.sweeps.tables import change_table, family_models, spearman_table, table1
+from signseg_ui.export_page import Panel
 from signseg_ui.export_widgets import (
     ExportChoice,
-    Panel,
     describe_size,
     file_stem,
     size_from_widgets,

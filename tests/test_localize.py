@@ -13,13 +13,12 @@ from signseg_core.neurons.localize import (
     LocalizationResult,
     background_clearing_effect,
     clear_background,
-    disk_mask,
     mask_from_responses,
     mask_overlay,
     normalized_response_change,
     perturbation_mask,
-    perturbation_stimuli,
 )
+from signseg_core.neurons.perturbation import disk_mask, perturbation_stimuli
 
 SQUARE = (slice(96, 160), slice(32, 96))  # the planted 64 x 64 region of a 256 x 256 image
 

@@ -8,6 +8,7 @@ LPIPS; the default detector, whose weights are missing under the test's TORCH_HO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -24,6 +25,7 @@ from signseg_core.optimize.results import ConditionResult, save_condition
 from signseg_core.optimize.settings import ConditionKey
 from signseg_core.optimize.visualize import visualize
 from signseg_core.store import default_store
+from signseg_core.sweeps.preview import default_settings
 from signseg_core.sweeps.run import Metrics, SweepSpec, run_sweep
 from signseg_core.sweeps.tasks import metrics_job_key, stored_metric_rows
 
@@ -40,9 +42,9 @@ pytestmark = pytest.mark.usefixtures("tiny_dashboard", "fast_metrics")
 
 @pytest.fixture
 def fast_metrics(monkeypatch):
-    import signseg_ui.explorer
+    import signseg_ui.unit_metrics
 
-    monkeypatch.setattr(signseg_ui.explorer, "METRIC_SPEC", TEST_METRICS)
+    monkeypatch.setattr(signseg_ui.unit_metrics, "METRIC_SPEC", TEST_METRICS)
 
 
 def run_page(**query) -> AppTest:
@@ -55,17 +57,20 @@ def tiny_settings(at: AppTest) -> AppTest:
     return at.run()
 
 
+def page_settings():
+    """The settings the page builds once :func:`tiny_settings` has set its widgets."""
+    return dataclasses.replace(default_settings("tiny_test"), **TINY)
+
+
 _VISUALIZED: dict[int, list[ConditionResult]] = {}
 
 
 def fill_store(unit: int = 373) -> dict:
     """Put the unit's conditions into the test's store exactly as the page asks for them
     (computed once per module)."""
-    from signseg_ui.explorer import explorer_settings
-
     if unit not in _VISUALIZED:
         _VISUALIZED[unit] = visualize(load_model("tiny_test"), condition_grid([unit]),
-                                      settings=explorer_settings(**TINY), store=False)
+                                      settings=page_settings(), store=False)
     for result in _VISUALIZED[unit]:
         save_condition(default_store(), result)
     return {r.condition.key: r for r in _VISUALIZED[unit]}
@@ -74,9 +79,7 @@ def fill_store(unit: int = 373) -> dict:
 def sweep_unit(unit: int = 373):
     """What ``python -m signseg_core sweep`` stores for the unit at the page's settings and
     metric setup: its table."""
-    from signseg_ui.explorer import explorer_settings
-
-    spec = SweepSpec(models=("tiny_test",), units=(unit,), settings=explorer_settings(**TINY),
+    spec = SweepSpec(models=("tiny_test",), units=(unit,), settings=page_settings(),
                      ensemble=TEST_METRICS.ensemble, lpips=TEST_METRICS.lpips,
                      detector=TEST_METRICS.detector)
     return run_sweep(spec).table
@@ -203,9 +206,9 @@ def test_the_compute_button_starts_one_job_whose_images_appear():
 
 
 def test_a_running_job_is_shared_shows_progress_and_cancels():
-    from signseg_ui.explorer import explorer_settings, submit_unit, unit_job_key
+    from signseg_ui.explorer import submit_unit, unit_job_key
 
-    settings = explorer_settings(**TINY)
+    settings = page_settings()
     release = threading.Event()
 
     def slow(progress, should_stop):
@@ -344,7 +347,7 @@ def test_the_caption_of_one_restart_is_singular():
 
         from signseg_core.optimize.results import ConditionResult
         from signseg_core.optimize.settings import ConditionKey
-        from signseg_ui.explorer import show_current
+        from signseg_ui.unit_images import show_current
 
         key = ConditionKey("m", "f", 7, "negative", 0.4, "fourier", "g", "{}", 1, 1, 0, "fp32")
         one = np.zeros((1, 1))

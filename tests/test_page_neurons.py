@@ -208,7 +208,7 @@ def test_the_diverse_set_is_a_contact_sheet_of_k_images(demo_csv):
 # -- helpers -------------------------------------------------------------------------------------
 
 def test_models_needed_and_the_localization_geometry_follow_the_paper():
-    from signseg_core.neurons.localize import paper_geometry as localization_geometry
+    from signseg_core.neurons.perturbation import paper_geometry as localization_geometry
     from signseg_core.neurons.study import models_needed
 
     assert models_needed(1280) == 16  # 2 * 0.5**16 * 1280 = 0.039 < 0.05 <= 2 * 0.5**15 * 1280

@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from signseg_core.conditions import condition_grid
 from signseg_core.figures import export
+from signseg_core.figures.compare import alpha_strip
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.optimize.visualize import visualize
@@ -28,7 +29,7 @@ from signseg_core.signs import dale_index
 from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize
 from signseg_core.sweeps.stored import read_stored_sweep, sweep_command
-from signseg_core.sweeps.tables import alpha_strip, change_table, family_models
+from signseg_core.sweeps.tables import change_table, family_models
 
 COMPARE = str(ROOT / "pages" / "3_Compare_models.py")
 EXPORT = str(ROOT / "pages" / "4_Export.py")

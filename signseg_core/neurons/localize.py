@@ -23,25 +23,17 @@ from scipy.ndimage import binary_erosion, gaussian_filter
 from torch import Tensor
 
 from signseg_core.neurons.perturbation import (
-    PAPER_DIAMETER,
-    PAPER_SIDE,
-    PAPER_SIGMA,
-    PerturbationStimuli,
     check_geometry,
     check_image,
     disk_mask,
     disk_plan,
-    paper_geometry,
-    perturbation_stimuli,
     perturbed_copies,
     resolve_geometry,
 )
 
 __all__ = [
-    "PAPER_DIAMETER", "PAPER_SIDE", "PAPER_SIGMA", "BackgroundClearing", "LocalizationResult",
-    "PerturbationStimuli", "background_clearing_effect", "clear_background", "disk_mask",
-    "mask_from_responses", "mask_overlay", "normalized_response_change", "paper_geometry",
-    "perturbation_mask", "perturbation_stimuli",
+    "BackgroundClearing", "LocalizationResult", "background_clearing_effect", "clear_background",
+    "mask_from_responses", "mask_overlay", "normalized_response_change", "perturbation_mask",
 ]
 
 ScoreFn = Callable[[Tensor], "Tensor | np.ndarray"]

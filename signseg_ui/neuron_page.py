@@ -1,0 +1,342 @@
+"""The Neuron models page's sections: the dataset, the neuron picker, and one function per tab
+(fits, one neuron, its ablation, Dale-like features, diverseSet, localization).
+
+Each section draws its widgets (stable ``neurons_*`` keys), reads cached results through
+:mod:`signseg_ui.neurons` and keeps its own ``st.session_state`` bookkeeping; the page file only
+lays the sections out. A dataset is ``(responses file, image folder or "")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from signseg_core.conditions import SIGNS
+from signseg_core.figures.neuron_plots import (
+    dale_features_figure,
+    fit_quality_figure,
+    lasso_figure,
+    neuron_ablation_figure,
+    prediction_scatter_figure,
+    sign_ratio_figure,
+    weight_distribution_figure,
+)
+from signseg_core.figures.plots import image_strip
+from signseg_core.neurons.localize import mask_overlay
+from signseg_core.neurons.study import (
+    NeuronStudy,
+    dale_features_table,
+    models_needed,
+    neuron_ablation_table,
+    top_agreement,
+)
+from signseg_core.optimize.results import ConditionResult, to_uint8
+
+from .error_display import show_error
+from .evolution_settings import evolution_settings
+from .explorer import results_by_key
+from .export_widgets import export_panel
+from .jobs_widget import job_panel
+from .neurons import (
+    ABLATION_DEFAULTS,
+    ALPHA_GRID_LABELS,
+    ALPHA_GRIDS,
+    QUERY_DATA,
+    SESSION_DATA,
+    ablation_job,
+    ablation_request,
+    cached_diverse_set,
+    cached_lasso,
+    cached_localization,
+    choose_data,
+    default_neuron,
+    demo_dataset,
+    diverse_sheet,
+    images_by_response,
+    neuron_label,
+    stored_ablation,
+    submit_ablation,
+)
+from .widget_choices import keep_choice
+
+#: ``st.session_state`` key of the last dataset error (Markdown), shown until the next load.
+DATA_ERROR = "_neurons_data_error"
+
+
+# -- the dataset -------------------------------------------------------------------------------
+
+def use_demo_dataset() -> None:
+    """Write the demo dataset (once, with a progress bar) and load it; call before the path
+    inputs are drawn."""
+    bar = st.progress(0.0, text="Writing the demo dataset…")
+    try:
+        csv = demo_dataset(progress=lambda d, n: bar.progress(d / n, text=f"features {d}/{n}"))
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        show_error(exc, context="Cannot write the demo dataset")
+        st.stop()
+    bar.empty()
+    st.session_state["neurons_path"], st.session_state["neurons_images"] = str(csv), ""
+    st.session_state[DATA_ERROR] = choose_data(str(csv))
+
+
+def dataset_section() -> tuple[str, str] | None:
+    """The demo button, the responses file and image folder, and Load; the dataset in use, or
+    None. A first visit loads the URL's ``?data=``; a failed load shows its problems."""
+    if SESSION_DATA not in st.session_state and st.query_params.get(QUERY_DATA):
+        st.session_state["neurons_path"] = st.query_params[QUERY_DATA]
+        st.session_state[DATA_ERROR] = choose_data(st.query_params[QUERY_DATA])
+    if st.button("Use the demo dataset", key="neurons_demo",
+                 help="Synthetic neurons planted on EfficientNet-Lite0 features of 120 images; "
+                      "written once into the cache folder."):
+        use_demo_dataset()
+    chosen = st.session_state.get(SESSION_DATA)
+    if chosen is not None:  # a revisit: the widgets show the dataset in use
+        st.session_state.setdefault("neurons_path", chosen[0])
+        st.session_state.setdefault("neurons_images", chosen[1])
+    col_path, col_images = st.columns(2)
+    col_path.text_input("Responses file (.csv or .npz)", key="neurons_path",
+                        help="CSV: one row per (image, neuron) with columns image, neuron, "
+                             "response and optionally session, area, monkey. NPZ: responses "
+                             "(n_images, n_neurons) and images.")
+    col_images.text_input("Images folder", key="neurons_images",
+                          placeholder="default: the responses file's folder")
+    if st.button("Load", key="neurons_load", type="primary"):
+        st.session_state[DATA_ERROR] = choose_data(st.session_state.get("neurons_path", ""),
+                                                   st.session_state.get("neurons_images", ""))
+    if st.session_state.get(DATA_ERROR):
+        st.error(st.session_state[DATA_ERROR])
+    return st.session_state.get(SESSION_DATA)
+
+
+def neuron_picker(study: NeuronStudy) -> str:
+    """A selectbox of the study's neurons (key ``neurons_neuron``), by default the best fit."""
+    keep_choice("neurons_neuron", study.neurons, default_neuron(study))
+    return st.selectbox("Neuron model", study.neurons, key="neurons_neuron",
+                        format_func=lambda n: neuron_label(study, n),
+                        help="Used by the Neuron, Ablation and Localization tabs; ★ marks the "
+                             "best fit of each session.")
+
+
+def chart(fig, *, key: str, name: str) -> None:
+    """A Plotly figure (key ``neurons_<key>_fig``) with its export panel beneath."""
+    st.plotly_chart(fig, key=f"neurons_{key}_fig")
+    export_panel(fig, name=name, key=f"neurons_{key}_export")
+
+
+# -- fits and one neuron -----------------------------------------------------------------------
+
+def fits_tab(study: NeuronStudy, *, stem: str) -> None:
+    """Fit quality of every neuron model, the table of fits, sign ratios and weights."""
+    summary = study.summary()
+    cols = st.columns(4)
+    cols[0].metric("Neurons", summary["n_neurons"])
+    cols[1].metric("Sessions", summary["n_sessions"])
+    cols[2].metric("Test r², best per session",
+                   f"{summary['best_r2_test_mean']:.2f} ± {summary['best_r2_test_sd']:.2f}")
+    cols[3].metric("Σ+ / |Σ−| weights, best per session",
+                   f"{summary['ratio_mean']:.2f} ± {summary['ratio_sd']:.2f}")
+    chart(fit_quality_figure(study.table, best=study.best), key="fit",
+          name=f"{stem}_fit_quality")
+    st.dataframe(study.table, hide_index=True, key="neurons_fits_table")
+    left, right = st.columns(2)
+    with left:
+        chart(sign_ratio_figure(study.table), key="ratio", name=f"{stem}_sign_ratio")
+    with right:
+        chart(weight_distribution_figure(study.weights(), names=study.neurons), key="weights",
+              name=f"{stem}_weights")
+
+
+def neuron_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: str,
+               responses: pd.DataFrame, *, stem: str) -> None:
+    """Recorded against predicted responses, and on request the lasso path."""
+    chart(prediction_scatter_figure(responses, title=f"{neuron}: recorded vs predicted"),
+          key="scatter", name=f"{stem}_{neuron}_prediction")
+    if not st.toggle("Lasso path: does allowing negative weights help? (a few seconds)",
+                     key="neurons_lasso"):
+        return
+    try:
+        fig = lasso_figure(cached_lasso(name, *data, neuron))
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        show_error(exc, context="Cannot fit the lasso path")
+        return
+    chart(fig, key="lasso", name=f"{stem}_{neuron}_lasso")
+    st.caption("Test r² of lasso fits with and without a non-negativity constraint, ±SD over 5 "
+               "folds; the right panel is the gain of allowing negative weights.")
+
+
+# -- the neuron model's ablation ---------------------------------------------------------------
+
+def strip_rows(results) -> dict[str, list[ConditionResult]]:
+    """One row per sign present, the control first, by alpha: ``{"positive": [...], ...}``."""
+    control = [r for r in results if r.key.sign == "control"][:1]
+    rows = {}
+    for sign in SIGNS:
+        own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
+        if own:
+            rows[sign] = control + own
+    return rows or {"control": control}
+
+
+def show_neuron_strip(results) -> np.ndarray:
+    """Fig 6-7: per sign, the best image per alpha with the intact neuron model's predicted
+    response above it (bold) and the ablated model's below. Returns the strip for export."""
+    rows = strip_rows(results)
+    for sign, row in rows.items():
+        st.markdown(f"**{sign.capitalize()} weights ablated**" if sign != "control"
+                    else "**Control**")
+        columns = st.columns(max(len(row), 6))
+        for result, column in zip(row, columns):
+            b = result.best_index
+            column.markdown(f"**{result.intact_scores[b]:.2f}**")
+            column.image(result.best_image, caption=f"α = {result.key.alpha:g} · ablated "
+                                                    f"{result.best_scores[b]:.2f}")
+    return image_strip({f"{s} ablated": [
+        (r.best_image, f"a={r.key.alpha:g} pred {r.intact_scores[r.best_index]:.1f}")
+        for r in row] for s, row in rows.items()}, tile=160)
+
+
+def ablation_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: str, *,
+                 stem: str) -> None:
+    """The evolution settings and strengths, the neuron model's ablation job, and its results:
+    stored, or of a finished job."""
+    cols = st.columns(6)
+    settings = evolution_settings(key="neurons", defaults=ABLATION_DEFAULTS, population=True,
+                                  columns=cols[:5])
+    grid = cols[5].radio("Ablation strengths", list(ALPHA_GRIDS), key="neurons_alphas",
+                         format_func=ALPHA_GRID_LABELS.get)
+    if settings is None:
+        return
+    try:
+        request = ablation_request(name, *data, neuron, settings, ALPHA_GRIDS[grid])
+        found, job = stored_ablation(request), ablation_job(request)
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        show_error(exc, context="Cannot set up the ablation")
+        return
+    n = len(request.conditions)
+    st.caption(f"{n} conditions; a run scores about {request.images_to_score:,} "
+               "images.")
+    label = (f"{name} neuron {neuron}: {settings.generator} {settings.restarts} restarts × "
+             f"{settings.generations} generations")
+    finished = job_panel(lambda: job, lambda: submit_ablation(request, label=label),
+                         key="neurons", button_key="neurons_ablate",
+                         label=f"Compute neuron {neuron} ({n - len(found)} conditions)",
+                         needed=len(found) < n, help="Runs in the background; kept on disk.")
+    found = {**results_by_key(finished or []), **found}
+    if found:
+        show_ablation_results(study, neuron, list(found.values()), stem=stem)
+
+
+def show_ablation_results(study: NeuronStudy, neuron: str, results: list[ConditionResult], *,
+                          stem: str) -> None:
+    """The strip of best images, the predicted responses against α, and their table."""
+    st.markdown("Bold: the intact neuron model's predicted response to the best image; below: "
+                "the ablated model's.")
+    strip = show_neuron_strip(results)
+    export_panel(strip, name=f"{stem}_{neuron}_ablation_strip", key="neurons_strip_export")
+    table = neuron_ablation_table(neuron, results)
+    chart(neuron_ablation_figure(table, natural_max=study.natural_max_predicted(neuron)),
+          key="ablation", name=f"{stem}_{neuron}_ablation")
+    st.dataframe(table, hide_index=True, key="neurons_ablation_table")
+
+
+# -- Dale-like features ------------------------------------------------------------------------
+
+def dale_features_tab(study: NeuronStudy, *, stem: str) -> None:
+    """Features the models weight with one sign (binomial test), or, when none passes, why not
+    and the features with the most agreement."""
+    which = st.radio("Neuron models", ["all", "best"], key="neurons_dale_which", horizontal=True,
+                     format_func={"all": "all", "best": "best per session (the paper's)"}.get)
+    neurons = study.neurons if which == "all" else study.best_neurons
+    table = dale_features_table(study, neurons=neurons)
+    chart(dale_features_figure(table), key="dale", name=f"{stem}_dale_features")
+    consistent = table[table["label"] != "mixed"]
+    if len(consistent):
+        st.markdown(f"**{len(consistent)} features weighted with one sign by the models** "
+                    "(binomial test, Bonferroni p < 0.05)")
+        st.dataframe(consistent, hide_index=True, key="neurons_dale_table")
+        return
+    st.info(f"No feature passes the Bonferroni-corrected sign test: with {len(neurons)} neuron "
+            f"models even unanimous signs give p = 2 · 0.5^{len(neurons)} · {study.n_features} "
+            f"features ≥ 0.05; at least {models_needed(study.n_features)} models are needed. "
+            "The features with the most agreement are below.")
+    st.dataframe(top_agreement(table)[["feature", "n_positive", "n_negative", "agreement",
+                                       "p_bonferroni", "mean_normalized_weight"]],
+                 hide_index=True, key="neurons_dale_top")
+
+
+# -- diverseSet and localization ---------------------------------------------------------------
+
+def diverse_set_tab(study: NeuronStudy, name: str, data: tuple[str, str]) -> None:
+    """An image folder and k (by default the dataset's), and on request the diverse set as a
+    contact sheet."""
+    if st.session_state.get("_neurons_diverse_for") != data:  # a new dataset: its own defaults
+        st.session_state["neurons_diverse_folder"] = str(study.dataset.images[0].parent)
+        st.session_state["neurons_diverse_k"] = min(12, study.dataset.n_images)
+        st.session_state["_neurons_diverse_for"] = data
+        st.session_state.pop("_neurons_diverse_request", None)
+    left, right = st.columns([3, 1])
+    folder = left.text_input("Image folder", key="neurons_diverse_folder")
+    k = right.number_input("k (images)", 1, 1000, step=1, key="neurons_diverse_k")
+    if st.button("Choose the diverse set", key="neurons_diverse_run"):
+        st.session_state["_neurons_diverse_request"] = (folder, int(k))
+    request = st.session_state.get("_neurons_diverse_request")
+    if request is None:
+        return
+    try:
+        selection = cached_diverse_set(name, request[0], k=request[1])
+        sheet = diverse_sheet(selection)
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        show_error(exc, context="Cannot choose the diverse set")
+        return
+    st.image(sheet, caption=f"{selection.k} of {selection.n_candidates} images; "
+                            f"{selection.n_components} PCA components explain "
+                            f"{selection.explained_variance:.0%} of the variance")
+    export_panel(sheet, name=f"{name}_diverse_set_{selection.k}", key="neurons_diverse_export")
+
+
+def localization_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: str,
+                     responses: pd.DataFrame, *, stem: str) -> None:
+    """An image (by recorded response), and on request the neuron model's mask on it and the
+    effect of clearing the rest."""
+    images = images_by_response(study, responses)
+    keep_choice("neurons_loc_image", images, next(iter(images)))
+    image_path = st.selectbox("Image (by recorded response, highest first)", list(images),
+                              key="neurons_loc_image",
+                              format_func=lambda p: f"{Path(p).name} · recorded {images[p]:.2f}")
+    if st.button("Localize", key="neurons_localize"):
+        st.session_state["_neurons_loc_request"] = (data, name, neuron, image_path)
+    if st.session_state.get("_neurons_loc_request") != (data, name, neuron, image_path):
+        return
+    try:
+        image, loc, clearings = cached_localization(name, *data, neuron, image_path)
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        show_error(exc, context="Cannot localize")
+        return
+    show_localization(image, loc, clearings, stem=f"{stem}_{neuron}_{Path(image_path).stem}")
+
+
+def show_localization(image: np.ndarray, loc, clearings: dict, *, stem: str) -> None:
+    """The mask outlined on the image and the image cleared to each fill, each exportable, then
+    the mask's size and the responses before and after clearing."""
+    panels = {"mask": mask_overlay(image, loc)}
+    for fill, clearing in clearings.items():
+        panels[f"cleared_{fill}"] = to_uint8(clearing.cleared_image[None])[0]
+    for column, (label, picture) in zip(st.columns(len(panels)), panels.items()):
+        with column:
+            st.image(picture, caption=label.replace("_", " to "), width=256)
+            export_panel(picture, name=f"{stem}_{label}", key=f"neurons_loc_{label}_export")
+    st.caption(f"The mask covers {loc.area_fraction:.0%} of the image (disks of {loc.diameter} "
+               f"px, σ = {loc.sigma:.1f} px: the paper's 50 and 30 px scaled from 256 px). "
+               "Relative change > 0: clearing the background raised the predicted response.")
+    if not clearings:
+        st.info("No region: no perturbation lowered the predicted response on this image, so "
+                "there is nothing to keep and nothing was cleared. Try an image the neuron "
+                "responds to more.")
+        return
+    st.dataframe(pd.DataFrame([{"fill": f, "intact": c.intact, "cleared": c.cleared,
+                                "relative_change": c.relative_change}
+                               for f, c in clearings.items()]),
+                 hide_index=True, key="neurons_clear_table")
