@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from signseg_core.conditions import Condition, condition_grid
+from signseg_core.conditions import Condition
 from signseg_core.jobs import Job, default_manager
 from signseg_core.models.imagenet import NUM_CLASSES, class_names
-from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.request import VisualizeRequest, unit_conditions
 from signseg_core.optimize.results import ConditionResult, load_condition
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.store import default_store, key_digest
@@ -32,7 +32,7 @@ DEFAULT_UNIT = 373  # macaque: the paper's Fig 2 unit
 DEFAULT_SIGN = "positive"
 DEFAULT_ALPHA = 0.5
 #: Conditions per unit: the control plus both signs × ten strengths.
-N_CONDITIONS = len(condition_grid([0]))
+N_CONDITIONS = len(unit_conditions(0))
 
 
 def last_unit(units) -> int:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from signseg_core.conditions import condition_grid
 from signseg_core.figures.plots import spectrum_ratio_figure, unit_metric_vs_alpha_figure
 from signseg_core.jobs import Job, default_manager
+from signseg_core.optimize.request import unit_conditions
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.store import default_store, key_digest
 from signseg_core.sweeps.run import SLOPE_RANGE, Metrics, SweepSpec
@@ -46,8 +46,9 @@ def unit_metrics_setup(model_name: str) -> Metrics:
 
 
 def sweep_ordered(found: dict[tuple, ConditionResult], unit: int) -> list[ConditionResult] | None:
-    """``unit``'s 21 results in the order a sweep measures them, or None while any is missing."""
-    keys = [c.key for c in condition_grid([unit])]
+    """``unit``'s 21 results in the order a sweep measures them (its request's), or None while
+    any is missing."""
+    keys = [c.key for c in unit_conditions(unit)]
     return [found[k] for k in keys] if all(k in found for k in keys) else None
 
 

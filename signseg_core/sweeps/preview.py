@@ -8,7 +8,7 @@ made, so that a page opening on that model asks the store for exactly those keys
 
 from __future__ import annotations
 
-from signseg_core.conditions import condition_grid
+from signseg_core.optimize.request import unit_conditions
 from signseg_core.optimize.settings import VisualizeSettings
 
 #: Settings whose results ship precomputed (``docs/data/lite0_fourier_g60_r5_*.npz``), by model.
@@ -29,7 +29,7 @@ def default_settings(model_name: str) -> VisualizeSettings:
 def describe_defaults() -> str:
     """One paragraph for a settings panel, written from :data:`PRECOMPUTED` and
     :data:`CPU_PREVIEW` (so the words never drift from the numbers)."""
-    n = len(condition_grid([0]))
+    n = len(unit_conditions(0))
     shipped = "; ".join(
         f"{name} defaults to {s.restarts} restarts × {s.generations} generations of the "
         f"{s.generator} generator, seed {s.seed}: the settings of the precomputed results for "
