@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 
 from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alphas
 from signseg_core.optimize.settings import PRECISIONS, VisualizeSettings
@@ -68,18 +69,15 @@ def add_evolution_args(p: argparse.ArgumentParser) -> None:
                    help="bf16/fp16: half-precision autocast on CUDA (fp32 on a CPU)")
 
 
-class command:  # noqa: N801 - used like a function in set_defaults(func=command(...))
+def command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """A command body named by module and function, imported when it first runs.
 
-    ``command("commands", "cmd_sweep")`` stands for :func:`signseg_core.cli.commands.cmd_sweep`:
-    the parser can name every command without importing torch, pandas or the engine.
+    ``command("commands", "cmd_sweep")`` stands for :func:`signseg_core.cli.commands.cmd_sweep`
+    (and carries that ``__name__``): the parser names every command without importing what the
+    commands need.
     """
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(f"signseg_core.cli.{module}"), name)(args)
 
-    def __init__(self, module: str, name: str):
-        self.module, self.__name__ = f"signseg_core.cli.{module}", name
-
-    def __call__(self, args: argparse.Namespace) -> int:
-        return getattr(importlib.import_module(self.module), self.__name__)(args)
-
-    def __repr__(self) -> str:
-        return f"command({self.module}.{self.__name__})"
+    run.__name__ = run.__qualname__ = name
+    return run
