@@ -128,7 +128,8 @@ def show_unit_metrics(rows, spectra, statuses: dict, *, current: tuple[str, floa
 
     left, right = st.columns(2)
     panel(left, unit_metric_vs_alpha_figure(
-        rows, "similarity", current=current, y_title="similarity to the control images"),
+        rows, "similarity", current=current,
+        y_title="similarity to the control images (held-out ensemble)"),
         "similarity")
     if rows.objectness.notna().any():
         panel(right, unit_metric_vs_alpha_figure(
@@ -144,8 +145,11 @@ def show_unit_metrics(rows, spectra, statuses: dict, *, current: tuple[str, floa
         panel(right, spectrum_ratio_figure(spectra, alpha=current[1]), "spectrum_ratio")
     else:
         right.caption("Pick α > 0 to see the control / ablated power ratio.")
+    held_out = [n for n in METRIC_SPEC.ensemble if n != rows.model.iloc[0]]
     st.caption(f"Similarity: mean cosine similarity of penultimate activations to the control "
-               f"images, averaged over {', '.join(METRIC_SPEC.ensemble)} (control images: to "
+               f"images, averaged over the held-out ensemble {', '.join(held_out)} (the "
+               f"ensemble {', '.join(METRIC_SPEC.ensemble)} without the optimised network; "
+               f"the full ensemble's is the exported table's similarity_full; control images: to "
                f"the other control images). Spectral slope: log-log slope of the radial power "
                f"spectrum over {SLOPE_RANGE[0]:g}–{SLOPE_RANGE[1]:g} cycles/image. Dots are "
                f"restarts, lines their mean; the power ratio is the control's mean spectrum over "

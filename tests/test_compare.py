@@ -39,8 +39,8 @@ from signseg_ui.export_widgets import (
 
 ROBUST = ("resnet50", "resnet50_robust_linf_1", "resnet50_robust_linf_4",
           "resnet50_robust_linf_8")
-TINY = SweepSpec(models=("tiny_test",), units=(1,), alphas=(0.0, 1.0), ensemble=("tiny_test",),
-                 lpips=False, detector=None,
+TINY = SweepSpec(models=("tiny_test",), units=(1,), alphas=(0.0, 1.0),
+                 ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
                  settings=VisualizeSettings(generations=2, restarts=2,
                                             generator_options=(("size", 32),)))
 
@@ -134,8 +134,8 @@ def test_spearman_of_the_change_uses_each_units_own_control():
     values = {(name, 1): {("control", 0.0): 0.5 + 0.1 * i, ("positive", 1.0): 0.4}
               for i, name in enumerate(ROBUST)}
     table = sweep_rows(values)
-    assert np.isnan(spearman_table(table).rho.iloc[0])
-    assert spearman_table(table, change=True).rho.iloc[0] == pytest.approx(-1.0)
+    assert np.isnan(spearman_table(table, change=False).rho.iloc[0])
+    assert spearman_table(table).rho.iloc[0] == pytest.approx(-1.0)  # the default: Table 1
 
 
 def test_table1_lays_out_rho_and_p_per_alpha_and_sign():
@@ -264,7 +264,7 @@ def _spec_from_command(command: str) -> SweepSpec:
 @pytest.mark.parametrize("spec", [
     SweepSpec(models=("efficientnet_lite0", "efficientnet_lite1")),
     SweepSpec(models=("a", "b"), units=(3, 1), signs=("negative",), alphas=(0.25, 1.0),
-              ensemble=("tiny_test",), lpips=False, detector=None,
+              ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
               settings=VisualizeSettings(generator="pixel", generations=7, restarts=3, seed=2,
                                          precision="bf16", generator_options=(("size", 32),))),
 ])

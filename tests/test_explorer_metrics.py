@@ -26,8 +26,8 @@ from signseg_core.sweeps.tasks import metrics_job, metrics_job_key, stored_metri
 
 UNIT = 373
 SETTINGS = VisualizeSettings(generator="fourier", restarts=2, generations=1, seed=0)
-SPEC = SweepSpec(models=("tiny_test",), units=(UNIT,), settings=SETTINGS, ensemble=("tiny_test",),
-                 lpips=False, detector=None)
+SPEC = SweepSpec(models=("tiny_test",), units=(UNIT,), settings=SETTINGS,
+                 ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None)
 
 
 @pytest.fixture(scope="module")

@@ -162,6 +162,29 @@ def test_similarity_is_symmetric_batch_independent_and_averages_models(tiny):
     assert 0 < ensemble_similarity(uint8, b, models).similarity <= 1
 
 
+def test_held_out_similarity_leaves_out_the_optimised_network(tiny):
+    # float64 numpy from the definition: per network, cosine of penultimate features for every
+    # (control, ablated) pair; the held-out ensemble averages the networks that are not tiny_test
+    a, b = _rand(4, seed=3), _rand(3, seed=4)
+    other = load_model("tiny_test_b")
+    result = ensemble_similarity(a, b, [tiny, other])
+
+    def cosines(model):
+        fa = model.features(a).double().numpy()
+        fb = model.features(b).double().numpy()
+        fa /= np.linalg.norm(fa, axis=1, keepdims=True)
+        fb /= np.linalg.norm(fb, axis=1, keepdims=True)
+        return fa @ fb.T
+
+    np.testing.assert_allclose(result.held_out("tiny_test"), cosines(other), atol=1e-6)
+    np.testing.assert_allclose(result.held_out("renamed", tiny.fingerprint), cosines(other),
+                               atol=1e-6)  # the same weights under another name are left out too
+    np.testing.assert_allclose(result.pairwise, (cosines(tiny) + cosines(other)) / 2, atol=1e-6)
+    np.testing.assert_allclose(result.held_out("not_in_it"), result.pairwise, atol=1e-12)
+    with pytest.raises(ValueError, match="held-out similarity ensemble of tiny_test is empty"):
+        ensemble_similarity(a, b, [tiny]).held_out("tiny_test")
+
+
 def test_similarity_rejects_no_models_and_bad_batch_size(tiny):
     with pytest.raises(ValueError, match="at least one"):
         ensemble_similarity(_rand(1), _rand(1), [])

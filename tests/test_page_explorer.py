@@ -34,8 +34,9 @@ TINY = {"generator": "fourier", "restarts": 2, "generations": 2, "seed": 0}
 
 
 #: The explorer's metric setup in these tests (the page's default loads three EfficientNets).
-TEST_METRICS = SweepSpec(ensemble=("tiny_test",), lpips=False)
+TEST_METRICS = SweepSpec(ensemble=("tiny_test", "tiny_test_b"), lpips=False)
 DETECTOR_FILE = "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth"
+HELD_OUT = "similarity to the control images (held-out ensemble)"  # the figure's y title
 
 pytestmark = pytest.mark.usefixtures("tiny_dashboard", "fast_metrics")
 
@@ -264,9 +265,9 @@ def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs():
     at = tiny_settings(run_page(sign="negative", alpha="0.3"))
     assert "explorer_metrics_compute" not in keys_of_buttons(at)
     figs = charts(at)
-    assert list(figs) == ["activation of the best image", "similarity to the control images",
+    assert list(figs) == ["activation of the best image", HELD_OUT,
                           "spectral slope (log-log)", "power ratio control / ablated"]
-    for title, metric in (("similarity to the control images", "similarity"),
+    for title, metric in ((HELD_OUT, "similarity"),
                           ("spectral slope (log-log)", "spectral_slope")):
         lines = {t["name"]: t for t in figs[title]["data"]}
         for sign in ("positive", "negative"):
@@ -291,9 +292,9 @@ def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs():
     assert not at.exception
     figs = charts(at)
     assert "power ratio control / ablated" not in figs
-    shown = {t["name"]: t for t in figs["similarity to the control images"]["data"]}["shown"]
+    shown = {t["name"]: t for t in figs[HELD_OUT]["data"]}["shown"]
     assert shown["x"] == [0.0]  # the control, on the negative line
-    assert len(figs["similarity to the control images"]["data"]) == 5
+    assert len(figs[HELD_OUT]["data"]) == 5
 
 
 def test_only_images_stored_offer_a_measure_button_whose_job_stores_the_rows():
@@ -309,11 +310,11 @@ def test_only_images_stored_offer_a_measure_button_whose_job_stores_the_rows():
     assert jobs[0].state == "done", jobs[0].error
     at.run()
     assert not at.exception and "explorer_metrics_compute" not in keys_of_buttons(at)
-    assert "similarity to the control images" in charts(at)
+    assert HELD_OUT in charts(at)
     ordered = [found[c.key] for c in condition_grid([373])]
     metrics = Metrics.build(TEST_METRICS, "cpu", {})
     rows, _ = stored_metric_rows(ordered, metrics)  # stored where a sweep would look
-    lines = {t["name"]: t for t in charts(at)["similarity to the control images"]["data"]}
+    lines = {t["name"]: t for t in charts(at)[HELD_OUT]["data"]}
     np.testing.assert_allclose(
         lines["positive: mean over restarts"]["y"],
         rows[rows.sign.isin(("control", "positive"))].groupby("alpha").similarity.mean(),

@@ -35,10 +35,10 @@ COMPARE = str(ROOT / "pages" / "3_Compare_models.py")
 EXPORT = str(ROOT / "pages" / "4_Export.py")
 #: The tiny sweep in the store, and the page settings that find it.
 SPEC = SweepSpec(models=("tiny_test",), units=(1,), alphas=(0.0, 0.5, 1.0),
-                 ensemble=("tiny_test",), lpips=False, detector=None,
+                 ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
                  settings=VisualizeSettings(generations=2, restarts=2))
 SETTINGS = {"sweep_units": "1", "sweep_alphas": "0,0.5,1", "sweep_generations": 2,
-            "sweep_restarts": 2, "sweep_seed": 0, "sweep_ensemble": ["tiny_test"],
+            "sweep_restarts": 2, "sweep_seed": 0, "sweep_ensemble": ["tiny_test", "tiny_test_b"],
             "sweep_lpips": False, "sweep_detector": False}
 
 pytestmark = pytest.mark.usefixtures("tiny_dashboard")

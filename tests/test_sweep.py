@@ -9,13 +9,16 @@ import pytest
 import signseg_core.optimize.visualize as vis_mod
 import signseg_core.sweeps.run as sweep_mod
 from signseg_core.figures.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
+from signseg_core.metrics.similarity import ensemble_similarity
+from signseg_core.models.registry import load_model
 from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.optimize.visualize import run_request
 from signseg_core.store import ResultStore
 from signseg_core.sweeps.report import render_markdown
 from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize
 
 SPEC = SweepSpec(models=("tiny_test",), units=(1, 2), alphas=(0.0, 0.5, 1.0),
-                 ensemble=("tiny_test",), lpips=False, detector=None,
+                 ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
                  settings=VisualizeSettings(generations=2, restarts=2,
                                             generator_options=(("size", 32),)))
 
@@ -38,6 +41,23 @@ def test_one_row_per_image_with_every_column(tmp_path):
     back = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
     pd.testing.assert_frame_equal(back, t)
     assert (tmp_path / "out" / "sweep_summary.csv").exists() and len(files) == 6
+
+
+def test_similarity_is_the_held_out_ensembles_and_similarity_full_the_whole(tmp_path):
+    # the sweep's own images, measured again directly: held-out = tiny_test_b alone (the sweep
+    # optimised tiny_test), full = both networks; each image's value is its mean over the controls
+    store = ResultStore(tmp_path / "s")
+    t = run_sweep(SPEC, store=store).table
+    request = SPEC.request(load_model("tiny_test"), SPEC.generator_for(load_model("tiny_test")), 1)
+    by_key = {r.condition.key: r for r in run_request(request, store=store)}
+    control = by_key[(1, "control", 0.0)].images
+    ablated = by_key[(1, "negative", 1.0)].images
+    rows = t[(t.unit == 1) & (t.sign == "negative") & (t.alpha == 1.0)].sort_values("restart")
+    held = ensemble_similarity(control, ablated, [load_model("tiny_test_b")]).pairwise
+    full = ensemble_similarity(control, ablated, [load_model(n) for n in SPEC.ensemble]).pairwise
+    np.testing.assert_allclose(rows.similarity, held.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(rows.similarity_full, full.mean(axis=0), atol=1e-9)
+    assert not np.allclose(rows.similarity, rows.similarity_full)
 
 
 def test_interrupted_sweep_resumes_from_the_store(tmp_path, monkeypatch):
@@ -204,3 +224,13 @@ def test_saved_sweep_rows_import_into_a_store_that_holds_the_images(tmp_path):
     status.write_text(json.dumps({**saved, "lpips": "ok: LPIPS v0.1 alex (/x.pth)"}))
     with pytest.raises(ValueError, match="lpips was 'ok: LPIPS"):
         import_sweep_rows(table, store=store)
+    status.write_text(json.dumps(saved))
+    old = pd.read_parquet(table).drop(columns="similarity_full")  # saved before held-out existed
+    old.to_parquet(table)
+    with pytest.raises(ValueError, match="no similarity_full column: it was saved by an older"):
+        import_sweep_rows(table, store=store)
+
+
+def test_a_sweep_whose_held_out_ensemble_is_empty_is_refused_with_one_sentence():
+    with pytest.raises(ValueError, match="held-out similarity ensemble of tiny_test is empty"):
+        SweepSpec(models=("tiny_test",), ensemble=("tiny_test",))

@@ -179,6 +179,8 @@ class SimilarityResult:
     models, per_model : each readout network's name and its mean pairwise cosine similarity.
     pairwise : float64 (R_c, R_a), each pair's cosine similarity averaged over the ensemble
         (the diagonal is NaN when ``exclude_diagonal``).
+    model_pairwise : float64 (M, R_c, R_a), the same per network (same NaNs).
+    fingerprints : each network's weight fingerprint, in ``models``' order.
     layer : which activations were compared (:data:`PENULTIMATE`).
     """
 
@@ -186,10 +188,29 @@ class SimilarityResult:
     models: tuple[str, ...]
     per_model: tuple[float, ...]
     pairwise: np.ndarray
+    model_pairwise: np.ndarray | None = None
+    fingerprints: tuple[str, ...] = ()
     layer: str = PENULTIMATE
 
     def as_dict(self) -> dict[str, float]:
         return {"similarity": self.similarity, **dict(zip(self.models, self.per_model))}
+
+    def held_out(self, name: str, fingerprint: str = "") -> np.ndarray:
+        """``pairwise`` averaged over the networks that are not the optimised one (neither its
+        name nor its weights' ``fingerprint``): the *held-out* ensemble, which cannot agree with
+        the optimised network merely because it is that network. ValueError when none is left."""
+        keep = [i for i, (n, f) in enumerate(zip(self.models, self.fingerprints or self.models))
+                if n != name and not (fingerprint and f == fingerprint)]
+        if not keep:
+            raise ValueError(heldout_problem(name, self.models))
+        return self.model_pairwise[keep].mean(axis=0)
+
+
+def heldout_problem(name: str, ensemble: Sequence[str]) -> str:
+    """The sentence for an ensemble that holds nothing but the optimised network ``name``."""
+    return (f"the held-out similarity ensemble of {name} is empty: the ensemble "
+            f"({', '.join(ensemble)}) holds only the optimised network; add another network "
+            "(e.g. --ensemble efficientnet_lite1 efficientnet_lite2)")
 
 
 def ensemble_similarity(
@@ -220,17 +241,19 @@ def ensemble_similarity(
     check_batch_size(batch_size)
     control, ablated = as_float_images(control_images), as_float_images(ablated_images)
     mask = pair_mask(len(control), len(ablated), exclude_diagonal)
-    names, means, total = [], [], torch.zeros(len(control), len(ablated), dtype=torch.float64)
+    names, means, per_model = [], [], []
     for model in models:
         a = F.normalize(_features(model, control, batch_size), dim=1)
         b = F.normalize(_features(model, ablated, batch_size), dim=1)
         cos = a @ b.T
         names.append(model.name)
         means.append(float(cos[mask].mean()))
-        total += cos
-    pairwise = (total / len(models)).numpy()
-    pairwise[~mask.numpy()] = np.nan
-    return SimilarityResult(float(np.mean(means)), tuple(names), tuple(means), pairwise)
+        per_model.append(cos.numpy())
+    model_pairwise = np.stack(per_model)
+    model_pairwise[:, ~mask.numpy()] = np.nan
+    return SimilarityResult(float(np.mean(means)), tuple(names), tuple(means),
+                            model_pairwise.mean(axis=0), model_pairwise,
+                            tuple(m.fingerprint for m in models))
 
 
 def _features(model: ZooModel, images: Tensor, batch_size: int) -> Tensor:

@@ -68,6 +68,8 @@ class ModelEntry:
     #: L-inf training radius (x 255) of an adversarially trained network: 0.0 for the standard
     #: ResNet50 that heads the robust family, None for networks outside that family.
     eps: float | None = None
+    #: Added to ``load_model``'s seed for a test network's random weights (family "test").
+    seed: int = 0
 
     def info(self) -> dict:
         src = self.source()
@@ -131,6 +133,9 @@ def _entries() -> dict[str, ModelEntry]:
         "tiny_test", "tiny", "test", 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
         "a 32-px two-layer random network for tests and previews", lambda: WeightSource("none"),
     )
+    out["tiny_test_b"] = dataclasses.replace(
+        out["tiny_test"], name="tiny_test_b", seed=1,
+        description="a second 32-px random network (other weights): a held-out ensemble in tests")
     return out
 
 
@@ -282,7 +287,7 @@ def load_model(
     entry = get_entry(name)
     device = resolve_device(device)
     if entry.family == "test" and weights is None:
-        untrained = True
+        untrained, seed = True, seed + entry.seed
     mean, std = entry.mean, entry.std
     if untrained:
         with torch.random.fork_rng(devices=[]):

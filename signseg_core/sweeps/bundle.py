@@ -26,7 +26,13 @@ from signseg_core.optimize.results import ConditionResult, load_condition, save_
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.paths import no_downloads
 from signseg_core.store import ResultStore, default_store
-from signseg_core.sweeps.run import Metrics, SweepSpec, read_unit_rows, write_unit_rows
+from signseg_core.sweeps.run import (
+    METRIC_COLUMNS,
+    Metrics,
+    SweepSpec,
+    read_unit_rows,
+    write_unit_rows,
+)
 
 _ARRAYS = ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
            "final_means")
@@ -138,6 +144,11 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     stem = table_path.with_suffix("")
     status = json.loads(Path(f"{stem}_status.json").read_text())
     table = pd.read_parquet(table_path)
+    lacking = [c for c in METRIC_COLUMNS if c not in table.columns]
+    if lacking:  # e.g. a table from before the held-out similarity: its rows mean other things
+        raise ValueError(f"{table_path.name} has no {', '.join(lacking)} column: it was saved by "
+                         "an older signseg and its rows cannot be filed under today's metric "
+                         "setup; measure here instead (python -m signseg_core sweep ...)")
     spectra = pd.read_parquet(f"{stem}_spectra.parquet")
     spec = spec_from_status(status)
     store = store or default_store()

@@ -7,7 +7,11 @@ ablated-objective activation, the intact unit's activation on the same image, an
 against the unit's control (alpha = 0) images:
 
 * ``similarity``: mean cosine similarity of penultimate activations to the control images,
-  averaged over the readout ensemble (control rows: to the *other* control images);
+  averaged over the *held-out* readout ensemble: the ensemble without the optimised network
+  (matched by name or weights), which could otherwise agree with its own preferred images
+  merely because it made them (control rows: to the *other* control images);
+* ``similarity_full``: the same over the whole ensemble, the optimised network included (the
+  paper's own ensemble contained most of its visualised networks);
 * ``lpips_similarity``: 1 − mean LPIPS to the control images (NaN when LPIPS is unavailable);
 * ``objectness``: the detector's highest box score (NaN when no detector is available);
 * ``spectral_slope``: log-log slope of the image's radial power spectrum.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +35,11 @@ from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, check_alpha, check_si
 from signseg_core.generators.catalog import make_generator
 from signseg_core.metrics.objectness import objectness, torchvision_detector
 from signseg_core.metrics.perceptual import lpips_distances, lpips_metric
-from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE, ensemble_similarity
+from signseg_core.metrics.similarity import (
+    DEFAULT_ENSEMBLE,
+    ensemble_similarity,
+    heldout_problem,
+)
 from signseg_core.metrics.spectra import radial_power_spectrum, spectral_slope
 from signseg_core.metrics.stats import mean_ci
 from signseg_core.models.checkpoints import state_fingerprint
@@ -44,7 +53,7 @@ from signseg_core.optimize.visualize import run_request
 from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
 from signseg_core.sweeps.tables import spearman_table
 
-METRICS_VERSION = "2"  # 2: LPIPS/detector keyed by weights, not status text
+METRICS_VERSION = "3"  # 2: LPIPS/detector keyed by weights; 3: held-out and full similarity
 SLOPE_RANGE = (4.0, 48.0)  # cycles/image fitted for the spectral slope (224-px images)
 
 
@@ -71,6 +80,9 @@ class SweepSpec:
             check_sign(sign)
         for alpha in self.alphas:
             check_alpha(alpha)
+        for model in self.models:  # a held-out ensemble that is empty is a mistake: say so now
+            if set(self.ensemble) <= {model}:
+                raise ValueError(heldout_problem(model, self.ensemble))
 
     def request(self, model, generator, unit: int) -> VisualizeRequest:
         """The request of one ``unit`` of ``model`` in this sweep: its control and every sign ×
@@ -114,7 +126,9 @@ class Metrics:
             if name not in models_cache:
                 models_cache[name] = load_model(name, device=device)
             ensemble.append(models_cache[name])
-        statuses["similarity"] = "ok: " + ", ".join(spec.ensemble) + " (penultimate activations)"
+        statuses["similarity"] = ("ok: held-out = " + ", ".join(spec.ensemble) + " without the "
+                                  "optimised network; full = all of them (penultimate "
+                                  "activations)")
         lp = lpips_metric(device=device) if spec.lpips else None
         statuses["lpips"] = lp.status if lp is not None else "off"
         det = torchvision_detector(spec.detector, device=device) if spec.detector else None
@@ -167,7 +181,10 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
     def per_image(pairwise: np.ndarray) -> np.ndarray:
         return np.nanmean(np.where(self_pair, np.nan, pairwise), axis=0)
 
-    sim = per_image(ensemble_similarity(control, images, metrics.ensemble).pairwise)
+    similarity = ensemble_similarity(control, images, metrics.ensemble)
+    optimised = results[0].key
+    sim_full = per_image(similarity.pairwise)
+    sim = per_image(similarity.held_out(optimised.model, optimised.model_fingerprint))
     lp = (1.0 - per_image(lpips_distances(control, images, metrics.lpips))
           if metrics.lpips is not None else np.full(len(images), np.nan))
     obj = (objectness(images, metrics.detector)[0] if metrics.detector is not None
@@ -184,7 +201,8 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
             "restart": int(restart[i]), "seed": k.seed, "generations": k.generations,
             "activation": float(r.best_scores[restart[i]]),
             "intact_activation": float(r.intact_scores[restart[i]]),
-            "similarity": float(sim[i]), "lpips_similarity": float(lp[i]),
+            "similarity": float(sim[i]), "similarity_full": float(sim_full[i]),
+            "lpips_similarity": float(lp[i]),
             "objectness": float(obj[i]), "spectral_slope": float(np.atleast_1d(slope)[i]),
         })
     spectra = pd.DataFrame([
@@ -252,7 +270,8 @@ class SweepResult:
                 paths.append(out / f"{name}.csv")
             frame.to_parquet(out / f"{name}.parquet", index=False)
             paths.append(out / f"{name}.parquet")
-        (out / f"{stem}_status.json").write_text(json.dumps(self.statuses, indent=2))
+        portable = {name: without_paths(s) for name, s in self.statuses.items()}
+        (out / f"{stem}_status.json").write_text(json.dumps(portable, indent=2))
         paths.append(out / f"{stem}_status.json")
         models = self.table.get("model", pd.Series(dtype=str))
         family = {m for m in models if model_eps(m) is not None}
@@ -262,24 +281,38 @@ class SweepResult:
         return paths
 
 
-METRIC_COLUMNS = ("activation", "intact_activation", "similarity", "lpips_similarity",
-                  "objectness", "spectral_slope")
+#: ``similarity`` is the held-out ensemble's (without the optimised network), the headline;
+#: ``similarity_full`` the whole ensemble's, which includes it.
+METRIC_COLUMNS = ("activation", "intact_activation", "similarity", "similarity_full",
+                  "lpips_similarity", "objectness", "spectral_slope")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s()/]+/)+([^\s()/]+)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path of this machine cut to its file name, for files that
+    travel (``"missing (/home/x/.cache/alexnet.pth)"`` → ``"missing (alexnet.pth)"``); URLs are
+    left alone."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per (model, sign, alpha): each metric's mean over units (each unit = mean of its images)
     with a 95% t-interval over units, as the paper's figures show it.
 
-    The control rows (alpha = 0) are repeated under both signs so each curve starts there.
+    The control rows (alpha = 0) are repeated under both signs so each curve starts there. Metric
+    columns the table lacks (a table saved before they existed) are left out.
     """
+    columns = [c for c in METRIC_COLUMNS if c in table.columns]
     ctrl = table[table.sign == "control"]
     both = pd.concat([table[table.sign != "control"]]
                      + [ctrl.assign(sign=s) for s in ("positive", "negative")])
-    per_unit = both.groupby(["model", "sign", "alpha", "unit"])[list(METRIC_COLUMNS)].mean()
+    per_unit = both.groupby(["model", "sign", "alpha", "unit"])[columns].mean()
     rows = []
     for (model, sign, alpha), group in per_unit.groupby(level=[0, 1, 2]):
         row = {"model": model, "sign": sign, "alpha": alpha, "n_units": len(group)}
-        for col in METRIC_COLUMNS:
+        for col in columns:
             mean, low, high = mean_ci(group[col].to_numpy())
             row.update({col: mean, f"{col}_ci_low": low, f"{col}_ci_high": high})
         rows.append(row)

@@ -23,7 +23,8 @@ from signseg_core.models.weights import ROBUST_EPSILONS
 
 #: Axis titles of the sweep's metric columns.
 METRIC_LABELS = {
-    "similarity": "cosine similarity to control (ensemble)",
+    "similarity": "cosine similarity to control (held-out ensemble)",
+    "similarity_full": "cosine similarity to control (full ensemble, optimised network in it)",
     "lpips_similarity": "1 − LPIPS to control",
     "objectness": "objectness (detector's best box)",
     "activation": "ablated activation (best image)",
@@ -114,17 +115,18 @@ def change_table(table: pd.DataFrame, *, value: str = "similarity",
 
 
 def spearman_table(table: pd.DataFrame, *, against: Mapping[str, float] | None = None,
-                   value: str = "similarity", change: bool = False) -> pd.DataFrame:
-    """Table 1: per (sign, alpha), Spearman ρ of a metric against each model's ε or position.
+                   value: str = "similarity", change: bool = True) -> pd.DataFrame:
+    """Table 1: per (sign, alpha), Spearman ρ of a metric's change from control against each
+    model's ε or position (paper Table 1 and Fig 5 correlate the change, ablated − control).
 
     One measurement per (model, unit, sign, alpha), the mean over the unit's images. With
     ``against=None`` models are placed at their L∞ ε
-    (:func:`~signseg_core.models.registry.model_eps`, ResNet50 = 0) and models without one are left
-    out (Table 1, as :meth:`~signseg_core.sweeps.run.SweepResult.save` writes it); a mapping places
-    each model at its number
-    (models absent from it are left out). ``change=True`` correlates the change from the unit's
-    control (ablated − control) instead of the value. Groups with fewer than 3 measurements or
-    a constant side give NaN (:func:`~signseg_core.metrics.stats.robustness_trend`).
+    (:func:`~signseg_core.models.registry.model_eps`, ResNet50 = 0) and models without one are
+    left out (Table 1, as :meth:`~signseg_core.sweeps.run.SweepResult.save` writes it); a mapping
+    places each model at its number (models absent from it are left out). The change is taken
+    from each unit's own control; ``change=False`` correlates the raw value instead (not the
+    paper's Table 1). Groups with fewer than 3 measurements or a constant side give NaN
+    (:func:`~signseg_core.metrics.stats.robustness_trend`).
 
     Returns
     -------

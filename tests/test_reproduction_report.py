@@ -1,0 +1,111 @@
+"""docs/reproduction.md claims only what its committed data show.
+
+Every number the report quotes is recomputed here from the committed per-image table
+(``docs/data/reproduction/lite0_fourier.parquet`` and its spectra), and the markdown is rendered
+again and compared whole; one unit's rows are measured again from the committed bundle's codes.
+A change to the data, the metrics or the wording that is not regenerated fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from signseg_core.generators.catalog import make_generator
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.results import load_condition
+from signseg_core.paths import REPO_ROOT
+from signseg_core.store import ResultStore
+from signseg_core.sweeps.bundle import import_bundle
+from signseg_core.sweeps.report import (
+    REPORT_MODEL,
+    REPORT_SETTINGS,
+    render_markdown,
+    report_numbers,
+    spectrum_ratios,
+)
+from signseg_core.sweeps.run import Metrics, SweepSpec, summarize, unit_rows
+
+DATA = REPO_ROOT / "docs" / "data" / "reproduction"
+TABLE = pd.read_parquet(DATA / "lite0_fourier.parquet")
+SPECTRA = pd.read_parquet(DATA / "lite0_fourier_spectra.parquet")
+STATUS = json.loads((DATA / "lite0_fourier_status.json").read_text())
+
+
+def test_every_number_follows_from_the_committed_table():
+    committed = json.loads((DATA / "numbers.json").read_text())
+    numbers = report_numbers(summarize(TABLE), TABLE, SPECTRA)
+    numbers = json.loads(json.dumps(numbers, default=float))  # as numbers.json holds them
+    ours, theirs = _flat(numbers), _flat(committed)
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        np.testing.assert_allclose(ours[key], value, rtol=1e-9, equal_nan=True, err_msg=key)
+
+
+def _flat(numbers: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """``{"positive_1": {"similarity": [m, lo, hi]}}`` → ``{"positive_1/similarity": array}``."""
+    out = {}
+    for key, value in numbers.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = np.asarray(value, dtype=float)
+    return out
+
+
+def test_the_markdown_is_what_the_data_render_to():
+    summary = summarize(TABLE)
+    text = render_markdown(report_numbers(summary, TABLE, SPECTRA), STATUS, summary, len(TABLE))
+    assert (REPO_ROOT / "docs" / "reproduction.md").read_text() == text
+
+
+def test_the_report_leads_with_the_held_out_ensemble_and_claims_no_objects():
+    text = (REPO_ROOT / "docs" / "reproduction.md").read_text()
+    assert text.index("held-out") < text.index("full ensemble")
+    assert "contain no objects" in text and "Object information" not in text
+    assert "447 s" in text and "12 min" not in text
+
+
+def test_spectrum_ratios_are_per_unit_means_with_a_t_interval():
+    # two units, flat spectra: control power 2 and 4, ablated 1 and 1 -> ratios 2 and 4 per unit
+    rows = [{"unit": u, "sign": s, "alpha": a, "freq": f, "power": p}
+            for u, c in ((1, 2.0), (2, 4.0))
+            for s, a, p in (("control", 0.0, c), ("positive", 1.0, 1.0), ("negative", 1.0, c))
+            for f in range(1, 41)]
+    out = spectrum_ratios(pd.DataFrame(rows))
+    mean, low, high = out["spectrum_ratio_positive_low"]
+    half = 12.706205 * np.std([2.0, 4.0], ddof=1) / np.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
+    assert mean == pytest.approx(3.0) and high - mean == pytest.approx(half, rel=1e-6)
+    assert out["spectrum_ratio_negative_high"][0] == pytest.approx(1.0)
+
+
+def test_no_committed_document_holds_a_path_of_a_machine():
+    absolute = re.compile(r"(?<![\w.:/])/(root|home|Users|tmp|work|mnt|opt)/")
+    for path in [REPO_ROOT / "README.md", *REPO_ROOT.glob("docs/**/*.md"),
+                 *REPO_ROOT.glob("docs/data/**/*.json")]:
+        assert not absolute.search(path.read_text()), path
+
+
+@pytest.mark.slow
+def test_one_units_rows_follow_from_the_committed_bundle(tmp_path):
+    # the bundle's codes regenerate the images; the metrics measured here must be the table's
+    unit = 701
+    model = load_model(REPORT_MODEL)
+    generator = make_generator(REPORT_SETTINGS.generator, device=model.device)
+    store = ResultStore(tmp_path / "store")
+    import_bundle(DATA.parent / "lite0_fourier_g60_r5_units10-11.npz", model, generator,
+                  store=store)
+    spec = SweepSpec(models=(REPORT_MODEL,), units=(unit,), settings=REPORT_SETTINGS,
+                     lpips=False, detector=None)
+    results = [load_condition(store, k) for k in spec.request(model, generator, unit).keys]
+    rows, _ = unit_rows(results, Metrics.build(spec, "cpu", {REPORT_MODEL: model}),
+                        model.class_names)
+    committed = TABLE[TABLE.unit == unit].reset_index(drop=True)
+    for column in ("activation", "intact_activation", "similarity", "similarity_full",
+                   "spectral_slope"):
+        np.testing.assert_allclose(rows[column], committed[column], rtol=1e-6, atol=1e-9,
+                                   err_msg=column)
