@@ -9,7 +9,8 @@ from signseg_core.generators.catalog import make_generator
 from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import ZooModel
 from signseg_core.paths import no_downloads
-from signseg_core.sweeps.run import Metrics, SweepSpec
+from signseg_core.sweeps.measure import Metrics
+from signseg_core.sweeps.run import SweepSpec
 
 from .device import current_device
 from .error_display import show_error

@@ -22,8 +22,9 @@ from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
 from signseg_core.models.imagenet import DEFAULT_UNITS, NUM_CLASSES
 from signseg_core.models.registry import TANH_ARCHS, get_entry, model_eps
 from signseg_core.store import default_store, key_digest
+from signseg_core.sweeps.measure import METRIC_COLUMNS
 from signseg_core.sweeps.preview import PRECOMPUTED
-from signseg_core.sweeps.run import METRIC_COLUMNS, SweepSpec
+from signseg_core.sweeps.run import SweepSpec
 from signseg_core.sweeps.stored import (
     StoredSweep,
     read_stored_sweep,

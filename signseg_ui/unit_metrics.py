@@ -20,7 +20,8 @@ from signseg_core.jobs import Job, default_manager
 from signseg_core.optimize.request import unit_conditions
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.store import default_store, key_digest
-from signseg_core.sweeps.run import SLOPE_RANGE, Metrics, SweepSpec
+from signseg_core.sweeps.measure import SLOPE_RANGE, Metrics
+from signseg_core.sweeps.run import SweepSpec
 from signseg_core.sweeps.tasks import metrics_job, metrics_job_key, stored_metric_rows
 
 from .cached_models import cached_metrics, cached_model

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import signseg_core.optimize.visualize as vis_mod
-import signseg_core.sweeps.run as sweep_mod
+import signseg_core.sweeps.measure as sweep_mod
 from signseg_core.cli import main as cli
 from signseg_core.cli import options
 from signseg_core.conditions import condition_grid
@@ -26,7 +26,8 @@ from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.optimize.visualize import visualize
-from signseg_core.sweeps.run import METRIC_COLUMNS, SweepResult, SweepSpec, run_sweep
+from signseg_core.sweeps.measure import METRIC_COLUMNS
+from signseg_core.sweeps.run import SweepResult, SweepSpec, run_sweep
 from signseg_core.sweeps.stored import read_stored_sweep, sweep_command, visualize_command
 from signseg_core.sweeps.tables import change_table, family_models, spearman_table, table1
 from signseg_ui.export_page import Panel

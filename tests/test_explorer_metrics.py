@@ -21,7 +21,8 @@ from signseg_core.optimize.results import save_condition
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.optimize.visualize import visualize
 from signseg_core.store import ResultStore
-from signseg_core.sweeps.run import METRIC_COLUMNS, Metrics, SweepSpec, run_sweep, unit_rows
+from signseg_core.sweeps.measure import METRIC_COLUMNS, Metrics, unit_rows
+from signseg_core.sweeps.run import SweepSpec, run_sweep
 from signseg_core.sweeps.tasks import metrics_job, metrics_job_key, stored_metric_rows
 
 UNIT = 373
@@ -174,8 +175,8 @@ def test_a_job_cancelled_while_queued_stores_nothing(filled, unit_results, metri
 
 @pytest.mark.parametrize("pick, says", [
     (lambda rs: [], "results is empty"),
-    (lambda rs: rs[1:], "exactly one control (alpha = 0) condition; got 0"),
-    (lambda rs: [rs[0], *rs], "exactly one control (alpha = 0) condition; got 2"),
+    (lambda rs: rs[1:], "exactly one control (alpha = 0) condition per generator; got 0"),
+    (lambda rs: [rs[0], *rs], "exactly one control (alpha = 0) condition per generator; got 2"),
 ])
 def test_the_job_refuses_results_that_are_not_one_unit(unit_results, metrics, tiny, pick, says):
     with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):

@@ -25,8 +25,9 @@ from signseg_core.optimize.results import ConditionResult, save_condition
 from signseg_core.optimize.settings import ConditionKey
 from signseg_core.optimize.visualize import visualize
 from signseg_core.store import default_store
+from signseg_core.sweeps.measure import Metrics
 from signseg_core.sweeps.preview import default_settings
-from signseg_core.sweeps.run import Metrics, SweepSpec, run_sweep
+from signseg_core.sweeps.run import SweepSpec, run_sweep
 from signseg_core.sweeps.tasks import metrics_job_key, stored_metric_rows
 
 PAGE = str(ROOT / "pages" / "0_Ablation_explorer.py")

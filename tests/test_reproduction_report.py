@@ -21,6 +21,7 @@ from signseg_core.optimize.results import load_condition
 from signseg_core.paths import REPO_ROOT
 from signseg_core.store import ResultStore
 from signseg_core.sweeps.bundle import import_bundle
+from signseg_core.sweeps.measure import Metrics, unit_rows
 from signseg_core.sweeps.report import (
     REPORT_MODEL,
     REPORT_SETTINGS,
@@ -28,7 +29,7 @@ from signseg_core.sweeps.report import (
     report_numbers,
     spectrum_ratios,
 )
-from signseg_core.sweeps.run import Metrics, SweepSpec, summarize, unit_rows
+from signseg_core.sweeps.run import SweepSpec, summarize
 
 DATA = REPO_ROOT / "docs" / "data" / "reproduction"
 TABLE = pd.read_parquet(DATA / "lite0_fourier.parquet")
@@ -101,7 +102,8 @@ def test_one_units_rows_follow_from_the_committed_bundle(tmp_path):
                   store=store)
     spec = SweepSpec(models=(REPORT_MODEL,), units=(unit,), settings=REPORT_SETTINGS,
                      lpips=False, detector=None)
-    results = [load_condition(store, k) for k in spec.request(model, generator, unit).keys]
+    generators = {REPORT_SETTINGS.generator: generator}
+    results = [load_condition(store, k) for k in spec.unit_keys(model, generators, unit)]
     rows, _ = unit_rows(results, Metrics.build(spec, "cpu", {REPORT_MODEL: model}),
                         model.class_names)
     committed = TABLE[TABLE.unit == unit].reset_index(drop=True)

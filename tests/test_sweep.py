@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import signseg_core.optimize.visualize as vis_mod
-import signseg_core.sweeps.run as sweep_mod
+import signseg_core.sweeps.measure as sweep_mod
 from signseg_core.figures.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
 from signseg_core.metrics.similarity import ensemble_similarity
 from signseg_core.models.registry import load_model
@@ -48,7 +48,8 @@ def test_similarity_is_the_held_out_ensembles_and_similarity_full_the_whole(tmp_
     # optimised tiny_test), full = both networks; each image's value is its mean over the controls
     store = ResultStore(tmp_path / "s")
     t = run_sweep(SPEC, store=store).table
-    request = SPEC.request(load_model("tiny_test"), SPEC.generator_for(load_model("tiny_test")), 1)
+    tiny = load_model("tiny_test")
+    (request,) = SPEC.requests(tiny, SPEC.generators_for(tiny), 1)
     by_key = {r.condition.key: r for r in run_request(request, store=store)}
     control = by_key[(1, "control", 0.0)].images
     ablated = by_key[(1, "negative", 1.0)].images
@@ -128,10 +129,12 @@ def test_report_markdown_states_the_setting_and_the_numbers():
                             "activation_ci_high": [6.0], "intact_activation": [5.0],
                             "intact_activation_ci_low": [4.0], "intact_activation_ci_high": [6.0]})
     text = render_markdown(numbers, {"lpips": "unavailable: x"}, summary, 1155)
-    assert "| positive, α = 1 | 0.500 [0.400, 0.600] | 1.000 [0.500, 1.500]" in text
+    # held-out similarity, then the full ensemble's (absent here), activation, intact logit
+    assert "| positive, α = 1 | 0.500 [0.400, 0.600] | n/a | 1.000 [0.500, 1.500]" in text
     assert "| negative, α = 1 | n/a |" in text
-    assert "paired over units: 0.300 [0.200, 0.400]" in text
-    assert "unavailable: x" in text and "1155 images" in text
+    assert "negative minus positive 0.300 [0.200, 0.400] (paired over units)" in text
+    assert "unavailable here (weights not on this machine)" in text and "1155 images" in text
+    assert "unavailable: x" not in text  # a status's own words (paths) stay out of the report
 
 
 def test_spec_validation():
@@ -163,7 +166,7 @@ def test_metric_key_names_the_weights_not_where_they_lie_or_why_they_are_missing
     """Stored metric rows must be found again under another TORCH_HOME or another wording of
     'missing': the key holds weight fingerprints, "unavailable" or "off", never status text."""
     from signseg_core.metrics.objectness import random_detector
-    from signseg_core.sweeps.run import Metrics
+    from signseg_core.sweeps.measure import Metrics
 
     here = Metrics([], None, random_detector(0), {"lpips": "unavailable: x", "objectness": "a"})
     moved = Metrics([], None, random_detector(0), {"lpips": "unavailable: y", "objectness": "b"})
@@ -190,7 +193,7 @@ def test_saved_sweep_rows_import_into_a_store_that_holds_the_images(tmp_path):
     from signseg_core.conditions import condition_grid
     from signseg_core.models.registry import load_model
     from signseg_core.sweeps.bundle import import_sweep_rows
-    from signseg_core.sweeps.run import Metrics, read_unit_rows
+    from signseg_core.sweeps.measure import Metrics, read_unit_rows
 
     store = ResultStore(tmp_path / "s")
     result = run_sweep(SPEC, store=store)
@@ -234,3 +237,31 @@ def test_saved_sweep_rows_import_into_a_store_that_holds_the_images(tmp_path):
 def test_a_sweep_whose_held_out_ensemble_is_empty_is_refused_with_one_sentence():
     with pytest.raises(ValueError, match="held-out similarity ensemble of tiny_test is empty"):
         SweepSpec(models=("tiny_test",), ensemble=("tiny_test",))
+
+
+def test_pooled_image_sets_measure_each_condition_over_every_generators_images(tmp_path):
+    # the paper's 20-image sets (10 DeePSiM + 10 BigGAN), here 2 fourier + 2 pixel per condition
+    spec = SweepSpec(models=("tiny_test",), units=(1,), alphas=(0.0, 1.0),
+                     ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
+                     generators=("fourier", "pixel"), settings=SPEC.settings)
+    assert spec.image_set == "fourier 2 + pixel 2 (pooled)"
+    store = ResultStore(tmp_path / "s")
+    t = run_sweep(spec, store=store).table
+    assert len(t) == 3 * 4 and set(t.image_set) == {"fourier+pixel"}  # 3 conditions x 4 images
+    assert (t.groupby(["sign", "alpha"]).generator.nunique() == 2).all()
+    tiny, other = load_model("tiny_test"), load_model("tiny_test_b")
+    gens = spec.generators_for(tiny)
+    by_gen = {g: {r.condition.key: r for r in run_request(req, store=store)}
+              for g, req in zip(spec.generator_names, spec.requests(tiny, gens, 1))}
+    assert all(r.from_store for results in by_gen.values() for r in results.values())
+    control = np.concatenate([by_gen[g][(1, "control", 0.0)].images for g in ("fourier", "pixel")])
+    pairwise = ensemble_similarity(control, control, [other]).pairwise  # held-out: tiny_test_b
+    # a control image is compared with the 3 other pooled control images, not with itself
+    expected = [(pairwise[:, i].sum() - pairwise[i, i]) / 3 for i in range(4)]
+    rows = t[t.sign == "control"].sort_values(["generator", "restart"])
+    np.testing.assert_allclose(rows.similarity, expected, atol=1e-9)
+    # an ablated image is compared with all 4 pooled control images
+    ablated = by_gen["pixel"][(1, "negative", 1.0)].images
+    want = ensemble_similarity(control, ablated, [other]).pairwise.mean(axis=0)
+    got = t[(t.sign == "negative") & (t.generator == "pixel")].sort_values("restart").similarity
+    np.testing.assert_allclose(got, want, atol=1e-9)

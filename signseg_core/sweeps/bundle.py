@@ -26,13 +26,8 @@ from signseg_core.optimize.results import ConditionResult, load_condition, save_
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.paths import no_downloads
 from signseg_core.store import ResultStore, default_store
-from signseg_core.sweeps.run import (
-    METRIC_COLUMNS,
-    Metrics,
-    SweepSpec,
-    read_unit_rows,
-    write_unit_rows,
-)
+from signseg_core.sweeps.measure import METRIC_COLUMNS, Metrics, read_unit_rows, write_unit_rows
+from signseg_core.sweeps.run import SweepSpec
 
 _ARRAYS = ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
            "final_means")
@@ -143,12 +138,7 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     table_path = Path(table_path)
     stem = table_path.with_suffix("")
     status = json.loads(Path(f"{stem}_status.json").read_text())
-    table = pd.read_parquet(table_path)
-    lacking = [c for c in METRIC_COLUMNS if c not in table.columns]
-    if lacking:  # e.g. a table from before the held-out similarity: its rows mean other things
-        raise ValueError(f"{table_path.name} has no {', '.join(lacking)} column: it was saved by "
-                         "an older signseg and its rows cannot be filed under today's metric "
-                         "setup; measure here instead (python -m signseg_core sweep ...)")
+    table = _read_current_table(table_path)
     spectra = pd.read_parquet(f"{stem}_spectra.parquet")
     spec = spec_from_status(status)
     store = store or default_store()
@@ -165,9 +155,9 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     lines = []
     for model_name in spec.models:
         model = models.get(model_name) or load_model(model_name, device=device)
-        generator = spec.generator_for(model)
+        generators = spec.generators_for(model)
         for unit in spec.units:
-            results = [load_condition(store, k) for k in spec.request(model, generator, unit).keys]
+            results = [load_condition(store, k) for k in spec.unit_keys(model, generators, unit)]
             where = f"{model_name} unit {unit}"
             if any(r is None for r in results):
                 lines.append(f"{where}: images not in the store (import its bundle first)")
@@ -186,6 +176,18 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     return lines
 
 
+def _read_current_table(table_path: Path) -> pd.DataFrame:
+    """A saved sweep table that has every metric column of today's sweep; a table saved before
+    one existed (e.g. the held-out similarity) means other things by its rows: ValueError."""
+    table = pd.read_parquet(table_path)
+    lacking = [c for c in METRIC_COLUMNS if c not in table.columns]
+    if lacking:
+        raise ValueError(f"{table_path.name} has no {', '.join(lacking)} column: it was saved by "
+                         "an older signseg and its rows cannot be filed under today's metric "
+                         "setup; measure here instead (python -m signseg_core sweep ...)")
+    return table
+
+
 def _rows_in_result_order(table, model_name: str, unit: int, results):
     """The table's rows of one unit in the order a sweep writes them, or None if they do not
     belong to ``results`` (other images or another count)."""
@@ -193,7 +195,8 @@ def _rows_in_result_order(table, model_name: str, unit: int, results):
     parts = []
     for r in results:
         k = r.key
-        part = mine[(mine.sign == k.sign) & np.isclose(mine.alpha, k.alpha)].sort_values("restart")
+        part = mine[(mine.sign == k.sign) & np.isclose(mine.alpha, k.alpha)
+                    & (mine.generator == k.generator)].sort_values("restart")
         if len(part) != len(r.best_scores) or not np.allclose(
                 part.activation.to_numpy(), r.best_scores, rtol=1e-9, atol=0):
             return None

@@ -24,7 +24,8 @@ from signseg_core.models.registry import get_entry, load_model
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.paths import no_downloads
 from signseg_core.store import ResultStore, default_store
-from signseg_core.sweeps.run import Metrics, SweepSpec, read_unit_rows
+from signseg_core.sweeps.measure import Metrics, read_unit_rows
+from signseg_core.sweeps.run import SweepSpec
 
 #: Coverage statuses: every unit stored, some, none, weights missing here, not a zoo name,
 #: or the model or the metric setup failed to load.
@@ -130,9 +131,9 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
         if problem is not None:
             coverage.append([name, problem[0], [], list(spec.units), problem[1]])
             continue
-        gen_key = (spec.settings.generator, str(model.device))
+        gen_key = (spec.generator_names, str(model.device))
         if gen_key not in generators:
-            generators[gen_key] = spec.generator_for(model)
+            generators[gen_key] = spec.generators_for(model)
         rows, found, images_only = _model_rows(model, generators[gen_key], spec, store, metrics)
         tables += rows
         coverage.append(_coverage_row(name, spec.units, found, images_only))
@@ -141,12 +142,13 @@ def read_stored_sweep(spec: SweepSpec, *, store: ResultStore | None = None, devi
                        dict(metrics.statuses) if metrics is not None else {})
 
 
-def _model_rows(model, generator, spec: SweepSpec, store: ResultStore, metrics: Metrics):
+def _model_rows(model, generators: dict, spec: SweepSpec, store: ResultStore,
+                metrics: Metrics):
     """One model's stored metric rows per unit, the units found, and the units whose images
     (but not metric rows) are stored."""
     tables, found, images_only = [], [], []
     for unit in spec.units:
-        keys = spec.request(model, generator, unit).keys
+        keys = spec.unit_keys(model, generators, unit)
         got = read_unit_rows(store, metrics.key_for(keys))
         if got is not None:
             tables.append(got[0])

@@ -12,7 +12,7 @@ from signseg_core.optimize.gradvis import visualize_channels
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.visualize import run_request
 from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
-from signseg_core.sweeps.run import cached_unit_rows, read_unit_rows
+from signseg_core.sweeps.measure import cached_unit_rows, control_set, read_unit_rows
 
 
 def _resolve(store) -> ResultStore | None:
@@ -117,16 +117,14 @@ def gradvis_job(manager: JobManager, model, layer: str, channels: Sequence[int],
 
 
 def _check_unit_results(results: Sequence) -> None:
-    """One unit's conditions with exactly one control, else a ValueError saying what is wrong."""
+    """One unit's conditions with exactly one control per generator, else a ValueError saying
+    what is wrong."""
     if not results:
         raise ValueError("results is empty; give one unit's ConditionResults")
     units = sorted({(r.key.model, r.key.unit) for r in results})
     if len(units) != 1:
         raise ValueError(f"results must be one model's one unit; got (model, unit) {units}")
-    n_controls = sum(r.key.sign == "control" for r in results)
-    if n_controls != 1:
-        raise ValueError(f"results must hold exactly one control (alpha = 0) condition; "
-                         f"got {n_controls}")
+    control_set(results)  # raises unless one control per generator
 
 
 def stored_metric_rows(results: Sequence, metrics, *, store: ResultStore | None = None):
