@@ -17,6 +17,7 @@ from signseg_ui.neuron_page import (
     dale_features_tab,
     dataset_section,
     diverse_set_tab,
+    fit_options,
     fits_tab,
     localization_tab,
     neuron_picker,
@@ -43,8 +44,9 @@ if data is None:
 
 name = model_picker(key="neurons_model", label="Feature model")
 model = require_model(name)
+min_sd_ratio = fit_options()
 try:
-    study = cached_study(name, *data)
+    study = cached_study(name, *data, min_sd_ratio=min_sd_ratio)
 except Exception as exc:  # the UI layer turns engine errors into messages
     show_error(exc, context="Cannot fit the neuron models")
     st.stop()
@@ -60,9 +62,12 @@ fits, one, ablation, dale, diverse, localization = st.tabs(
 
 with fits:
     fits_tab(study, stem=stem)
-    st.caption("A ratio above 1: the model's positive weights outweigh its negative ones (the "
-               "paper's AlexNet models of V1, V4 and pIT neurons: 1.17 ± 0.17, Fig. 20). In the "
-               "weight histograms each model's weights are divided by their SD.")
+    st.caption("Test r² is the coefficient of determination (1 − SS_res/SS_tot, can be "
+               "negative) on the held-out 20 %; the squared Pearson correlation is shown beside "
+               "it (the paper's best per session: 0.27 ± 0.10, r² kind unstated). A ratio above "
+               "1: the model's positive weights outweigh its negative ones (the paper's AlexNet "
+               "models of V1, V4 and pIT neurons: 1.17 ± 0.17, Fig. 20). In the weight "
+               "histograms each model's weights are divided by their SD.")
 
 with one:
     neuron_tab(study, name, data, neuron, responses, stem=stem)

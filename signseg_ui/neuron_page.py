@@ -14,17 +14,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from signseg_core.conditions import SIGNS
 from signseg_core.figures.neuron_plots import (
     dale_features_figure,
     fit_quality_figure,
     lasso_figure,
     neuron_ablation_figure,
+    population_response_figure,
     prediction_scatter_figure,
     sign_ratio_figure,
     weight_distribution_figure,
 )
 from signseg_core.figures.plots import image_strip
+from signseg_core.neurons.extrapolation import model_extrapolation_test
+from signseg_core.neurons.fitting import PAPER_MIN_SD_RATIO
 from signseg_core.neurons.localize import mask_overlay
 from signseg_core.neurons.study import (
     NeuronStudy,
@@ -45,12 +47,14 @@ from .neurons import (
     ALPHA_GRID_LABELS,
     ALPHA_GRIDS,
     QUERY_DATA,
+    R2_COLUMNS,
     SESSION_DATA,
     ablation_job,
     ablation_request,
     cached_diverse_set,
     cached_lasso,
     cached_localization,
+    cached_population,
     choose_data,
     default_neuron,
     demo_dataset,
@@ -58,6 +62,7 @@ from .neurons import (
     images_by_response,
     neuron_label,
     stored_ablation,
+    strip_rows,
     submit_ablation,
 )
 from .widget_choices import keep_choice
@@ -111,6 +116,20 @@ def dataset_section() -> tuple[str, str] | None:
     return st.session_state.get(SESSION_DATA)
 
 
+def fit_options() -> float:
+    """The fits' feature filter ``min_sd_ratio`` (key ``neurons_min_sd_ratio``; default 0, the
+    paper's), with a one-line caption of its effect."""
+    value = st.number_input(
+        "Leave out features with SD below this × the median SD (min_sd_ratio)", min_value=0.0,
+        max_value=0.5, value=PAPER_MIN_SD_RATIO, step=0.001, format="%g",
+        key="neurons_min_sd_ratio",
+        help="Fit option of every neuron model on this page (fits, ablation, localization).")
+    st.caption("0 (the paper's) keeps every feature that varies; e.g. 0.001 leaves out nearly "
+               "silent features, whose 1/SD-sized weights can rule the sign ratio and the "
+               "ablation order.")
+    return float(value)
+
+
 def neuron_picker(study: NeuronStudy) -> str:
     """A selectbox of the study's neurons (key ``neurons_neuron``), by default the best fit."""
     keep_choice("neurons_neuron", study.neurons, default_neuron(study))
@@ -131,16 +150,19 @@ def chart(fig, *, key: str, name: str) -> None:
 def fits_tab(study: NeuronStudy, *, stem: str) -> None:
     """Fit quality of every neuron model, the table of fits, sign ratios and weights."""
     summary = study.summary()
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Neurons", summary["n_neurons"])
     cols[1].metric("Sessions", summary["n_sessions"])
-    cols[2].metric("Test r², best per session",
-                   f"{summary['best_r2_test_mean']:.2f} ± {summary['best_r2_test_sd']:.2f}")
-    cols[3].metric("Σ+ / |Σ−| weights, best per session",
+    for col, key, what in ((cols[2], "best_r2_test", "determination"),
+                           (cols[3], "best_r2_test_pearson", "squared Pearson")):
+        col.metric(f"Test r² ({what}), best per session",
+                   f"{summary[key + '_mean']:.2f} ± {summary[key + '_sd']:.2f}")
+    cols[4].metric("Σ+ / |Σ−| weights, best per session",
                    f"{summary['ratio_mean']:.2f} ± {summary['ratio_sd']:.2f}")
     chart(fit_quality_figure(study.table, best=study.best), key="fit",
           name=f"{stem}_fit_quality")
-    st.dataframe(study.table, hide_index=True, key="neurons_fits_table")
+    st.dataframe(study.table, hide_index=True, key="neurons_fits_table",
+                 column_config=R2_COLUMNS)
     left, right = st.columns(2)
     with left:
         chart(sign_ratio_figure(study.table), key="ratio", name=f"{stem}_sign_ratio")
@@ -158,7 +180,7 @@ def neuron_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: str
                      key="neurons_lasso"):
         return
     try:
-        fig = lasso_figure(cached_lasso(name, *data, neuron))
+        fig = lasso_figure(cached_lasso(name, *data, neuron, min_sd_ratio=study.min_sd_ratio))
     except Exception as exc:  # the UI layer turns engine errors into messages
         show_error(exc, context="Cannot fit the lasso path")
         return
@@ -168,17 +190,6 @@ def neuron_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: str
 
 
 # -- the neuron model's ablation ---------------------------------------------------------------
-
-def strip_rows(results) -> dict[str, list[ConditionResult]]:
-    """One row per sign present, the control first, by alpha: ``{"positive": [...], ...}``."""
-    control = [r for r in results if r.key.sign == "control"][:1]
-    rows = {}
-    for sign in SIGNS:
-        own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
-        if own:
-            rows[sign] = control + own
-    return rows or {"control": control}
-
 
 def show_neuron_strip(results) -> np.ndarray:
     """Fig 6-7: per sign, the best image per alpha with the intact neuron model's predicted
@@ -210,7 +221,8 @@ def ablation_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: s
     if settings is None:
         return
     try:
-        request = ablation_request(name, *data, neuron, settings, ALPHA_GRIDS[grid])
+        request = ablation_request(name, *data, neuron, settings, ALPHA_GRIDS[grid],
+                                   min_sd_ratio=study.min_sd_ratio)
         found, job = stored_ablation(request), ablation_job(request)
     except Exception as exc:  # the UI layer turns engine errors into messages
         show_error(exc, context="Cannot set up the ablation")
@@ -227,6 +239,7 @@ def ablation_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: s
     found = {**results_by_key(finished or []), **found}
     if found:
         show_ablation_results(study, neuron, list(found.values()), stem=stem)
+        show_population(study, name, data, neuron, list(found.values()), stem=stem)
 
 
 def show_ablation_results(study: NeuronStudy, neuron: str, results: list[ConditionResult], *,
@@ -240,6 +253,31 @@ def show_ablation_results(study: NeuronStudy, neuron: str, results: list[Conditi
     chart(neuron_ablation_figure(table, natural_max=study.natural_max_predicted(neuron)),
           key="ablation", name=f"{stem}_{neuron}_ablation")
     st.dataframe(table, hide_index=True, key="neurons_ablation_table")
+
+
+def show_population(study: NeuronStudy, name: str, data: tuple[str, str], neuron: str,
+                    results: list[ConditionResult], *, stem: str) -> None:
+    """In silico Fig. 21 (left)'s test on the control's images and Fig. 7 (right) with the
+    neuron models as the population, and what the recorded version needs."""
+    control = [r for r in results if r.key.sign == "control"]
+    if control:
+        test = model_extrapolation_test(study, neuron, control[0].intact_scores)
+        st.markdown(f"**Fig. 21 left, in silico**: the intact model's predicted response to its "
+                    f"{test.n_a} preferred images vs its {test.n_b} natural images: "
+                    f"{test.summary()}.")
+    try:
+        table = cached_population(name, *data, results, min_sd_ratio=study.min_sd_ratio)
+    except Exception as exc:  # the UI layer turns engine errors into messages
+        show_error(exc, context="Cannot score the images with the neuron models")
+        return
+    chart(population_response_figure(table), key="population", name=f"{stem}_{neuron}_population")
+    st.caption(f"Fig. 7 right, in silico: the {len(study.neurons)} neuron models stand in for the "
+               "recorded population. Each model's predicted response to every image above is "
+               "z-scored over its predictions for the dataset's natural images, averaged over "
+               "models per image, then over the condition's images (band: 95% CI over images). "
+               "The paper's panel needs the recorded population's responses to these images: "
+               "write them with `neurons ablate --out`, record, then run `neurons population`.")
+    st.dataframe(table, hide_index=True, key="neurons_population_table")
 
 
 # -- Dale-like features ------------------------------------------------------------------------
@@ -306,15 +344,20 @@ def localization_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuro
     image_path = st.selectbox("Image (by recorded response, highest first)", list(images),
                               key="neurons_loc_image",
                               format_func=lambda p: f"{Path(p).name} · recorded {images[p]:.2f}")
+    request = (data, name, study.min_sd_ratio, neuron, image_path)
     if st.button("Localize", key="neurons_localize"):
-        st.session_state["_neurons_loc_request"] = (data, name, neuron, image_path)
-    if st.session_state.get("_neurons_loc_request") != (data, name, neuron, image_path):
+        st.session_state["_neurons_loc_request"] = request
+    if st.session_state.get("_neurons_loc_request") != request:
         return
     try:
-        image, loc, clearings = cached_localization(name, *data, neuron, image_path)
+        image, loc, clearings = cached_localization(name, *data, neuron, image_path,
+                                                    min_sd_ratio=study.min_sd_ratio)
     except Exception as exc:  # the UI layer turns engine errors into messages
         show_error(exc, context="Cannot localize")
         return
+    test = model_extrapolation_test(study, neuron, [loc.intact])
+    st.markdown(f"**Fig. 21 left, in silico**: the predicted response to this image vs to the "
+                f"{test.n_b} natural images: {test.summary()}.")
     show_localization(image, loc, clearings, stem=f"{stem}_{neuron}_{Path(image_path).stem}")
 
 

@@ -23,7 +23,9 @@ from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
 from signseg_core.jobs import Job, default_manager
 from signseg_core.neurons.data import NeuronDataError, load_image, load_neuron_data
 from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.fitting import PAPER_MIN_SD_RATIO
 from signseg_core.neurons.localize import background_clearing_effect
+from signseg_core.neurons.population import model_population_table
 from signseg_core.neurons.study import (
     NeuronStudy,
     fit_study,
@@ -54,6 +56,13 @@ ABLATION_DEFAULTS = VisualizeSettings(generator="fourier", generations=15, resta
                                       seed=0)
 ALPHA_GRIDS = {"quick": (0.0, 0.5, 1.0), "paper": DEFAULT_ALPHAS}
 ALPHA_GRID_LABELS = {"quick": "α = 0, 0.5, 1", "paper": "α = 0 to 1 by 0.1 (the paper's)"}
+#: Labels of the fits table's r² columns: which r² each is.
+R2_COLUMNS = {
+    f"r2_{split}{kind}": st.column_config.NumberColumn(f"{split} r² ({what})", help=text)
+    for split in ("train", "test")
+    for kind, what, text in (
+        ("", "determination", "Coefficient of determination 1 − SS_res/SS_tot (can be < 0)."),
+        ("_pearson", "squared Pearson", "Squared correlation of recorded and predicted."))}
 
 
 # -- the dataset -------------------------------------------------------------------------------
@@ -152,14 +161,18 @@ def choose_data(path: str, image_dir: str = "") -> str | None:
 
 @st.cache_data(show_spinner="Computing features and fitting one PLS model per neuron…",
                max_entries=8)
-def _study(model_name: str, device: str, path: str, image_dir: str, signature: str):
-    return fit_study(cached_model(model_name, device), load_dataset(path, image_dir))
+def _study(model_name: str, device: str, path: str, image_dir: str, signature: str,
+           min_sd_ratio: float):
+    return fit_study(cached_model(model_name, device), load_dataset(path, image_dir),
+                     min_sd_ratio=min_sd_ratio)
 
 
-def cached_study(model_name: str, path: str, image_dir: str = "") -> NeuronStudy:
-    """:func:`~signseg_core.neurons.study.fit_study` of the dataset on ``model_name``'s features."""
+def cached_study(model_name: str, path: str, image_dir: str = "", *,
+                 min_sd_ratio: float = PAPER_MIN_SD_RATIO) -> NeuronStudy:
+    """:func:`~signseg_core.neurons.study.fit_study` of the dataset on ``model_name``'s features,
+    cached per ``min_sd_ratio`` (the features themselves are shared through the store)."""
     return _study(model_name, current_device(), path, image_dir,
-                  data_signature(path, image_dir))
+                  data_signature(path, image_dir), float(min_sd_ratio))
 
 
 def default_neuron(study: NeuronStudy) -> str:
@@ -178,40 +191,56 @@ def neuron_label(study: NeuronStudy, neuron: str) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _readout(model_name: str, device: str, path: str, image_dir: str, signature: str,
-             neuron: str):
-    study = _study(model_name, device, path, image_dir, signature)
+             min_sd_ratio: float, neuron: str):
+    study = _study(model_name, device, path, image_dir, signature, min_sd_ratio)
     return neuron_readout_model(cached_model(model_name, device), study, [neuron])
 
 
-def readout_model(model_name: str, path: str, image_dir: str, neuron: str):
+def readout_model(model_name: str, path: str, image_dir: str, neuron: str, *,
+                  min_sd_ratio: float = PAPER_MIN_SD_RATIO):
     """The neuron model as a one-unit ZooModel (shared, read-only)."""
     return _readout(model_name, current_device(), path, image_dir,
-                    data_signature(path, image_dir), neuron)
+                    data_signature(path, image_dir), float(min_sd_ratio), neuron)
 
 
 @st.cache_data(show_spinner="Fitting lasso models (5 penalties × 5 folds × 2 constraints)…",
                max_entries=32)
 def _lasso(model_name: str, device: str, path: str, image_dir: str, signature: str,
-           neuron: str) -> pd.DataFrame:
-    return lasso_table(_study(model_name, device, path, image_dir, signature), neuron)
+           min_sd_ratio: float, neuron: str) -> pd.DataFrame:
+    study = _study(model_name, device, path, image_dir, signature, min_sd_ratio)
+    return lasso_table(study, neuron)
 
 
-def cached_lasso(model_name: str, path: str, image_dir: str, neuron: str) -> pd.DataFrame:
+def cached_lasso(model_name: str, path: str, image_dir: str, neuron: str, *,
+                 min_sd_ratio: float = PAPER_MIN_SD_RATIO) -> pd.DataFrame:
     """:func:`~signseg_core.neurons.study.lasso_table` of one neuron, cached."""
     return _lasso(model_name, current_device(), path, image_dir,
-                  data_signature(path, image_dir), neuron)
+                  data_signature(path, image_dir), float(min_sd_ratio), neuron)
 
 
 # -- the neuron model's ablation ---------------------------------------------------------------
 
 def ablation_request(model_name: str, path: str, image_dir: str, neuron: str,
-                     settings: VisualizeSettings, alphas) -> VisualizeRequest:
+                     settings: VisualizeSettings, alphas, *,
+                     min_sd_ratio: float = PAPER_MIN_SD_RATIO) -> VisualizeRequest:
     """The request of the neuron model's ablation: unit 0 of its readout, the control plus both
     signs × ``alphas`` (as :func:`~signseg_core.neurons.study.neuron_request` builds it), on the
-    session's cached readout and generator."""
-    readout = readout_model(model_name, path, image_dir, neuron)
+    session's cached readout and generator (stored under the readout's fingerprint, so fits
+    with another ``min_sd_ratio`` never share results)."""
+    readout = readout_model(model_name, path, image_dir, neuron, min_sd_ratio=min_sd_ratio)
     generator = cached_generator(settings.generator, str(readout.device))
     return VisualizeRequest.for_unit(readout, generator, 0, settings, signs=SIGNS, alphas=alphas)
+
+
+def strip_rows(results) -> dict[str, list[ConditionResult]]:
+    """One row per sign present, the control first, by alpha: ``{"positive": [...], ...}``."""
+    control = [r for r in results if r.key.sign == "control"][:1]
+    rows = {}
+    for sign in SIGNS:
+        own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
+        if own:
+            rows[sign] = control + own
+    return rows or {"control": control}
 
 
 def stored_ablation(request: VisualizeRequest) -> dict[tuple, ConditionResult]:
@@ -227,6 +256,23 @@ def ablation_job(request: VisualizeRequest) -> Job | None:
 def submit_ablation(request: VisualizeRequest, *, label: str) -> Job:
     """Evolve the request's conditions in the background (stored ones are read, not redone)."""
     return visualize_job(default_manager(), request, store=default_store(), label=label)
+
+
+@st.cache_data(show_spinner="Scoring the images with every neuron model…", max_entries=16)
+def _population(model_name: str, device: str, path: str, image_dir: str, signature: str,
+                min_sd_ratio: float, keys: tuple, _results: list) -> pd.DataFrame:
+    study = _study(model_name, device, path, image_dir, signature, min_sd_ratio)
+    return model_population_table(cached_model(model_name, device), study, _results)
+
+
+def cached_population(model_name: str, path: str, image_dir: str, results, *,
+                      min_sd_ratio: float = PAPER_MIN_SD_RATIO) -> pd.DataFrame:
+    """:func:`~signseg_core.neurons.population.model_population_table` of the ablation's
+    results (in silico Fig. 7 right), cached by the results' keys (a stored result's images are
+    fixed by its key)."""
+    keys = tuple(sorted(repr(r.key) for r in results))
+    return _population(model_name, current_device(), path, image_dir,
+                       data_signature(path, image_dir), float(min_sd_ratio), keys, list(results))
 
 
 # -- diverseSet and localization ---------------------------------------------------------------
@@ -255,8 +301,8 @@ def diverse_sheet(selection, *, columns: int = 8) -> np.ndarray:
 @st.cache_data(show_spinner="Shuffling 30 disks and scoring the perturbed images…",
                max_entries=32)
 def _localize(model_name: str, device: str, path: str, image_dir: str, signature: str,
-              neuron: str, image_path: str, seed: int):
-    readout = _readout(model_name, device, path, image_dir, signature, neuron)
+              min_sd_ratio: float, neuron: str, image_path: str, seed: int):
+    readout = _readout(model_name, device, path, image_dir, signature, min_sd_ratio, neuron)
 
     def score(x):
         return readout(x)[:, 0]
@@ -270,12 +316,14 @@ def _localize(model_name: str, device: str, path: str, image_dir: str, signature
 
 
 def cached_localization(model_name: str, path: str, image_dir: str, neuron: str,
-                        image_path: str, *, seed: int = 0):
+                        image_path: str, *, min_sd_ratio: float = PAPER_MIN_SD_RATIO,
+                        seed: int = 0):
     """``(image (3, H, W) array, LocalizationResult, {fill: BackgroundClearing})`` of the neuron
     model on one image: the perturbation mask, then the rest cleared to gray and to white (no
     clearing for an empty mask)."""
     return _localize(model_name, current_device(), path, image_dir,
-                     data_signature(path, image_dir), neuron, str(image_path), int(seed))
+                     data_signature(path, image_dir), float(min_sd_ratio), neuron,
+                     str(image_path), int(seed))
 
 
 def images_by_response(study: NeuronStudy, responses: pd.DataFrame) -> dict[str, float]:

@@ -7,22 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import nnls
+from scipy.stats import pearsonr
 from sklearn.cross_decomposition import PLSRegression
+from sklearn.metrics import r2_score
 
 from signseg_core.ablation import ablate_weights, ablated_readout
 from signseg_core.conditions import Condition
 from signseg_core.neurons.fitting import (
-    NeuronReadout,
-    as_readout_model,
     best_per_session,
     dale_like_features,
     fit_pls,
     fits_table,
     lasso_path,
-    predicted_responses,
+    pearson_r2,
     sign_ratios,
 )
+from signseg_core.neurons.readout import NeuronReadout, as_readout_model, predicted_responses
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.optimize.visualize import visualize
 
@@ -280,21 +283,97 @@ def test_neuron_units_run_through_ablation_and_visualize(neuron_model):
     assert float(pred) == pytest.approx(float(results[0].intact_scores[0]), abs=0.05)
 
 
-def test_nearly_silent_features_get_no_weight_and_leave_the_fit_alone():
-    """A ReLU feature active by 1e-6 on one training image must not get a 1/SD-sized weight."""
-    from signseg_core.neurons.fitting import fit_pls
+def _sklearn_readout(x, y):
+    """Reference: sklearn's own PLS on the given columns, as (weight, bias) in raw units."""
+    pls = PLSRegression(n_components=1).fit(x, y)
+    return pls.coef_.ravel(), float(pls.predict(np.zeros((1, x.shape[1]))).ravel()[0])
 
+
+def test_by_default_every_varying_feature_is_kept_as_the_paper_fits():
+    """A ReLU feature active by 1e-6 on one training image: the paper's fit (the default) keeps
+    it, and PLS's 1/SD scaling gives it a huge weight; min_sd_ratio > 0 leaves it out."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 6))
     y = x @ np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0]) + 0.1 * rng.normal(size=200)
     silent = np.zeros((200, 1))
-    silent[3, 0] = 1e-6
     plain = fit_pls(x, y, seed=1)[0]
-    padded = fit_pls(np.hstack([x, silent]), y, seed=1)[0]
-    assert padded.weight[-1] == 0.0
-    np.testing.assert_allclose(padded.weight[:-1], plain.weight, rtol=1e-9)
-    assert padded.r2_test == pytest.approx(plain.r2_test)
-    kept_all = fit_pls(np.hstack([x, silent]), y, seed=1, min_sd_ratio=0.0)[0]
-    assert abs(kept_all.weight[-1]) > 1e3  # what PLS's own scaling does to such a feature
+    silent[plain.train_index[0], 0] = 1e-6  # active on one training image only
+    xs = np.hstack([x, silent])
+    paper = fit_pls(xs, y, seed=1)[0]
+    tr = paper.train_index
+    w, b = _sklearn_readout(xs[tr], y[tr])  # independent reference: sklearn on all 7 columns
+    np.testing.assert_allclose(paper.weight, w, rtol=1e-6)
+    assert paper.bias == pytest.approx(b, rel=1e-6)
+    # SD of one 1e-6 among 160 values ~ 1e-6 / sqrt(160) ~ 8e-8, so its weight is of order 1/SD
+    assert abs(paper.weight[-1]) > 1e3
+    filtered = fit_pls(xs, y, seed=1, min_sd_ratio=1e-3)[0]
+    assert filtered.weight[-1] == 0.0
+    np.testing.assert_allclose(filtered.weight[:-1], plain.weight, rtol=1e-9)
+    assert filtered.r2_test == pytest.approx(plain.r2_test)
+
+
+def test_exactly_constant_features_get_weight_zero_whatever_their_float_sd():
+    # np.full(n, 0.1).std() is 1.4e-17, not 0: an SD test would let PLS divide by it
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=200)
+    plain = fit_pls(x, y, seed=3)[0]
+    for value in (0.1, 0.0, -7.3):
+        padded = fit_pls(np.hstack([x, np.full((200, 1), value)]), y, seed=3)[0]
+        assert padded.weight[-1] == 0.0
+        np.testing.assert_allclose(padded.weight[:-1], plain.weight, rtol=1e-12)
+        assert padded.bias == pytest.approx(plain.bias, rel=1e-12)
     flat = fit_pls(np.zeros((50, 2)), rng.normal(size=50), seed=0)[0]
     assert not flat.weight.any() and np.isfinite(flat.bias)
+    assert np.isnan(flat.r2_test_pearson)  # a constant prediction has no correlation
+    for bad in (-0.1, 1.0, float("nan"), True, "0"):
+        with pytest.raises(ValueError, match="min_sd_ratio must be a number in"):
+            fit_pls(x, y, min_sd_ratio=bad)
+
+
+# -- which r² --------------------------------------------------------------------------------------
+
+def test_pearson_r2_by_hand_and_against_scipy():
+    # y = 1, 2, 3, 4; p = 2, 1, 4, 3: dy = (-1.5, -.5, .5, 1.5), dp = (-.5, -1.5, 1.5, .5);
+    # sum dy*dp = .75 + .75 + .75 + .75 = 3; sum dy² = sum dp² = 5; r² = 9 / 25 = 0.36
+    assert pearson_r2([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.36)
+    # an affine map of y correlates perfectly, while its coefficient of determination is < 0
+    assert pearson_r2([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert np.isnan(pearson_r2([1, 1, 1], [1, 2, 3])) and np.isnan(pearson_r2([1, 2], [3, 3]))
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        y, p = rng.normal(size=(2, 30))
+        assert pearson_r2(y, p + 0.5 * y) == pytest.approx(pearsonr(y, p + 0.5 * y)[0] ** 2,
+                                                           rel=1e-12)
+
+
+def test_fits_report_both_r2_on_both_splits(feats):
+    rng = np.random.default_rng(5)
+    y = feats @ rng.normal(size=feats.shape[1]) + 3 * rng.normal(size=N)
+    y = np.stack([y, 5 + 0.5 * y + rng.normal(size=N)], axis=1)
+    fits = fit_pls(feats, y, seed=2)
+    table = fits_table(fits)
+    for fit, column, (_, row) in zip(fits, y.T, table.iterrows()):
+        for split, idx in (("train", fit.train_index), ("test", fit.test_index)):
+            pred = feats[idx] @ fit.weight + fit.bias
+            want_cod = r2_score(column[idx], pred)
+            want_pearson = pearsonr(column[idx], pred)[0] ** 2
+            assert getattr(fit, f"r2_{split}") == pytest.approx(want_cod, rel=1e-9)
+            assert getattr(fit, f"r2_{split}_pearson") == pytest.approx(want_pearson, rel=1e-9)
+            assert row[f"r2_{split}"] == getattr(fit, f"r2_{split}")
+            assert row[f"r2_{split}_pearson"] == getattr(fit, f"r2_{split}_pearson")
+        # one PLS component is a least-squares line on its score: on the training images the two
+        # r² agree; on held-out ones the best line through the prediction can only do better
+        assert fit.r2_train_pearson == pytest.approx(fit.r2_train, rel=1e-9)
+        assert fit.r2_test_pearson >= fit.r2_test - 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(-5, 5), st.floats(0.1, 10))
+def test_pearson_r2_is_blind_to_offset_and_scale_unlike_determination(seed, offset, scale):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=25)
+    p = y + rng.normal(size=25)
+    assert pearson_r2(y, offset + scale * p) == pytest.approx(pearson_r2(y, p), rel=1e-9)
+    assert 0.0 <= pearson_r2(y, p) <= 1.0
+    assert pearson_r2(y, p) >= r2_score(y, offset + scale * p) - 1e-12

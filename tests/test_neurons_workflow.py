@@ -29,9 +29,9 @@ from signseg_core.neurons.fitting import (
     dale_like_features,
     fit_pls,
     fits_table,
-    predicted_responses,
 )
 from signseg_core.neurons.localize import background_clearing_effect, perturbation_mask
+from signseg_core.neurons.readout import predicted_responses
 from signseg_core.neurons.study import (
     NeuronStudy,
     ablate_neuron,
@@ -40,6 +40,7 @@ from signseg_core.neurons.study import (
     lasso_table,
     localize_and_clear,
     neuron_readout_model,
+    neuron_request,
     response_table,
 )
 from signseg_core.optimize.settings import VisualizeSettings
@@ -137,6 +138,27 @@ def test_fit_study_is_the_blocks_composed(study):
     with pytest.raises(ValueError, match="one per neuron in the dataset's order"):
         NeuronStudy(ds, "m", "f", study.features, study.fits[::-1], study.table,
                     study.best)
+
+
+def test_min_sd_ratio_is_part_of_the_study_and_of_every_key_built_from_its_fits(tiny, study,
+                                                                               store):
+    assert study.min_sd_ratio == 0.0 and study.summary()["min_sd_ratio"] == 0.0
+    filtered = fit_study(tiny, study.dataset, min_sd_ratio=0.3, store=store)
+    again = fit_study(tiny, study.dataset, store=store)  # features from the store: same fits
+    assert filtered.min_sd_ratio == 0.3
+    np.testing.assert_array_equal(again.weights(), study.weights())
+    assert not np.array_equal(filtered.weights(), study.weights())
+    # some of tiny_test's features vary far less than 0.3 x the median SD: they are left out
+    assert (filtered.weights() == 0).sum() > (study.weights() == 0).sum()
+    # the stored preferred images are keyed by the readout's fingerprint: never shared
+    keys = [set(neuron_request(tiny, s, "n01", FAST).keys) for s in (study, filtered, again)]
+    assert not keys[0] & keys[1] and keys[0] == keys[2]
+    summary = study.summary()
+    best = study.best
+    assert summary["best_r2_test_pearson_mean"] == pytest.approx(best["r2_test_pearson"].mean())
+    assert summary["best_r2_test_pearson_sd"] == pytest.approx(best["r2_test_pearson"].std())
+    with pytest.raises(ValueError, match="min_sd_ratio must be a number in"):
+        fit_study(tiny, study.dataset, min_sd_ratio=1.0, store=False)
 
 
 def test_fit_recovers_planted_signs_to_the_r2_the_noise_allows(lite):

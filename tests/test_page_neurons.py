@@ -14,6 +14,8 @@ from streamlit.testing.v1 import AppTest
 from signseg_core.jobs import default_manager
 from signseg_core.neurons.data import load_image, load_neuron_data
 from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.extrapolation import model_extrapolation_test
+from signseg_core.neurons.population import model_population_table
 from signseg_core.neurons.study import (
     fit_study,
     localize_and_clear,
@@ -99,11 +101,32 @@ def test_the_demo_button_fits_every_neuron_as_fit_study_does(tiny):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Neurons"] == "4" and metrics["Sessions"] == "3"
     summary = study.summary()
-    assert metrics["Test r², best per session"] == (
+    assert metrics["Test r² (determination), best per session"] == (
         f"{summary['best_r2_test_mean']:.2f} ± {summary['best_r2_test_sd']:.2f}")
+    assert metrics["Test r² (squared Pearson), best per session"] == (
+        f"{summary['best_r2_test_pearson_mean']:.2f} ± {summary['best_r2_test_pearson_sd']:.2f}")
+    np.testing.assert_allclose(table["r2_test_pearson"], study.table["r2_test_pearson"],
+                               rtol=1e-9)
+    assert at.number_input(key="neurons_min_sd_ratio").value == 0.0  # the paper's fit
     # 4 models cannot pass the Bonferroni test over 16 features: say why, show the top ones
     assert "at least 10 models are needed" in at.info[0].value
     assert len(frame(at, "agreement")) == 16
+
+
+def test_min_sd_ratio_refits_and_says_which_r2_is_which(demo_csv, tiny):
+    at = load(run_page(), demo_csv)
+    paper = fit_study(tiny, load_neuron_data(demo_csv), store=False)
+    np.testing.assert_allclose(frame(at, "r2_test")["r2_test"], paper.table["r2_test"])
+    caption = " ".join(c.value for c in at.caption)
+    assert "0 (the paper's) keeps every feature that varies" in caption
+    assert "Test r² is the coefficient of determination" in caption
+    at.number_input(key="neurons_min_sd_ratio").set_value(0.3).run(timeout=120)
+    assert not at.exception, at.exception
+    filtered = fit_study(tiny, load_neuron_data(demo_csv), store=False, min_sd_ratio=0.3)
+    shown = frame(at, "r2_test")
+    np.testing.assert_allclose(shown["r2_test"], filtered.table["r2_test"], rtol=1e-9)
+    np.testing.assert_array_equal(shown["n_positive"], filtered.table["n_positive"])
+    assert not np.allclose(filtered.table["r2_test"], paper.table["r2_test"])  # a real change
 
 
 def test_a_bad_csv_is_an_error_listing_its_row_and_forgets_the_last_dataset(demo_csv, tmp_path):
@@ -139,7 +162,7 @@ def test_choosing_another_neuron_redraws_its_predictions_and_lasso(demo_csv, tin
         traces(chart(at, "neurons_lasso_fig")))
 
 
-def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(demo_csv):
+def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(demo_csv, tiny):
     at = load(run_page(), demo_csv)
     neuron = at.selectbox(key="neurons_neuron").value
     at.number_input(key="neurons_generations").set_value(2)
@@ -160,6 +183,19 @@ def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(demo_csv
     bold = [m.value for m in at.markdown if m.value.startswith("**") and m.value[2].isdigit()]
     assert bold == [f"**{v:.2f}**" for v in want["predicted_response"].iloc[[0, 1, 2, 0, 3, 4]]]
     assert len(at.get("image")) == 6  # control + 2 alphas, per sign
+    study = fit_study(tiny, load_neuron_data(demo_csv), store=False)
+    control = [r for r in jobs[0].result() if r.key.sign == "control"][0]
+    test = model_extrapolation_test(study, neuron, control.intact_scores)
+    assert any(m.value.startswith("**Fig. 21 left, in silico**: the intact model's predicted "
+                                  "response to its 2 preferred images vs its 24 natural")
+               and test.summary() in m.value for m in at.markdown)
+    population = model_population_table(tiny, study, jobs[0].result())
+    shown = frame(at, "population_z")
+    assert list(shown["condition"]) == ["control", "pos 0.5", "pos 1", "neg 0.5", "neg 1"]
+    np.testing.assert_allclose(shown["population_z"], population["population_z"], rtol=1e-5)
+    lines = traces(chart(at, "neurons_population_fig"))
+    assert {"positive", "negative", "control"} <= set(lines)
+    assert any("needs the recorded population's responses" in c.value for c in at.caption)
 
     revisit = run_page(data=str(demo_csv))  # a new session: the URL and the store
     revisit.selectbox(key="neurons_neuron").set_value(neuron)
@@ -191,6 +227,16 @@ def test_localization_shows_the_mask_and_the_clearing_effect(demo_csv, tiny):
     assert table.loc["gray", "intact"] == pytest.approx(gray.intact, rel=1e-6)
     assert table.loc["gray", "relative_change"] == pytest.approx(gray.relative_change, rel=1e-5)
     assert f"covers {loc.area_fraction:.0%} of the image" in at.caption[-1].value
+    test = model_extrapolation_test(study, neuron, [loc.intact])  # exact: 25 relabellings
+    # one image against 24: t rises with the image's value, so p is its rank from the top / 25
+    # (the image is itself one of the natural images, predicted in float32 and in float64)
+    natural = study.features.astype(float) @ study.fit(neuron).weight + study.fit(neuron).bias
+    assert test.exact and test.n_permutations == 25
+    assert (1 + np.sum(natural > loc.intact + 1e-4)) / 25 <= test.p <= (
+        1 + np.sum(natural >= loc.intact - 1e-4)) / 25
+    assert any(m.value.startswith("**Fig. 21 left, in silico**: the predicted response to this "
+                                  "image vs to the 24 natural images")
+               and test.summary() in m.value for m in at.markdown)
     assert {e.label for e in at.expander} >= {
         f"Export tiny_test_responses_{neuron}_{Path(image_path).stem}_mask"}
 

@@ -1,5 +1,5 @@
-"""The bodies of ``python -m signseg_core neurons COMMAND`` (paper §4.6): fit, ablate, Dale
-features, diverse set, localize, demo. Loaded only when one of them runs
+"""The bodies of ``python -m signseg_core neurons COMMAND`` (paper §4.6): fit, ablate,
+population, Dale features, diverse set, localize, demo. Loaded only when one of them runs
 (:mod:`signseg_core.cli.neurons` holds their parser).
 """
 
@@ -9,15 +9,29 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from signseg_core.cli.options import settings_from_args, signs_from_args
 from signseg_core.figures.export import image_png
+from signseg_core.figures.neuron_plots import population_response_figure
 from signseg_core.models.registry import load_model
 from signseg_core.models.zoo import load_image
 from signseg_core.neurons.data import load_neuron_data
 from signseg_core.neurons.demo import write_demo_dataset
+from signseg_core.neurons.extrapolation import (
+    model_extrapolation_test,
+    recorded_extrapolation_table,
+)
+from signseg_core.neurons.fitting import check_min_sd_ratio
 from signseg_core.neurons.localize import mask_overlay
+from signseg_core.neurons.population import (
+    align_conditions,
+    model_population_table,
+    population_over_models,
+    read_conditions,
+    recorded_population_table,
+)
 from signseg_core.neurons.study import (
     ablate_neuron,
     dale_features_table,
@@ -48,26 +62,38 @@ def _bar(args, total: int, desc: str, unit: str):
 def _study(args):
     """Load the data (first, so bad data fails before any model loads), the model, the fits."""
     dataset = load_neuron_data(args.data, image_dir=args.images, min_images=args.min_images)
+    check_min_sd_ratio(args.min_sd_ratio)
     model = load_model(args.model, device=args.device)
     bar, progress = _bar(args, dataset.n_images, "features", "img")
     with bar:
         study = fit_study(model, dataset, test_fraction=args.test_fraction,
-                          seed=args.split_seed, progress=progress)
+                          seed=args.split_seed, min_sd_ratio=args.min_sd_ratio,
+                          progress=progress)
     return model, study
+
+
+FIT_COLUMNS = ["neuron", "session", "area", "monkey", "r2_train", "r2_test", "r2_train_pearson",
+               "r2_test_pearson", "positive_negative_ratio", "n_positive", "n_negative"]
+R2_LEGEND = ("r2_train, r2_test: coefficient of determination 1 - SS_res/SS_tot (sklearn "
+             "r2_score); r2_*_pearson: squared Pearson correlation of recorded and predicted "
+             "responses")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     _, study = _study(args)
-    cols = ["neuron", "session", "area", "monkey", "r2_train", "r2_test",
-            "positive_negative_ratio", "n_positive", "n_negative"]
+    filtered = (f"features below {study.min_sd_ratio:g} x the median SD left out"
+                if study.min_sd_ratio else "every varying feature kept, as the paper")
     print(f"{len(study.neurons)} neuron models on {study.model_name} features "
-          f"({study.dataset.n_images} images, {study.n_features} features)")
-    print(study.table[cols].to_string(index=False, float_format=_fmt3))
-    print("\nbest per session:")
-    print(study.best[cols].to_string(index=False, float_format=_fmt3))
+          f"({study.dataset.n_images} images, {study.n_features} features; {filtered})")
+    print(study.table[FIT_COLUMNS].to_string(index=False, float_format=_fmt3))
+    print("\nbest per session (by test r², the coefficient of determination):")
+    print(study.best[FIT_COLUMNS].to_string(index=False, float_format=_fmt3))
+    print(f"\n{R2_LEGEND}")
     s = study.summary()
-    print(f"\nbest test r² {s['best_r2_test_mean']:.3f} ± {s['best_r2_test_sd']:.3f} SD over "
-          f"{s['n_sessions']} sessions; positive/negative weight ratio {s['ratio_mean']:.3f} ± "
+    print(f"best per session over {s['n_sessions']} sessions, mean ± SD: test r² "
+          f"{s['best_r2_test_mean']:.3f} ± {s['best_r2_test_sd']:.3f} (determination), "
+          f"{s['best_r2_test_pearson_mean']:.3f} ± {s['best_r2_test_pearson_sd']:.3f} "
+          f"(squared Pearson); positive/negative weight ratio {s['ratio_mean']:.3f} ± "
           f"{s['ratio_sd']:.3f}")
     if args.out:
         out = Path(args.out)
@@ -94,18 +120,83 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     print(table.drop(columns=["neuron"]).to_string(index=False, float_format=_fmt3))
     stored = int(table["from_store"].sum())
     print(f"{len(table)} conditions ({stored} from the store) x {settings.restarts} restarts")
+    control = [r for r in ablation.results if r.key.sign == "control"]
+    if control:
+        test = model_extrapolation_test(study, ablation.neuron, control[0].intact_scores)
+        print(f"Fig. 21 left, in silico: the intact model's predicted response to its "
+              f"{test.n_a} preferred images vs its {test.n_b} natural images: {test.summary()}")
+    if args.population:
+        population = model_population_table(model, study, ablation.results)
+        print(f"\nFig. 7 right, in silico: the {len(study.neurons)} neuron models' response to "
+              "these images, z-scored over their responses to the natural images")
+        print(population.to_string(index=False, float_format=_fmt3))
     if args.out:
+        _write_ablation(Path(args.out), ablation)
+    return 0
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"ablation_{ablation.neuron}"
-        table.to_csv(out / f"{stem}.csv", index=False)
-        order = {(r.key.sign, r.key.alpha): r for r in ablation.results}
-        results = [order[(s, a)] for s, a in zip(table["sign"], table["alpha"])]
-        sheet = contact_sheet([r.best_image for r in results], columns=min(len(results), 11),
-                              labels=list(table["condition"]))
-        (out / f"{stem}.png").write_bytes(image_png(sheet))
-        print(f"wrote {out / (stem + '.csv')} and {out / (stem + '.png')}")
+
+def _write_ablation(out: Path, ablation) -> None:
+    """The table, a contact sheet of the best images, every image, and the conditions file that
+    ``neurons population`` reads once a population has been recorded on those images."""
+    out.mkdir(parents=True, exist_ok=True)
+    table, stem = ablation.table, f"ablation_{ablation.neuron}"
+    table.to_csv(out / f"{stem}.csv", index=False)
+    order = {(r.key.sign, r.key.alpha): r for r in ablation.results}
+    results = [order[(s, a)] for s, a in zip(table["sign"], table["alpha"])]
+    sheet = contact_sheet([r.best_image for r in results], columns=min(len(results), 11),
+                          labels=list(table["condition"]))
+    (out / f"{stem}.png").write_bytes(image_png(sheet))
+    (out / f"{stem}_images").mkdir(exist_ok=True)
+    rows = []
+    for r in results:
+        for k, image in enumerate(r.images):
+            name = f"{stem}_images/{r.condition.label.replace(' ', '_')}_r{k}.png"
+            (out / name).write_bytes(image_png(image))
+            rows.append({"image": name, "sign": r.key.sign, "alpha": r.key.alpha,
+                         "model": ablation.neuron, "restart": k,
+                         "predicted_response": float(r.intact_scores[k])})
+    pd.DataFrame(rows).to_csv(out / f"{stem}_conditions.csv", index=False)
+    print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}, {len(rows)} images in "
+          f"{out / (stem + '_images')} and {out / (stem + '_conditions.csv')}")
+
+
+def cmd_population(args: argparse.Namespace) -> int:
+
+    dataset = load_neuron_data(args.data, image_dir=args.images, min_images=1)
+    folder = Path(args.images) if args.images else Path(args.data).expanduser().parent
+    conditions = align_conditions(dataset, read_conditions(args.conditions), folder)
+    reference = (None if args.reference is None else
+                 load_neuron_data(args.reference, image_dir=args.reference_images, min_images=1))
+    table = recorded_population_table(dataset, conditions, reference=reference)
+    where = ("its responses to the natural images of the reference" if reference is not None
+             else f"its responses to all {dataset.n_images} images of the file")
+    print(f"{dataset.n_neurons} neurons, {dataset.n_images} images; each neuron z-scored over "
+          f"{where}; population average per image, then mean over the condition's images")
+    models = list(dict.fromkeys(table["model"]))
+    for model in models:
+        part = table[table["model"] == model]
+        print(f"\nmodel {model or '(none given)'}:")
+        print(part.drop(columns="model").to_string(index=False, float_format=_fmt3))
+    if len(models) > 1:
+        print(f"\nmean over {len(models)} models (95% CI over models; paired t-test against "
+              "the control):")
+        print(population_over_models(table).to_string(index=False, float_format=_fmt3))
+    if reference is not None:
+        tests = recorded_extrapolation_table(dataset, conditions, reference,
+                                             n_permutations=args.permutations, seed=args.seed)
+        print("\nFig. 21 left: each modelled neuron's responses to its intact model's images vs "
+              "to the natural images (permutation t-test, one-sided, Student's t):")
+        print(tests.to_string(index=False, float_format=lambda v: f"{v:.3g}") if len(tests)
+              else "no modelled neuron (conditions' model column) is in both files")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        over = population_over_models(table) if len(models) > 1 else table
+        population_response_figure(over).write_html(args.html, include_plotlyjs=True)
+        print(f"wrote {args.html}")
     return 0
 
 
@@ -190,6 +281,10 @@ def cmd_localize(args: argparse.Namespace) -> int:
           f"({image.shape[2]}x{image.shape[1]} px)")
     print(f"localized region: {loc.area_fraction:.1%} of the image "
           f"({args.n_disks} disks of {loc.diameter} px, sigma {loc.sigma:g} px)")
+    if args.data is not None:
+        test = model_extrapolation_test(study, args.neuron, [loc.intact])
+        print(f"Fig. 21 left, in silico: predicted response to this image vs to the "
+              f"{test.n_b} natural images: {test.summary()}")
     if clearing is None:
         print("no region: no perturbation lowered the response, so there is nothing to keep "
               "and nothing was cleared")

@@ -1,7 +1,8 @@
 """``python -m signseg_core neurons ...``: the neuron-model workflow from a terminal.
 
 Subcommands: ``fit`` (PLS model per neuron, best per session), ``ablate`` (preferred images of a
-neuron model under sign ablation), ``dale-features`` (features every model weights alike),
+neuron model under sign ablation), ``population`` (the recorded population's z-scored response to
+those images, Fig. 7 right), ``dale-features`` (features every model weights alike),
 ``diverse-set`` (a stimulus set spanning a model's outputs), ``localize`` (where in an image a
 unit or neuron model's response comes from, and the effect of clearing the rest), ``demo`` (a
 synthetic data set). Heavy imports happen inside the handlers, so ``--help`` stays fast; errors
@@ -31,6 +32,11 @@ def _add_data_args(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="fewest images a neuron must have responses to")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--min-sd-ratio", type=float, default=0.0,
+                   help="leave out of each fit the features whose SD over the training images "
+                        "is below this fraction of the median feature SD (default 0, the "
+                        "paper's: keep every varying feature; e.g. 1e-3 stops nearly silent "
+                        "features from getting huge 1/SD weights that rule the sign ratio)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -53,8 +59,33 @@ def add_neurons_parser(sub) -> None:
     p.add_argument("--neuron", required=True, help="neuron id")
     add_evolution_args(p)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--out", default=None, help="also write the table (CSV) and images (PNG)")
+    p.add_argument("--population", action="store_true",
+                   help="also the in-silico Fig. 7 right: every neuron model's response to these "
+                        "images, z-scored over its responses to the natural images")
+    p.add_argument("--out", default=None,
+                   help="also write the table (CSV), a contact sheet (PNG), every image (PNG) "
+                        "and a conditions file for `neurons population`")
     p.set_defaults(func=command("neuron_commands", "cmd_ablate"))
+
+    p = nsub.add_parser("population", help="the recorded population's z-scored response to "
+                                           "ablation images (Fig. 7 right)")
+    p.add_argument("data", help="the population's responses to the generated images: .csv "
+                                "(image, neuron, response) or .npz")
+    p.add_argument("--conditions", required=True,
+                   help="CSV image, sign, alpha[, model] (as `neurons ablate --out` writes it)")
+    p.add_argument("--images", default=None, help="image folder (default: the data file's)")
+    p.add_argument("--reference", default=None,
+                   help="the same neurons' responses to natural images (e.g. the fitting data) "
+                        "to z-score against; default: every image of DATA. With it, also the "
+                        "Fig. 21 test of each modelled neuron")
+    p.add_argument("--reference-images", default=None,
+                   help="image folder of --reference (default: its file's)")
+    p.add_argument("--permutations", type=int, default=10_000,
+                   help="random relabellings of the Fig. 21 permutation t-test")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations")
+    p.add_argument("--csv", default=None, help="also write the per-model table")
+    p.add_argument("--html", default=None, help="also write the figure (self-contained HTML)")
+    p.set_defaults(func=command("neuron_commands", "cmd_population"))
 
     p = nsub.add_parser("dale-features", help="features weighted alike by all neuron models")
     _add_data_args(p)

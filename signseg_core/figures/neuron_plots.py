@@ -1,4 +1,5 @@
-"""Plotly figures of the neuron-model workflow (paper Figs 20-23, A.4): pure functions of tables.
+"""Plotly figures of the neuron-model workflow (paper Figs 7, 20-23, A.4): pure functions of
+tables.
 
 Each takes a table from :mod:`signseg_core.neurons.study` (or the NeuronStudy) and returns a
 ``go.Figure``; trace names are documented so tests and exports can find them.
@@ -14,7 +15,8 @@ from plotly.subplots import make_subplots
 from signseg_core.figures.plots import NEUTRAL, SIGN_COLORS
 
 __all__ = ["dale_features_figure", "fit_quality_figure", "lasso_figure", "neuron_ablation_figure",
-           "prediction_scatter_figure", "sign_ratio_figure", "weight_distribution_figure"]
+           "population_response_figure", "prediction_scatter_figure", "sign_ratio_figure",
+           "weight_distribution_figure"]
 
 SESSION_COLORS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#e45756", "#72b7b2",
                   "#eeca3b", "#ff9da6", "#bab0ac")
@@ -30,8 +32,9 @@ def _margin(title: str, bottom: int = 50) -> dict:
 
 def fit_quality_figure(table: pd.DataFrame, *, best: pd.DataFrame | None = None,
                        title: str = "") -> go.Figure:
-    """Test r² of every neuron model as bars sorted from best to worst, coloured by session
-    (sessions in sorted order, so colours stay put when fits change).
+    """Test r² (coefficient of determination) of every neuron model as bars sorted from best
+    to worst, coloured by session (sessions in sorted order, so colours stay put when fits
+    change); the hover adds train r² and, when the table has it, the squared Pearson test r².
 
     ``table``: :attr:`NeuronStudy.table` (``neuron, session, r2_test``, ...); ``best``: its
     best-per-session rows, drawn as stars over their bars. Traces: one bar trace per session
@@ -44,17 +47,20 @@ def fit_quality_figure(table: pd.DataFrame, *, best: pd.DataFrame | None = None,
     sessions = sorted(set(part["session"]))
     for k, session in enumerate(sessions):
         rows = part[part["session"] == session]
+        pearson = rows.get("r2_test_pearson", pd.Series(np.nan, index=rows.index))
         fig.add_trace(go.Bar(x=list(rows["neuron"]), y=list(rows["r2_test"]),
                              name=f"session {session}" if session else "neurons",
                              marker_color=SESSION_COLORS[k % len(SESSION_COLORS)],
-                             customdata=list(rows["r2_train"]),
+                             customdata=np.stack([rows["r2_train"], pearson], axis=1),
                              hovertemplate="%{x}<br>test r² %{y:.3f}<br>train r² "
-                                           "%{customdata:.3f}<extra></extra>"))
+                                           "%{customdata[0]:.3f}<br>test squared Pearson r "
+                                           "%{customdata[1]:.3f}<extra></extra>"))
     if best is not None and not best.empty:
         fig.add_trace(go.Scatter(x=list(best["neuron"]), y=list(best["r2_test"]),
                                  mode="markers", name="best per session",
                                  marker={"symbol": "star", "size": 14, "color": NEUTRAL}))
-    fig.update_layout(title=title or None, yaxis_title="test r²", barmode="overlay",
+    fig.update_layout(title=title or None, barmode="overlay",
+                      yaxis_title="test r² (coefficient of determination)",
                       legend=_LEGEND_ABOVE, margin=_margin(title))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                      title="neuron (best fit first)")
@@ -227,4 +233,45 @@ def prediction_scatter_figure(table: pd.DataFrame, *, title: str = "") -> go.Fig
     fig.update_layout(title=title or None, xaxis_title="predicted response",
                       yaxis_title="recorded response", legend=_LEGEND_ABOVE,
                       margin=_margin(title))
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def population_response_figure(table: pd.DataFrame, *, title: str = "",
+                               yaxis_title: str = "population response (z)") -> go.Figure:
+    """The z-scored population response against ablation strength, per sign (Fig. 7 right).
+
+    ``table``: :func:`~signseg_core.neurons.population.population_response` (one model, CI over
+    images) or :func:`~signseg_core.neurons.population.population_over_models` (CI over models);
+    the control (alpha 0) starts both signs' lines. Traces per sign present: ``"<sign> 95% CI"``
+    (a shaded band, when any interval is finite) and ``"<sign>"`` (line); then ``"control"``
+    (dotted level of the control) when there is one.
+    """
+    control = table[table["sign"] == "control"]
+    fig = go.Figure()
+    for sign in ("positive", "negative"):
+        part = pd.concat([control, table[table["sign"] == sign]]).sort_values("alpha")
+        if len(part) == len(control):
+            continue
+        color = SIGN_COLORS[sign]
+        x = list(part["alpha"])
+        low, high = part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float)
+        if np.isfinite(low).any():
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=list(high) + list(low[::-1]),
+                                     fill="toself", fillcolor=_rgba(color, 0.2), mode="none",
+                                     name=f"{sign} 95% CI", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=list(part["population_z"]), mode="lines+markers",
+                                 line={"color": color}, name=sign, text=list(part["condition"]),
+                                 hovertemplate="%{text}<br>z %{y:.3f}<extra></extra>"))
+    if len(control):
+        level = float(control["population_z"].iloc[0])
+        fig.add_trace(go.Scatter(x=[0, 1], y=[level, level], mode="lines", name="control",
+                                 line={"color": "#888888", "dash": "dot"}))
+    fig.update_layout(title=title or None, xaxis_title="ablation strength α",
+                      yaxis_title=yaxis_title, legend=_LEGEND_BELOW, margin=_margin(title, 110))
+    fig.update_xaxes(range=[-0.02, 1.02])
     return fig

@@ -1,10 +1,11 @@
 """Linear models of recorded neurons on a network's penultimate features (paper §4.6, A.1, A.4).
 
 Each neuron is modelled by a one-component PLS regression from the features to its responses,
-fitted on a seeded 80/20 split and scored by r² on the held-out 20 % (:func:`fit_pls`); the best
-neuron of each session is kept (:func:`best_per_session`). The fitted models are plain readout
-rows in the original feature space, so :func:`as_readout_model` turns them into the readout of a
-:class:`~signseg_core.models.zoo.ZooModel` that ablation, visualization and metrics use unchanged.
+fitted on a seeded 80/20 split and scored on the held-out 20 % (:func:`fit_pls`) by two r²: the
+coefficient of determination (``r2_test``) and the squared Pearson correlation
+(``r2_test_pearson``); the best neuron of each session is kept (:func:`best_per_session`). A
+fitted model is a plain readout row in the original feature space
+(:attr:`NeuronFit.readout`, :mod:`signseg_core.neurons.readout`).
 
 Dale's-law analyses: :func:`lasso_path` compares Lasso fits with and without a positivity
 constraint over L1 penalties (Fig. 22), and :func:`dale_like_features` finds the features whose
@@ -19,42 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor, nn
 
 from signseg_core.metrics.stats import binomial_consistency
-from signseg_core.models.zoo import ZooModel, shared_copy
+from signseg_core.neurons.readout import NeuronReadout
 
-__all__ = ["NeuronFit", "NeuronReadout", "as_readout_model", "best_per_session",
-           "dale_like_features", "fit_pls", "fits_table", "lasso_path", "predicted_responses",
-           "sign_ratios"]
+__all__ = ["NeuronFit", "best_per_session", "dale_like_features", "fit_pls", "fits_table",
+           "lasso_path", "pearson_r2", "sign_ratios"]
 
-
-@dataclass(frozen=True, eq=False)
-class NeuronReadout:
-    """One neuron model as a readout row: ``response ≈ features @ weight + bias``.
-
-    weight : float64 array (in_features,), finite (stored as a read-only copy).
-    bias : finite float.
-    name : the unit's label (e.g. the neuron id).
-    """
-
-    weight: np.ndarray
-    bias: float
-    name: str
-
-    def __post_init__(self) -> None:
-        w = np.array(self.weight, dtype=np.float64)
-        if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all():
-            raise ValueError(f"weight must be a finite non-empty 1-D array, got shape {w.shape}")
-        bias = float(self.bias)
-        if not np.isfinite(bias):
-            raise ValueError(f"bias must be finite, got {self.bias!r}")
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"name must be a non-empty str, got {self.name!r}")
-        w.setflags(write=False)
-        object.__setattr__(self, "weight", w)
-        object.__setattr__(self, "bias", bias)
+#: The paper's fit keeps every feature that varies (A.1 names no feature selection).
+PAPER_MIN_SD_RATIO = 0.0
 
 
 def sign_ratios(weight) -> tuple[float, float]:
@@ -79,9 +53,16 @@ class NeuronFit:
 
     weight, bias : the model in the original feature space: ``features @ weight + bias`` equals
         the PLS prediction. weight is float64 ``(in_features,)``.
-    r2_train, r2_test : coefficient of determination on the fitted and the held-out images
-        (NaN when the training responses are constant).
+    r2_train, r2_test : coefficient of determination ``1 - SS_res / SS_tot`` of the prediction
+        (sklearn ``r2_score``) on the fitted and the held-out images; at most 1, negative when
+        the model predicts worse than the split's own mean. NaN when that split's responses are
+        constant.
     train_index, test_index : image indices (rows of the feature matrix) of each split.
+    r2_train_pearson, r2_test_pearson : squared Pearson correlation of recorded and predicted
+        responses on the same images (:func:`pearson_r2`), in [0, 1]; blind to the prediction's
+        offset and scale. NaN when either side is constant on that split. On the training images
+        it equals ``r2_train`` (a one-component PLS prediction is the least-squares line on its
+        score); on held-out images it is at least ``r2_test``.
     """
 
     neuron: str
@@ -91,6 +72,8 @@ class NeuronFit:
     r2_test: float
     train_index: np.ndarray
     test_index: np.ndarray
+    r2_train_pearson: float = float("nan")
+    r2_test_pearson: float = float("nan")
 
     @property
     def readout(self) -> NeuronReadout:
@@ -122,9 +105,25 @@ def _r2(y, pred) -> float:
     return float(r2_score(y, pred)) if np.ptp(y) > 0 else float("nan")
 
 
+def pearson_r2(y, pred) -> float:
+    """Squared Pearson correlation of ``y`` and ``pred`` (1-D, same length >= 2), in [0, 1].
+
+    ``(sum(dy * dp))**2 / (sum(dy**2) * sum(dp**2))`` with ``dy = y - mean(y)``, ``dp = pred -
+    mean(pred)``; NaN when either is constant (the correlation is undefined).
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(pred, dtype=np.float64).ravel()
+    if y.shape != p.shape or y.size < 2:
+        raise ValueError(f"y and pred must be 1-D of one length >= 2, got {y.shape}, {p.shape}")
+    if np.ptp(y) == 0 or np.ptp(p) == 0:
+        return float("nan")
+    dy, dp = y - y.mean(), p - p.mean()
+    return float(min(1.0, np.dot(dy, dp) ** 2 / (np.dot(dy, dy) * np.dot(dp, dp))))
+
+
 def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
             neurons: Sequence[str] | None = None,
-            min_sd_ratio: float = 1e-3) -> list[NeuronFit]:
+            min_sd_ratio: float = PAPER_MIN_SD_RATIO) -> list[NeuronFit]:
     """One-component PLS regression of each neuron's responses on the features (paper A.1).
 
     For each neuron the images it was shown (non-NaN responses) are split by
@@ -132,6 +131,8 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
     split. ``sklearn.cross_decomposition.PLSRegression(n_components=1)`` (which centres and
     scales the features) is fitted on the training part; its coefficients are mapped back to
     the original feature space, so ``features @ fit.weight + fit.bias == pls.predict(features)``.
+    Each fit is scored by both r² of :class:`NeuronFit` (coefficient of determination and squared
+    Pearson correlation) on each split.
 
     Parameters
     ----------
@@ -140,12 +141,14 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
     test_fraction : held-out fraction in (0, 1); the paper uses 0.2.
     seed : seed of the split.
     neurons : names of the neurons; default ``"0", "1", ...``.
-    min_sd_ratio : features whose standard deviation over the training images is below this
-        fraction of the median (over features that vary) are left out of the fit and get weight
-        0. PLS scales every feature to unit variance, so a ReLU feature that is nearly silent on
-        the training images would otherwise get a weight of 1/SD in feature units: huge, ruling
-        the positive/negative ratio, the ablation order (largest |w| first) and any image that
-        happens to drive it. 0 keeps every non-constant feature.
+    min_sd_ratio : in [0, 1). Features exactly constant over the training images are always left
+        out (weight 0: they carry no information, and PLS's 1/SD scaling is undefined). The
+        default 0 keeps every other feature, as the paper does. A value > 0 also leaves out the
+        features whose SD over the training images is below ``min_sd_ratio`` x the median SD of
+        the varying features. PLS scales every feature to unit variance, so a ReLU feature that
+        is nearly silent on the training images gets a weight of order 1/SD in feature units:
+        huge, it can rule the positive/negative ratio, the ablation order (largest |w| first)
+        and any image that happens to drive it; e.g. 1e-3 stops that.
 
     Returns
     -------
@@ -156,6 +159,7 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got "
                          f"{test_fraction!r}")
+    check_min_sd_ratio(min_sd_ratio)
     names = [str(j) for j in range(y.shape[1])] if neurons is None else [str(n) for n in neurons]
     if len(names) != y.shape[1]:
         raise ValueError(f"got {len(names)} neuron names for {y.shape[1]} neurons")
@@ -168,9 +172,19 @@ def fit_pls(features, responses, *, test_fraction: float = 0.2, seed: int = 0,
             raise ValueError(f"neuron {name!r}: {exc}") from None
         train, test = shown[tr], shown[te]
         w, b = _pls_readout(x[train], y[train, j], float(min_sd_ratio))
-        fits.append(NeuronFit(name, w, b, _r2(y[train, j], x[train] @ w + b),
-                              _r2(y[test, j], x[test] @ w + b), train, test))
+        (y_tr, p_tr), (y_te, p_te) = ((y[i, j], x[i] @ w + b) for i in (train, test))
+        fits.append(NeuronFit(name, w, b, _r2(y_tr, p_tr), _r2(y_te, p_te), train, test,
+                              pearson_r2(y_tr, p_tr), pearson_r2(y_te, p_te)))
     return fits
+
+
+def check_min_sd_ratio(min_sd_ratio) -> float:
+    """``min_sd_ratio`` as a float in [0, 1); ValueError naming the value otherwise."""
+    if isinstance(min_sd_ratio, bool) or not isinstance(min_sd_ratio, (int, float, np.floating)) \
+            or not 0.0 <= float(min_sd_ratio) < 1.0:
+        raise ValueError(f"min_sd_ratio must be a number in [0, 1) (0 keeps every varying "
+                         f"feature, as the paper), got {min_sd_ratio!r}")
+    return float(min_sd_ratio)
 
 
 def _check_responses(responses, n_images: int) -> np.ndarray:
@@ -204,20 +218,23 @@ def _pls_readout(x: np.ndarray, y: np.ndarray, min_sd_ratio: float) -> tuple[np.
 
 
 def _informative(x: np.ndarray, min_sd_ratio: float) -> np.ndarray:
-    """Mask of the columns of ``x`` whose SD is at least ``min_sd_ratio`` x the median SD of
-    the columns that vary at all (constant columns are never kept)."""
-    if not 0.0 <= min_sd_ratio < 1.0:
-        raise ValueError(f"min_sd_ratio must lie in [0, 1), got {min_sd_ratio!r}")
-    sd = x.std(axis=0)
-    varying = sd > 0
-    if not varying.any():
+    """Mask of the columns of ``x`` that vary (max > min: an exact test, where a float SD of a
+    constant column can come out 1e-17) and whose SD is at least ``min_sd_ratio`` x the median
+    SD of the varying columns."""
+    varying = np.ptp(x, axis=0) > 0
+    if not varying.any() or min_sd_ratio == 0.0:
         return varying
+    sd = x.std(axis=0)
     return varying & (sd >= min_sd_ratio * float(np.median(sd[varying])))
 
 
 def fits_table(fits: Sequence[NeuronFit], *, dataset=None) -> pd.DataFrame:
-    """One row per fit: ``neuron, session, area, monkey, r2_train, r2_test, n_train, n_test,
-    bias, positive_negative_ratio, positive_negative_count_ratio, n_positive, n_negative``.
+    """One row per fit: ``neuron, session, area, monkey, r2_train, r2_test, r2_train_pearson,
+    r2_test_pearson, n_train, n_test, bias, positive_negative_ratio,
+    positive_negative_count_ratio, n_positive, n_negative``.
+
+    ``r2_*`` are coefficients of determination, ``r2_*_pearson`` squared Pearson correlations
+    (see :class:`NeuronFit`).
 
     ``dataset`` (a :class:`~signseg_core.neurons.data.NeuronDataset`) supplies the metadata
     columns, matched by neuron id; without it they are empty strings.
@@ -231,8 +248,9 @@ def fits_table(fits: Sequence[NeuronFit], *, dataset=None) -> pd.DataFrame:
         session, area, monkey = meta.get(f.neuron, ("", "", ""))
         ratio, count = sign_ratios(f.weight)
         rows.append({"neuron": f.neuron, "session": session, "area": area, "monkey": monkey,
-                     "r2_train": f.r2_train, "r2_test": f.r2_test, "n_train": f.train_index.size,
-                     "n_test": f.test_index.size, "bias": f.bias,
+                     "r2_train": f.r2_train, "r2_test": f.r2_test,
+                     "r2_train_pearson": f.r2_train_pearson, "r2_test_pearson": f.r2_test_pearson,
+                     "n_train": f.train_index.size, "n_test": f.test_index.size, "bias": f.bias,
                      "positive_negative_ratio": ratio, "positive_negative_count_ratio": count,
                      "n_positive": int((f.weight > 0).sum()),
                      "n_negative": int((f.weight < 0).sum())})
@@ -241,6 +259,9 @@ def fits_table(fits: Sequence[NeuronFit], *, dataset=None) -> pd.DataFrame:
 
 def best_per_session(table: pd.DataFrame, *, score: str = "r2_test") -> pd.DataFrame:
     """The best-fitted neuron of each session (paper A.1: best test r² per session).
+
+    ``score`` default: the coefficient of determination on the held-out images (the paper does
+    not say which r²; ``"r2_test_pearson"`` picks by squared correlation instead).
 
     Rows whose ``score`` is NaN are never chosen; ties go to the earlier row. Returns the chosen
     rows of ``table`` (all columns), sorted by session, with a fresh index.
@@ -315,57 +336,6 @@ def lasso_path(features, response, *, penalties: Sequence[float],
         test = table.pivot(index="penalty", columns="positive", values="r2_test")
         table["r2_test_gain"] = table["penalty"].map(test[False] - test[True])
     return table
-
-
-# -- neuron models as readout units ------------------------------------------------------------
-
-def as_readout_model(model: ZooModel, readouts: Sequence[NeuronReadout], *,
-                     name: str | None = None) -> ZooModel:
-    """A ZooModel sharing ``model``'s trunk whose readout units are the neuron models.
-
-    The new readout is an ``nn.Linear(n_features, len(readouts))`` holding the rows (unit ``i``
-    is ``readouts[i]``, its class name ``readouts[i].name``). ``model`` is not modified; the
-    trunk's weights are shared, not copied. The fingerprint hashes every weight, the new
-    readout's included, so it differs from ``model``'s and from any other set of rows.
-    """
-    readouts = list(readouts)
-    if not readouts:
-        raise ValueError("give at least one NeuronReadout")
-    for r in readouts:
-        if not isinstance(r, NeuronReadout):
-            raise ValueError(f"expected NeuronReadout objects, got {r!r:.80}")
-        if r.weight.shape != (model.n_features,):
-            raise ValueError(f"readout {r.name!r} has {r.weight.size} weights but "
-                             f"{model.name} has {model.n_features} features")
-    ref = model.readout.weight
-    # skip_init: no random initialisation (and no draw from the global RNG) before the copy.
-    linear = nn.utils.skip_init(nn.Linear, model.n_features, len(readouts), device=ref.device,
-                                dtype=ref.dtype)
-    with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(np.stack([r.weight for r in readouts])))
-        linear.bias.copy_(torch.tensor([r.bias for r in readouts], dtype=torch.float64))
-    module = shared_copy(model.module)
-    parent_name, _, child = model.readout_name.rpartition(".")
-    setattr(module.get_submodule(parent_name) if parent_name else module, child, linear)
-    return ZooModel(
-        name=name or f"{model.name}+neurons", module=module, input_size=model.input_size,
-        mean=model.mean, std=model.std, class_names=tuple(r.name for r in readouts),
-        trained=model.trained, weights_source=model.weights_source, top1=None, arch=model.arch,
-        description=f"{len(readouts)} neuron model(s) on the features of {model.name}",
-    )
-
-
-def predicted_responses(model: ZooModel, images: Tensor, *, batch_size: int = 64) -> Tensor:
-    """The model's readout units (e.g. neuron models) on images ``(N, 3, H, W)`` in [0, 1].
-
-    Returns a float32 Tensor ``(N, n_units)`` on the model's device, computed ``batch_size``
-    images at a time without gradients.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    with torch.inference_mode():
-        return torch.cat([model(images[i:i + batch_size]).float()
-                          for i in range(0, images.shape[0], batch_size)])
 
 
 def dale_like_features(weights, *, alpha: float = 0.05) -> pd.DataFrame:

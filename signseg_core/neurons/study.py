@@ -29,15 +29,17 @@ from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
 from signseg_core.models.zoo import ZooModel
 from signseg_core.neurons.data import NeuronDataset, dataset_features
 from signseg_core.neurons.fitting import (
+    PAPER_MIN_SD_RATIO,
     NeuronFit,
-    as_readout_model,
     best_per_session,
+    check_min_sd_ratio,
     dale_like_features,
     fit_pls,
     fits_table,
     lasso_path,
 )
 from signseg_core.neurons.localize import background_clearing_effect, perturbation_mask
+from signseg_core.neurons.readout import as_readout_model
 from signseg_core.optimize.request import VisualizeRequest, unit_conditions
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import VisualizeSettings
@@ -64,6 +66,8 @@ class NeuronStudy:
     table : :func:`~signseg_core.neurons.fitting.fits_table` of the fits (one row per neuron).
     best : :func:`~signseg_core.neurons.fitting.best_per_session` of ``table``.
     test_fraction, seed : the split the fits used.
+    min_sd_ratio : the fits' feature filter (:func:`~signseg_core.neurons.fitting.fit_pls`;
+        0, the paper's, keeps every varying feature).
 
     The DataFrames are shared: treat them as read-only (``.copy()`` before editing).
     """
@@ -77,6 +81,7 @@ class NeuronStudy:
     best: pd.DataFrame
     test_fraction: float = 0.2
     seed: int = 0
+    min_sd_ratio: float = PAPER_MIN_SD_RATIO
 
     def __post_init__(self) -> None:
         x = np.array(self.features, dtype=np.float32)
@@ -134,20 +139,25 @@ class NeuronStudy:
         return np.stack([self.fit(n).weight for n in chosen])
 
     def summary(self) -> dict:
-        """The A.4 numbers: neurons, sessions, mean ± SD test r² of the best neuron per session,
-        and mean ± SD positive/negative weight ratio (of those best models)."""
+        """The A.4 numbers: neurons, sessions, mean ± SD (ddof 1; 0 for one value) over the
+        best neuron per session of its test r² (``best_r2_test_*``: coefficient of
+        determination; ``best_r2_test_pearson_*``: squared Pearson correlation) and of its
+        positive/negative weight ratio (``ratio_*``)."""
         best = self.best
         ratio = best["positive_negative_ratio"].replace([np.inf, -np.inf], np.nan)
-        return {"model": self.model_name, "n_images": self.dataset.n_images,
-                "n_neurons": len(self.neurons), "n_sessions": len(best),
-                "best_r2_test_mean": float(best["r2_test"].mean()),
-                "best_r2_test_sd": float(best["r2_test"].std(ddof=1)) if len(best) > 1 else 0.0,
-                "ratio_mean": float(ratio.mean()),
-                "ratio_sd": float(ratio.std(ddof=1)) if ratio.notna().sum() > 1 else 0.0}
+        out = {"model": self.model_name, "n_images": self.dataset.n_images,
+               "n_neurons": len(self.neurons), "n_sessions": len(best),
+               "min_sd_ratio": self.min_sd_ratio}
+        for key, values in (("best_r2_test", best["r2_test"]),
+                            ("best_r2_test_pearson", best["r2_test_pearson"]), ("ratio", ratio)):
+            out[f"{key}_mean"] = float(values.mean())
+            out[f"{key}_sd"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else 0.0
+        return out
 
 
 def fit_study(model: ZooModel, dataset: NeuronDataset, *, test_fraction: float = 0.2,
-              seed: int = 0, store=None, batch_size: int = 32,
+              seed: int = 0, min_sd_ratio: float = PAPER_MIN_SD_RATIO, store=None,
+              batch_size: int = 32,
               progress: Callable[[int, int], None] | None = None) -> NeuronStudy:
     """Features of the dataset's images (from the store when there), then one PLS per neuron.
 
@@ -156,17 +166,22 @@ def fit_study(model: ZooModel, dataset: NeuronDataset, *, test_fraction: float =
     model : the network whose penultimate features model the neurons (read only).
     dataset : from :func:`~signseg_core.neurons.data.load_neuron_data`.
     test_fraction : held-out fraction in (0, 1) (paper: 0.2). seed : seed of the split, >= 0.
-    store : ResultStore for the features; None for the default store, False for none.
+    min_sd_ratio : feature filter of :func:`~signseg_core.neurons.fitting.fit_pls`; 0 (the
+        paper's) keeps every varying feature.
+    store : ResultStore for the features (they do not depend on the fit's options, so one entry
+        serves every split and filter); None for the default store, False for none.
     batch_size : images per trunk pass. progress : ``progress(images_done, n_images)``.
     """
     check_int("seed", seed, low=0)
+    min_sd_ratio = check_min_sd_ratio(min_sd_ratio)
     features = dataset_features(model, dataset, batch_size=batch_size, store=store,
                                 progress=progress)
     fits = fit_pls(features, dataset.responses, test_fraction=test_fraction, seed=seed,
-                   neurons=dataset.neurons)
+                   neurons=dataset.neurons, min_sd_ratio=min_sd_ratio)
     table = fits_table(fits, dataset=dataset)
     return NeuronStudy(dataset, model.name, model.fingerprint, features, tuple(fits),
-                       table, best_per_session(table), float(test_fraction), int(seed))
+                       table, best_per_session(table), float(test_fraction), int(seed),
+                       min_sd_ratio)
 
 
 def _check_model(model: ZooModel, study: NeuronStudy) -> None:
