@@ -178,9 +178,10 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
 
 def _read_current_table(table_path: Path) -> pd.DataFrame:
     """A saved sweep table that has every metric column of today's sweep; a table saved before
-    one existed (e.g. the held-out similarity) means other things by its rows: ValueError."""
+    one existed (the held-out similarity, the pooled image set) means other things by its rows:
+    ValueError."""
     table = pd.read_parquet(table_path)
-    lacking = [c for c in METRIC_COLUMNS if c not in table.columns]
+    lacking = [c for c in ("image_set", *METRIC_COLUMNS) if c not in table.columns]
     if lacking:
         raise ValueError(f"{table_path.name} has no {', '.join(lacking)} column: it was saved by "
                          "an older signseg and its rows cannot be filed under today's metric "

@@ -317,6 +317,17 @@ def _figure_lines() -> list[str]:
         "we lead with the held-out ensemble and show the full one beside it.",
         "- Table 1 / Fig 5: Spearman ρ of the change from each unit's control (ablated − "
         "control) against ε, as the paper defines it (`sweeps.tables.spearman_table`).",
+        "- Localization (A.1): relevant regions are 'those causing a normalized response change "
+        "of 0.5 or greater'; we threshold the smoothed, change-weighted disk map normalised to "
+        "its maximum at 0.5 (`normalize=\"none\"` thresholds the smoothed change itself).",
+        "- Neuron fits (A.1): which r² the paper reports is not said; both are reported (the "
+        "coefficient of determination picks the best neuron per session, the squared Pearson "
+        "correlation beside it). No feature is dropped before PLS, as in the paper "
+        "(`--min-sd-ratio` is an option, off by default).",
+        "- Fig 7: neurons are z-scored over all images of the experiment (or a given reference "
+        "set), averaged over neurons per image, then over a condition's images; models are "
+        "compared with a paired t-test. Fig 21: Student's two-sample t, labels permuted (exact "
+        "when few relabellings, else 10,000), one-sided.",
         "",
         "## What it would take to run the paper's exact setting",
         "",
