@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from signseg_core.figures.plots import dale_vs_accuracy_figure, layer_dale_figure
+from signseg_core.metrics.stats import correlation, describe_correlation
 from signseg_core.signs import expected_untrained_dale_index
 from signseg_ui.cached_models import require_model
 from signseg_ui.dale_tables import dale_comparison, dale_layer_table, readout_table
@@ -62,12 +63,19 @@ for problem in problems:
     st.warning(problem)
 scored = readouts.dropna(subset=["top1"])
 n_classes = model.n_classes
+fit = correlation(scored.mean_dale, scored.top1)
 acc_fig = dale_vs_accuracy_figure(
-    scored, expected_untrained=expected_untrained_dale_index(n_classes), highlight=name)
+    scored, expected_untrained=expected_untrained_dale_index(n_classes), highlight=name,
+    note=describe_correlation(fit, caveat=False))
 st.plotly_chart(acc_fig, key="dale_vs_acc_fig")
 export_panel(acc_fig, name="readout_dale_vs_top1", key="dale_vs_acc_export")
-st.caption(f"{len(scored)} models with weights on this machine and a published top-1; the "
-           f"dashed line is the expectation for an untrained {n_classes}-way readout.")
+st.markdown(f"**Readout Dale index against top-1:** {describe_correlation(fit)}")
+st.caption(f"Over the {len(scored)} models with weights on this machine and a published top-1 "
+           f"({', '.join(scored.model) or 'none'}); with fewer than 3 no correlation is computed. "
+           "Pearson's p assumes normal data; Spearman's is exact up to 8 models. The paper's "
+           "Fig 1A spans 18 torchvision models (put their weights here to add them); "
+           "`python -m signseg_core dale-vs-top1 --top1-csv FILE` also takes top-1 values from a "
+           f"CSV. The dashed line is the expectation for an untrained {n_classes}-way readout.")
 
 st.subheader("Positive / negative weight ratio of the readout (Table 2)")
 st.write("Per output unit: the sum of its positive input weights over the sum of the absolute "

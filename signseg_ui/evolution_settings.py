@@ -4,7 +4,10 @@ restarts, optionally the population, and seed, returned as one
 
 The defaults come from the caller, usually the engine's
 :func:`~signseg_core.sweeps.preview.default_settings` (what ships precomputed, else a CPU preview),
-whose own sentence :func:`~signseg_core.sweeps.preview.describe_defaults` is the caption.
+whose own sentence :func:`~signseg_core.sweeps.preview.describe_defaults` is the caption; the
+caption then names the optimiser that runs, in the engine's words
+(:func:`~signseg_core.optimize.settings.describe_optimizer`: by default an isotropic ES with
+step-size adaptation, not CMA-ES).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from signseg_core.generators.catalog import list_generators
-from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.errors import SignsegError
+from signseg_core.generators.catalog import list_generators, make_generator
+from signseg_core.optimize.settings import VisualizeSettings, describe_optimizer
 
 from .error_display import show_error
 
@@ -31,6 +35,21 @@ NUMBER_INPUTS = {
 def generator_choices() -> list[str]:
     """Generators this machine can run: the weight-free ones plus GANs whose weights are here."""
     return [g["name"] for g in list_generators() if g["weights_present"]]
+
+
+def code_dim(settings: VisualizeSettings) -> int:
+    """The length d of the codes ``settings`` evolve: a GAN's own, or the weight-free
+    generator's under ``settings.generator_options`` (cheap to build)."""
+    listed = {g["name"]: g for g in list_generators()}
+    entry = listed.get(settings.generator)
+    if entry is not None and (entry["needs_weights"] or not settings.generator_options):
+        return int(entry["dim"])
+    return make_generator(settings.generator, **dict(settings.generator_options)).dim
+
+
+def optimizer_caption(settings: VisualizeSettings) -> str:
+    """"Optimiser: isotropic (μ/μ_w, λ)-ES with ...; λ = 40, μ = 20 at d = 4096." """
+    return f"Optimiser: {describe_optimizer(settings, code_dim(settings))}."
 
 
 def settings_fields(*, population: bool) -> tuple[str, ...]:
@@ -70,7 +89,7 @@ def evolution_settings(*, key: str, defaults: VisualizeSettings, reset_on=None,
     columns : containers to draw the inputs into, one each (default: new ``st.columns``).
     persist : Streamlit's ``persist_state`` of every input (``"session"``: kept across pages).
     caption : a line beneath the inputs, e.g.
-        :func:`~signseg_core.sweeps.preview.describe_defaults`.
+        :func:`~signseg_core.sweeps.preview.describe_defaults`; :func:`optimizer_caption` follows.
     """
     fields = settings_fields(population=population)
     set_defaults(key, defaults, fields=fields, reset_on=reset_on)
@@ -82,12 +101,15 @@ def evolution_settings(*, key: str, defaults: VisualizeSettings, reset_on=None,
         values[field] = int(cells[field].number_input(
             label, min_value=low, max_value=high, step=step, key=f"{key}_{field}",
             persist_state=persist))
-    if caption:
-        st.caption(caption)
     if "popsize" in values:
         values["popsize"] = values["popsize"] or None
     try:
-        return dataclasses.replace(defaults, **values)
-    except ValueError as exc:
+        settings = dataclasses.replace(defaults, **values)
+        words = optimizer_caption(settings)
+    except (ValueError, SignsegError) as exc:
+        if caption:
+            st.caption(caption)
         show_error(exc, context="Optimisation settings")
         return None
+    st.caption(f"{caption} {words}" if caption else words)
+    return settings

@@ -48,6 +48,78 @@ def test_errors_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
     assert "resnet50-0676ba61.pth" in err and err.count("\n") == 1
 
 
+def test_covariance_option_names_the_optimizer_and_reaches_the_settings(capsys):
+    from signseg_core.cli.main import build_parser
+    from signseg_core.cli.options import settings_from_args
+
+    parser = build_parser()
+    for command in (["visualize", "m", "--unit", "1"], ["sweep"]):
+        assert settings_from_args(parser.parse_args(command)).covariance == "none"
+        args = parser.parse_args([*command, "--covariance", "full"])
+        assert settings_from_args(args).covariance == "full"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["visualize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--covariance {none,diagonal,full}" in text
+    assert ("none (default): isotropic (μ/μ_w, λ)-ES with cumulative step-size adaptation, no "
+            "covariance adaptation; diagonal: sep-CMA-ES") in text
+    assert "full: CMA-ES (full covariance adaptation" in text
+
+
+def test_visualize_says_which_optimizer_ran(capsys):
+    from signseg_core.optimize.settings import VisualizeSettings, describe_optimizer
+
+    argv = ["visualize", "tiny_test", "--unit", "1", "--alphas", "1", "--generations", "2",
+            "--restarts", "1", "--generator", "pixel", "--generator-option", "size=32", "--quiet"]
+    assert main([*argv, "--covariance", "diagonal"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    settings = VisualizeSettings(covariance="diagonal", generations=2)
+    assert last == f"optimiser: {describe_optimizer(settings, 4080)}, 2 generations"
+    assert last.startswith("optimiser: sep-CMA-ES") and "λ = 39, μ = 19 at d = 4080" in last
+
+
+def test_dale_vs_top1_correlates_the_models_with_weights_and_says_who_was_skipped(
+        capsys, monkeypatch, tmp_path):
+    import pandas as pd
+    from scipy.stats import pearsonr
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torchvision weights: missing
+    top1 = tmp_path / "top1.csv"
+    top1.write_text("model,top1\nefficientnet_lite1,80.5\ntiny_test,0.1\nnot_a_model,50\n")
+    out = tmp_path / "fig1a.csv"
+    argv = ["dale-vs-top1", "--models", "efficientnet_lite0", "efficientnet_lite1", "tiny_test",
+            "resnet50", "resnet50_robust_linf_4", "--top1-csv", str(top1), "--csv", str(out)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("resnet50: skipped, its weights are not on this machine (")
+    assert lines[0].endswith("resnet50-0676ba61.pth).")
+    assert lines[1].startswith("resnet50_robust_linf_4: skipped, its weights are not on")
+    assert lines[2] == "not_a_model: in the top-1 CSV but not in the zoo, so not used."
+    table = pd.read_csv(out)
+    assert list(table.model) == ["efficientnet_lite0", "efficientnet_lite1", "tiny_test"]
+    assert list(table.top1) == [75.1, 80.5, 0.1]  # the zoo's, then the CSV's
+    assert list(table.top1_source) == ["zoo", "csv", "csv"]
+    r, p = pearsonr(table.mean_dale, table.top1)
+    assert lines[-1].startswith(f"readout Dale index vs top-1: Pearson r = {r:.2f} (p = {p:.2g}), "
+                                "Spearman ρ = ")
+    assert "n = 3 models; with n = 3 no two-sided Spearman p can be below 0.33" in lines[-1]
+
+
+def test_dale_vs_top1_computes_nothing_below_three_models_and_rejects_a_bad_csv(
+        capsys, tmp_path):
+    assert main(["dale-vs-top1", "--models", "efficientnet_lite0"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "readout Dale index vs top-1: n = 1 model: fewer than 3, so no correlation is computed.")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,acc\nx,1\n")
+    assert main(["dale-vs-top1", "--top1-csv", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "needs columns model,top1" in err and err.count("\n") == 1
+    bad.write_text("model,top1\nalexnet,150\n")
+    assert main(["dale-vs-top1", "--top1-csv", str(bad)]) == 2
+    assert "no percentage in [0, 100] for ['alexnet']" in capsys.readouterr().err
+
+
 def test_python_dash_m_runs():
     proc = subprocess.run([sys.executable, "-m", "signseg_core", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

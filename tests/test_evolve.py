@@ -8,8 +8,16 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from signseg_core.optimize.evolve import BatchedCMAES, CMAConfig, _mix32, run_cmaes
+from signseg_core.optimize.evolve import (
+    COVARIANCES,
+    BatchedCMAES,
+    CMAConfig,
+    _mix32,
+    lazy_eigen_interval,
+    run_cmaes,
+)
 from signseg_core.optimize.evolve_pycma import run_pycma
+from signseg_core.optimize.settings import COVARIANCE_NAMES, VisualizeSettings, describe_optimizer
 
 F64 = torch.float64
 
@@ -318,3 +326,68 @@ def test_cpu_and_cuda_draw_the_same_codes():
     cpu = BatchedCMAES(x0, config=cfg, seeds=[0, 1, 2, 3]).ask()
     gpu = BatchedCMAES(x0.cuda(), config=cfg, seeds=[0, 1, 2, 3]).ask()
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ what runs, in words
+def _mueff(mu: int) -> float:
+    w = np.log(mu + 0.5) - np.log(np.arange(1, mu + 1))
+    w = w / w.sum()
+    return float(1 / np.sum(w * w))
+
+
+def test_the_default_is_worded_as_an_isotropic_es_not_cma_es():
+    d, lam, mu = 4096, 40, 20  # 4 + floor(3 log2 4096) = 40
+    mueff = _mueff(mu)  # 11.31
+    c_sigma = math.sqrt(mueff) / (math.sqrt(mueff) + math.sqrt(d))  # Wang & Ponce: 0.0499
+    assert round(c_sigma, 3) == 0.05
+    assert describe_optimizer(VisualizeSettings(), d) == (
+        "isotropic (μ/μ_w, λ)-ES with cumulative step-size adaptation (Wang–Ponce rate "
+        f"c_σ = 0.05), no covariance adaptation; λ = {lam}, μ = {mu} at d = 4096")
+    hansen = describe_optimizer(CMAConfig(popsize=8, step_size_rule="hansen"), 100)
+    # mu_eff = 2.60 for mu = 4; c_sigma = (2.60 + 2) / (100 + 2.60 + 5) = 0.0428
+    assert hansen.startswith("isotropic") and "(Hansen's rate c_σ = 0.043)" in hansen
+    assert hansen.endswith("λ = 8, μ = 4 at d = 100")
+
+
+def test_diagonal_and_full_are_worded_as_cma_es_with_their_learning_rates():
+    d, mueff = 4096, _mueff(20)
+    sep_c1 = 1 / (d + 2 * math.sqrt(d) + mueff / d)  # pycma's separable rank-one rate
+    full_c1 = 2 / ((d + 1.3) ** 2 + mueff)  # Hansen's tutorial, Table 1
+    full_cmu = 2 * (mueff - 2 + 1 / mueff) / ((d + 2) ** 2 + mueff)
+    diagonal = describe_optimizer(VisualizeSettings(covariance="diagonal"), d)
+    assert diagonal.startswith("sep-CMA-ES: (μ/μ_w, λ)-ES with cumulative step-size adaptation")
+    assert f"diagonal covariance adaptation (Ros & Hansen 2008; c_1 = {sep_c1:.1e}" in diagonal
+    full = describe_optimizer(VisualizeSettings(covariance="full"), d)
+    assert full.startswith("CMA-ES: ") and "rank-one + rank-μ" in full
+    assert f"c_1 = {full_c1:.1e}, c_μ = {full_cmu:.1e})" in full and "1.2e-07" in full
+    assert tuple(COVARIANCE_NAMES) == COVARIANCES
+    with pytest.raises(ValueError, match="VisualizeSettings or CMAConfig"):
+        describe_optimizer("none", d)
+
+
+def test_lazy_eigen_interval_is_the_tutorials_bound():
+    # d = 4096, lambda = 8: c_1 = 1.191e-7, c_mu = 1.173e-7, 1 / (10 d (c_1 + c_mu)) = 103.3
+    assert lazy_eigen_interval(CMAConfig(popsize=8, covariance="full"), 4096) == 103
+    assert lazy_eigen_interval(CMAConfig(covariance="full"), 4096) == 19  # lambda = 40
+    assert lazy_eigen_interval(CMAConfig(covariance="full"), 10) == 1
+    assert lazy_eigen_interval(CMAConfig(popsize=8, covariance="diagonal"), 4096) == 1
+    with pytest.raises(ValueError, match="eigen_interval"):
+        BatchedCMAES(torch.zeros(3), config=CMAConfig(covariance="full"), seeds=[0],
+                     eigen_interval=0)
+
+
+def test_full_samples_like_the_isotropic_es_until_its_first_eigendecomposition():
+    x0, seeds = torch.zeros(6, dtype=F64), [3, 4]
+    iso = BatchedCMAES(x0, config=CMAConfig(sigma0=0.5), seeds=seeds)
+    lazy = BatchedCMAES(x0, config=CMAConfig(sigma0=0.5, covariance="full"), seeds=seeds,
+                        eigen_interval=3)
+    eager = BatchedCMAES(x0, config=CMAConfig(sigma0=0.5, covariance="full"), seeds=seeds)
+    for generation in range(4):
+        a, b, c = iso.ask(), lazy.ask(), eager.ask()
+        # C = I at the start: the same codes; then the eager one rotates to C's eigenbasis
+        # at once, the lazy one only after its third tell.
+        assert torch.equal(a, b) == (generation < 3)
+        assert torch.equal(a, c) == (generation == 0)
+        for es, codes in ((iso, a), (lazy, b), (eager, c)):
+            es.tell(sphere(codes - 1.0))
+

@@ -20,6 +20,7 @@ from signseg_core.figures.plots import (
     layer_dale_figure,
 )
 from signseg_core.jobs import default_manager
+from signseg_core.metrics.stats import correlation, describe_correlation
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.gradvis import GradVisConfig, extreme_sender_channels
 from signseg_core.signs import (
@@ -82,6 +83,9 @@ def test_dale_vs_accuracy_figure_labels_points_and_marks_the_chosen_model():
     lo, hi = fig.layout.xaxis.range
     assert lo < 0.5126 and hi > 0.57
     assert [t.name for t in dale_vs_accuracy_figure(table, highlight="absent").data] == ["models"]
+    assert not fig.layout.annotations
+    noted = dale_vs_accuracy_figure(table, note="n = 2 models: fewer than 3")
+    assert [a.text for a in noted.layout.annotations] == ["n = 2 models: fewer than 3"]
 
 
 def test_channel_ranking_figure_bars_are_the_sign_balance_in_rank_order():
@@ -115,6 +119,17 @@ def test_dale_page_renders_the_tiny_model_layers_and_the_offline_zoo():
     assert points["text"] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert points["y"] == [75.1, 76.7, 77.6]
     assert all(0.52 < x < 0.6 for x in points["x"])
+    # ... correlated: r and rho with p and n (3 models: no Spearman p below 1/3 is possible)
+    fit = correlation(points["x"], points["y"])
+    stats = [m.value for m in at.markdown if m.value.startswith("**Readout Dale index against")]
+    assert stats == [f"**Readout Dale index against top-1:** {describe_correlation(fit)}"]
+    assert f"Pearson r = {fit['pearson_r']:.2f} (p = " in stats[0] and "n = 3 models" in stats[0]
+    assert "no two-sided Spearman p can be below 0.33" in stats[0]
+    note = chart(at, "dale_vs_acc_fig")["layout"]["annotations"][0]["text"]
+    assert note == describe_correlation(fit, caveat=False)
+    caption = " ".join(c.value for c in at.caption)
+    assert ("(efficientnet_lite0, efficientnet_lite1, efficientnet_lite2); with fewer than 3 "
+            "no correlation is computed") in caption
     ratios = at.dataframe[1].value.set_index("model")
     mean, std = ratio_summary(load_model("tiny_test").readout.weight)
     assert ratios.loc["tiny_test", "ratio_mean"] == pytest.approx(mean)
@@ -124,6 +139,18 @@ def test_dale_page_renders_the_tiny_model_layers_and_the_offline_zoo():
     assert "resnet50-0676ba61.pth" in expander.markdown[0].value
     exports = [e.label for e in at.expander if e.label.startswith("Export")]
     assert exports == ["Export tiny_test_layer_dale", "Export readout_dale_vs_top1"]
+
+
+def test_dale_page_computes_no_correlation_below_three_models(monkeypatch):
+    import signseg_ui.pickers
+
+    monkeypatch.setattr(signseg_ui.pickers, "picker_options",
+                        lambda **_: ["efficientnet_lite0", "tiny_test"])
+    at = run_page(DALE_PAGE)
+    assert traces(chart(at, "dale_vs_acc_fig"))["models"]["text"] == ["efficientnet_lite0"]
+    stats = [m.value for m in at.markdown if m.value.startswith("**Readout Dale index against")]
+    assert stats == ["**Readout Dale index against top-1:** n = 1 model: fewer than 3, so no "
+                     "correlation is computed."]
 
 
 def test_dale_page_compares_with_the_seeded_untrained_network():

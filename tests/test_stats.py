@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import binomtest
+from scipy.stats import binomtest, pearsonr, permutation_test, rankdata, spearmanr
+from scipy.stats import t as student_t
 
 from signseg_core.metrics.stats import (
     binomial_consistency,
     bootstrap_ci,
+    correlation,
+    describe_correlation,
     mean_ci,
     paired_difference,
     robustness_trend,
@@ -278,3 +281,92 @@ def test_paired_difference():
                                          3.0 + T_975_DF4 * math.sqrt(0.5)))
     with pytest.raises(ValueError, match="equal shapes"):
         paired_difference([1, 2], [1, 2, 3])
+
+
+# -- correlation (Fig 1A) ----------------------------------------------------------------------
+
+# The paper's Table 3: trained readout Dale index and top-1 of its 18 torchvision models.
+TABLE3_DALE = [0.5461, 0.5567, 0.5590, 0.5601, 0.5905, 0.5923, 0.6004, 0.5998, 0.6007, 0.5570,
+               0.5737, 0.5583, 0.5747, 0.5606, 0.5761, 0.5619, 0.5748, 0.5597]
+TABLE3_TOP1 = [56.52, 74.43, 75.60, 76.90, 69.76, 73.31, 80.86, 81.89, 82.28, 69.02, 70.37,
+               69.93, 71.59, 71.59, 73.36, 72.38, 74.22, 77.29]
+
+
+def _pearson_from_definition(x, y) -> tuple[float, float]:
+    """r in float64 from its definition; p from t = r sqrt(n-2) / sqrt(1-r^2), n-2 df."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    dx, dy = x - x.mean(), y - y.mean()
+    r = float(np.sum(dx * dy) / np.sqrt(np.sum(dx * dx) * np.sum(dy * dy)))
+    t = r * math.sqrt((x.size - 2) / (1 - r * r))
+    return r, float(2 * student_t.sf(abs(t), x.size - 2))
+
+
+def test_correlation_of_the_papers_table3_matches_scipy_and_the_definition():
+    got = correlation(TABLE3_DALE, TABLE3_TOP1)
+    assert got["n"] == 18 and got["spearman_p_method"] == "t approximation"
+    ref_p, ref_s = pearsonr(TABLE3_DALE, TABLE3_TOP1), spearmanr(TABLE3_DALE, TABLE3_TOP1)
+    assert got["pearson_r"] == pytest.approx(ref_p.statistic, abs=1e-12)
+    assert got["pearson_p"] == pytest.approx(ref_p.pvalue, rel=1e-9)
+    assert got["spearman_rho"] == pytest.approx(ref_s.statistic, abs=1e-12)
+    assert got["spearman_p"] == pytest.approx(ref_s.pvalue, rel=1e-9)
+    r, p = _pearson_from_definition(TABLE3_DALE, TABLE3_TOP1)
+    assert (got["pearson_r"], got["pearson_p"]) == (pytest.approx(r), pytest.approx(p))
+    rho, _ = _pearson_from_definition(rankdata(TABLE3_DALE), rankdata(TABLE3_TOP1))
+    assert got["spearman_rho"] == pytest.approx(rho)
+    # The paper's claim, in numbers: r = 0.61 (p = 0.007), rho = 0.47 (p = 0.049).
+    assert round(got["pearson_r"], 2) == 0.61 and round(got["spearman_rho"], 2) == 0.47
+
+
+@pytest.mark.parametrize("y, rho, p", [
+    ([1, 2, 3], 1.0, 2 / 6),          # only the identity and the reversal reach |rho| = 1
+    ([3, 2, 1], -1.0, 2 / 6),
+    ([1, 3, 2], 0.5, 1.0),            # n = 3: every pairing has |rho| >= 0.5
+    ([1, 3, 2, 4], 0.8, 8 / 24),      # n = 4: rho = +-1 once each, +-0.8 three times each
+    ([0, 0, 1], math.sqrt(3) / 2, 4 / 6),  # ties: ranks (1.5, 1.5, 3); 4 pairings reach |rho|
+])
+def test_small_n_spearman_p_is_exact_by_hand(y, rho, p):
+    got = correlation(list(range(1, len(y) + 1)), y)
+    assert got["spearman_p_method"] == "exact"
+    assert got["spearman_rho"] == pytest.approx(rho) and got["spearman_p"] == pytest.approx(p)
+    assert spearmanr(range(len(y)), y).statistic == pytest.approx(rho)
+
+
+def _rank_correlation(a, b, axis=-1):
+    """Spearman rho along ``axis`` (vectorised, for scipy's permutation_test)."""
+    ra, rb = rankdata(a, axis=axis), rankdata(b, axis=axis)
+    ra = ra - ra.mean(axis, keepdims=True)
+    rb = rb - rb.mean(axis, keepdims=True)
+    return (ra * rb).sum(axis) / np.sqrt((ra * ra).sum(axis) * (rb * rb).sum(axis))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.integers(-20, 20), st.floats(-5, 5)), min_size=3, max_size=6,
+                unique_by=(lambda t: t[0], lambda t: t[1])))
+def test_exact_spearman_p_equals_scipys_permutation_test(pairs):
+    # Without ties the null is symmetric, so scipy's 2 min(P<=, P>=) is P(|rho| >= |rho_obs|).
+    x, y = np.array(pairs, dtype=float).T
+    got = correlation(x, y)
+    ref = permutation_test((x, y), _rank_correlation, vectorized=True,
+                           permutation_type="pairings", n_resamples=np.inf)
+    assert got["spearman_p"] == pytest.approx(ref.pvalue, abs=1e-9)
+
+
+def test_correlation_drops_nans_and_computes_nothing_below_three():
+    got = correlation([1.0, np.nan, 2.0, 3.0], [2.0, 5.0, np.nan, 1.0])
+    assert got["n"] == 2 and all(math.isnan(got[k]) for k in
+                                 ("pearson_r", "pearson_p", "spearman_rho", "spearman_p"))
+    assert describe_correlation(got) == "n = 2 models: fewer than 3, so no correlation is computed."
+    assert correlation([], [])["n"] == 0
+    assert "constant" in describe_correlation(correlation([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="lengths 3 and 2"):
+        correlation([1, 2, 3], [1, 2])
+
+
+def test_describe_correlation_says_when_n_is_too_small_to_reach_005():
+    three = describe_correlation(correlation([0.54, 0.55, 0.56], [75.1, 76.7, 77.6]))
+    assert three.startswith("Pearson r = 0.99 (p = 0.1), Spearman ρ = 1.00 (exact p = 0.33)")
+    assert "n = 3 models; with n = 3 no two-sided Spearman p can be below 0.33" in three
+    five = describe_correlation(correlation([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]))
+    assert five.endswith("n = 5 models.") and "exact p = " in five
+    assert "can be below" not in describe_correlation(
+        correlation([0.54, 0.55, 0.56], [75.1, 76.7, 77.6]), caveat=False)

@@ -15,18 +15,21 @@ from tqdm import tqdm
 
 from signseg_core.cli.options import generator_options, settings_from_args, signs_from_args
 from signseg_core.generators.catalog import make_generator
+from signseg_core.metrics.stats import correlation, describe_correlation
 from signseg_core.models.imagenet import DEFAULT_UNITS
-from signseg_core.models.registry import list_models, load_model
+from signseg_core.models.registry import get_entry, list_models, load_model, registry
 from signseg_core.models.zoo import resolve_device
 from signseg_core.optimize.bench import configure_cuda, main_bench
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import summary_table
+from signseg_core.optimize.settings import describe_optimizer
 from signseg_core.optimize.visualize import run_request
 from signseg_core.signs import (
     compare_trained_untrained,
     layer_summary,
     rank_channels,
     ratio_summary,
+    readout_dale_vs_accuracy,
 )
 from signseg_core.stimuli.selection import (
     model_outputs_for_folder,
@@ -77,6 +80,66 @@ def cmd_dale(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_top1_csv(path) -> dict[str, float]:
+    """``model,top1`` rows of a CSV → {model: top-1 in percent}; one sentence if it is not that."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the top-1 CSV {str(path)!r}: {exc}") from None
+    if not {"model", "top1"} <= set(table.columns):
+        raise ValueError(f"the top-1 CSV {str(path)!r} needs columns model,top1; it has "
+                         f"{list(table.columns)}")
+    top1 = pd.to_numeric(table.top1, errors="coerce")
+    bad = table.model[top1.isna() | (top1 < 0) | (top1 > 100)].tolist()
+    if bad:
+        raise ValueError(f"the top-1 CSV {str(path)!r} has no percentage in [0, 100] for {bad}")
+    dupes = table.model[table.model.duplicated()].tolist()
+    if dupes:
+        raise ValueError(f"the top-1 CSV {str(path)!r} names {dupes} more than once")
+    return dict(zip(table.model.astype(str), top1.astype(float)))
+
+
+def dale_top1_rows(names, top1: dict[str, float]) -> tuple[list, list[str], list[str]]:
+    """The (name, readout weight, top-1) of each model that has weights here and a top-1; the
+    source of each top-1; and one sentence per model skipped, saying why."""
+    rows, sources, skipped = [], [], []
+    for name in names:
+        entry = get_entry(name)
+        info = entry.info()
+        acc = top1.get(name, entry.top1)
+        if not info["weights_present"]:
+            where = info["weights_path"] or "no file"
+            skipped.append(f"{name}: skipped, its weights are not on this machine ({where}).")
+        elif acc is None:
+            skipped.append(f"{name}: skipped, the zoo has no top-1 for it (give one with "
+                           "--top1-csv).")
+        else:
+            rows.append((name, load_model(name).readout.weight.detach(), acc))
+            sources.append("csv" if name in top1 else "zoo")
+    return rows, sources, skipped
+
+
+def cmd_dale_vs_top1(args: argparse.Namespace) -> int:
+
+    top1 = read_top1_csv(args.top1_csv) if args.top1_csv else {}
+    zoo = registry()
+    names = args.models or [n for n, e in zoo.items() if e.family != "test"]
+    rows, sources, skipped = dale_top1_rows(names, top1)
+    for name in sorted(set(top1) - set(zoo)):
+        skipped.append(f"{name}: in the top-1 CSV but not in the zoo, so not used.")
+    table = readout_dale_vs_accuracy(rows).assign(top1_source=sources)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+    for line in skipped:
+        print(line)
+    if len(table):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    result = correlation(table.mean_dale, table.top1)
+    print(f"readout Dale index vs top-1: {describe_correlation(result)}")
+    return 0
+
+
 def _ends(table, k: int):
     """The first and last ``k`` rows of a ranking, with a marker row between."""
     gap = pd.DataFrame([{c: "..." for c in table.columns}])
@@ -106,6 +169,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     stored = sum(r.from_store for r in results)
     print(f"{len(results)} conditions ({stored} from the store) × {settings.restarts} restarts")
+    print(f"optimiser: {describe_optimizer(settings, generator.dim)}, "
+          f"{settings.generations} generations")
     return 0
 
 

@@ -1,10 +1,12 @@
 """``python -m signseg_core COMMAND``: the engine from a terminal.
 
 Commands: ``models`` (the zoo and whether each model's weights are here), ``dale MODEL``
-(per-layer Dale index table), ``visualize MODEL`` (preferred images per ablation condition, into
-the store), ``sweep`` / ``report`` (metrics over units, docs/reproduction.md), ``select-classes``,
-``import-bundle`` / ``import-sweep`` (results made elsewhere), ``bench`` (engine throughput) and
-``neurons fit|ablate|dale-features|diverse-set|localize|demo`` (models of recorded neurons).
+(per-layer Dale index table), ``dale-vs-top1`` (Fig 1A: readout Dale index against top-1 across
+the models whose weights are here, Pearson and Spearman), ``visualize MODEL`` (preferred images
+per ablation condition, into the store), ``sweep`` / ``report`` (metrics over units,
+docs/reproduction.md), ``select-classes``, ``import-bundle`` / ``import-sweep`` (results made
+elsewhere), ``bench`` (engine throughput) and ``neurons fit|ablate|dale-features|diverse-set|
+localize|demo`` (models of recorded neurons).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="with --rank: rows shown at each end")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=command("commands", "cmd_dale"))
+
+    p = sub.add_parser("dale-vs-top1",
+                       help="Fig 1A: readout Dale index against top-1 across models, correlated")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="default: every zoo model but the test ones; those without weights here "
+                        "or without a top-1 are skipped, each with its reason")
+    p.add_argument("--top1-csv", metavar="FILE",
+                   help="a CSV with columns model,top1 (percent): top-1 for models the zoo has "
+                        "none for, or instead of the zoo's")
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    p.set_defaults(func=command("commands", "cmd_dale_vs_top1"))
 
     p = sub.add_parser("visualize", help="preferred images per ablation condition (cached)")
     p.add_argument("model")

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 
 from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alphas
-from signseg_core.optimize.settings import PRECISIONS, VisualizeSettings
+from signseg_core.optimize.settings import COVARIANCE_NAMES, PRECISIONS, VisualizeSettings
 
 
 def alphas_arg(text: str) -> tuple[float, ...]:
@@ -50,12 +50,13 @@ def settings_from_args(args: argparse.Namespace):
     :func:`add_evolution_args`."""
     return VisualizeSettings(
         generator=args.generator, generations=args.generations, restarts=args.restarts,
-        seed=args.seed, precision=args.precision,
+        seed=args.seed, precision=args.precision, covariance=args.covariance,
         generator_options=tuple(sorted(generator_options(args.generator_option).items())))
 
 
 def add_evolution_args(p: argparse.ArgumentParser) -> None:
-    """The options ``visualize`` and ``sweep`` share: signs, alphas and the evolution budget."""
+    """The options ``visualize``, ``sweep`` and ``neurons ablate`` share: signs, alphas, the
+    evolution budget and the optimiser (``--covariance``)."""
     p.add_argument("--sign", choices=("positive", "negative", "both"), default="both")
     p.add_argument("--alphas", type=alphas_arg, default=DEFAULT_ALPHAS,
                    help="ablation strengths: start:stop:step (inclusive) or a comma list")
@@ -67,6 +68,10 @@ def add_evolution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16/fp16: half-precision autocast on CUDA (fp32 on a CPU)")
+    p.add_argument("--covariance", choices=tuple(COVARIANCE_NAMES), default="none",
+                   help="the optimiser: " + "; ".join(
+                       f"{mode}{' (default)' * (mode == 'none')}: {words}"
+                       for mode, words in COVARIANCE_NAMES.items()))
 
 
 def command(module: str, name: str) -> Callable[[argparse.Namespace], int]:

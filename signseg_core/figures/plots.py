@@ -186,12 +186,15 @@ def layer_dale_figure(summary, *, comparison=None, title: str = "") -> go.Figure
 
 
 def dale_vs_accuracy_figure(table, *, expected_untrained: float | None = None,
-                            highlight: str | None = None, title: str = "") -> go.Figure:
+                            highlight: str | None = None, title: str = "",
+                            note: str = "") -> go.Figure:
     """Readout mean Dale index against top-1 accuracy, one labelled point per model (Fig 1A).
 
     ``table``: :func:`signseg_core.signs.readout_dale_vs_accuracy` (``model``, ``mean_dale``,
     ``top1``). Traces: ``"models"``, then ``highlight`` (the chosen model, drawn over its point,
-    when it is in the table), then ``"untrained expectation"`` (a vertical line).
+    when it is in the table), then ``"untrained expectation"`` (a vertical line). ``note``: a
+    line above the plot, e.g. the correlation
+    (:func:`~signseg_core.metrics.stats.describe_correlation`), so an export carries it.
     """
     fig = go.Figure(go.Scatter(x=list(table.mean_dale), y=list(table.top1), mode="markers+text",
                                text=list(table.model), textposition="top center", name="models",
@@ -211,9 +214,13 @@ def dale_vs_accuracy_figure(table, *, expected_untrained: float | None = None,
     if xs:
         pad = max((max(xs) - min(xs)) * 0.1, 0.002)
         fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
+    if note:
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=1, xanchor="left",
+                           yanchor="bottom", showarrow=False, font={"size": 12})
+    top = (60 if title else 20) + (24 if note else 0)
     fig.update_layout(title=title or None, xaxis_title="readout mean Dale index",
                       yaxis_title="ImageNet top-1 (%)", legend=_LEGEND_BELOW,
-                      margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
+                      margin={"t": top, "l": 60, "r": 20, "b": 110})
     return fig
 
 

@@ -8,6 +8,8 @@
 * :func:`binomial_consistency` — Fig. 23, which features carry one weight sign in (nearly) every
   neuron model, by a binomial test against p = 0.5 with Bonferroni correction.
 * :func:`paired_difference` — the mean of ``a - b`` with its CI (positive vs negative ablation).
+* :func:`correlation` and :func:`describe_correlation` — Fig. 1A, Pearson r and Spearman ρ (exact
+  permutation p for n <= 8) of the readout's Dale index against top-1 across models.
 
 Conventions: NaNs mark missing values and are dropped (pairwise where two arrays are paired);
 a statistic that cannot be computed (too few values, constant input) is reported as NaN instead of
@@ -17,6 +19,8 @@ than 3 points).
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -27,6 +31,8 @@ from scipy import stats as _st
 __all__ = [
     "binomial_consistency",
     "bootstrap_ci",
+    "correlation",
+    "describe_correlation",
     "mean_ci",
     "paired_difference",
     "robustness_trend",
@@ -286,3 +292,80 @@ def paired_difference(a, b, *, confidence: float = 0.95) -> tuple[float, float, 
     if a.shape != b.shape:
         raise ValueError(f"paired_difference needs equal shapes; got {a.shape} and {b.shape}")
     return mean_ci(a - b, confidence=confidence)
+
+
+#: Largest n whose Spearman p :func:`correlation` computes exactly, over all n! pairings.
+EXACT_SPEARMAN_MAX_N = 8
+
+
+def _exact_spearman_p(x: np.ndarray, y: np.ndarray, rho: float) -> float:
+    """Two-sided permutation p of Spearman ρ: the share of the n! pairings of the ranks whose
+    |ρ| reaches |``rho``| (ties keep their average ranks)."""
+    rx, ry = _st.rankdata(x), _st.rankdata(y)
+    perms = np.array(list(itertools.permutations(range(rx.size))))
+    cx, cy = rx - rx.mean(), ry[perms] - ry.mean()
+    rhos = (cy @ cx) / (np.sqrt(np.sum(cx * cx)) * np.sqrt(np.sum(cy * cy, axis=1)))
+    return float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
+
+
+def correlation(x, y) -> dict:
+    """Pearson and Spearman correlation of paired 1-D arrays, with two-sided p-values.
+
+    Pairs with a NaN on either side are dropped. Pearson's p is ``scipy.stats.pearsonr``'s (exact
+    for bivariate normal data). Spearman's p is exact for n <= :data:`EXACT_SPEARMAN_MAX_N`: the
+    share of the n! pairings of the ranks with |ρ| >= |ρ observed| (``scipy.stats.spearmanr``'s t
+    approximation says p = 0 for a perfect ρ = 1 at n = 3, where the truth is 2/3! = 1/3); above
+    it, the t approximation.
+
+    Returns
+    -------
+    dict with ``n`` (complete pairs), ``pearson_r``, ``pearson_p``, ``spearman_rho``,
+    ``spearman_p`` and ``spearman_p_method`` ("exact" or "t approximation"). With n < 3, or a
+    constant ``x`` or ``y``, the four numbers are NaN: no correlation is computed.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"correlation needs paired arrays; got lengths {x.size} and {y.size}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    exact = n <= EXACT_SPEARMAN_MAX_N
+    out = {"n": n, "pearson_r": math.nan, "pearson_p": math.nan, "spearman_rho": math.nan,
+           "spearman_p": math.nan, "spearman_p_method": "exact" if exact else "t approximation"}
+    if n < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return out
+    pearson = _st.pearsonr(x, y)
+    spear = _st.spearmanr(x, y)
+    rho = float(spear.statistic)
+    return out | {"pearson_r": float(pearson.statistic), "pearson_p": float(pearson.pvalue),
+                  "spearman_rho": rho,
+                  "spearman_p": _exact_spearman_p(x, y, rho) if exact else float(spear.pvalue)}
+
+
+def describe_correlation(result: dict, *, items: str = "models", caveat: bool = True) -> str:
+    """One sentence for :func:`correlation`'s result, e.g. "Pearson r = 0.99 (p = 0.09),
+    Spearman ρ = 1.00 (exact p = 0.33), n = 3 models; ..."; with n < 3 it says no correlation
+    was computed. Where n is so small that no Spearman p below 0.05 is possible (n <= 4: the
+    smallest is 2/n!), it says so unless ``caveat=False`` (a figure's label)."""
+    n = result["n"]
+    if n < 3:
+        items = items.removesuffix("s") if n == 1 else items
+        return f"n = {n} {items}: fewer than 3, so no correlation is computed."
+    if math.isnan(result["pearson_r"]):
+        return f"n = {n} {items}, but one of the two is constant: no correlation is computed."
+    method = "exact p" if result["spearman_p_method"] == "exact" else "p"
+    text = (f"Pearson r = {result['pearson_r']:.2f} (p = {result['pearson_p']:.2g}), "
+            f"Spearman ρ = {result['spearman_rho']:.2f} ({method} = {result['spearman_p']:.2g}), "
+            f"n = {n} {items}")
+    smallest = 2 / math.factorial(n)
+    if caveat and smallest >= 0.05:
+        text += (f"; with n = {n} no two-sided Spearman p can be below {smallest:.2g}, so the "
+                 "test cannot reach p < 0.05")
+    return text + "."
+

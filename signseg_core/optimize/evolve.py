@@ -1,16 +1,20 @@
-"""Batched CMA-ES: thousands of independent evolutions advanced in lockstep as one tensor.
+"""Batched evolution strategies: thousands of independent evolutions advanced in lockstep.
 
-Algorithm. Each of ``B`` evolutions is a (mu/mu_w, lambda)-CMA-ES as in Hansen, "The CMA Evolution
-Strategy: A Tutorial" (arXiv:1604.00772, Table 1), with the population rule of the Ponce lab's
-CholeskyCMAES (Wang & Ponce, "High-performance evolutionary algorithms for online neuron control",
-GECCO 2022): ``lambda = 4 + floor(3 log2 d)`` (40 at d = 4096), ``mu = lambda // 2`` and weights
-``w_i ~ ln(mu + 1/2) - ln i``, summing to 1. Step size: cumulative step-size adaptation (CSA). The
-covariance is ``"none"`` (isotropic, sigma only: what is practical at d = 4096 with B = 4620, and
-close to the Ponce code, whose rank-one rate 2 / (d + sqrt 2)^2 is ~1e-7 there), ``"diagonal"``
-(sep-CMA, Ros & Hansen 2008, O(d) per sample, with pycma's separable rates) or ``"full"`` (the
-tutorial's rank-one + rank-mu update, eigendecomposed every generation; O(B d^2) memory, d <~ 500).
-``ask()`` returns codes ``(B, lambda, d)``; ``tell(scores (B, lambda))`` updates every evolution
-with tensor operations only: no loop over evolutions, no host round-trip, no branch on values.
+What runs. Each of ``B`` evolutions is a (mu/mu_w, lambda)-ES with cumulative step-size adaptation
+(CSA) as in Hansen, "The CMA Evolution Strategy: A Tutorial" (arXiv:1604.00772, Table 1), with the
+population rule of the Ponce lab's CholeskyCMAES (Wang & Ponce, "High-performance evolutionary
+algorithms for online neuron control", GECCO 2022): ``lambda = 4 + floor(3 log2 d)`` (40 at
+d = 4096), ``mu = lambda // 2`` and weights ``w_i ~ ln(mu + 1/2) - ln i``, summing to 1. The
+covariance decides whether it is CMA-ES at all (:func:`~signseg_core.optimize.settings.
+describe_optimizer` words it): ``"none"``, the default, adapts no covariance: an *isotropic* ES
+with CSA, sigma only, which is what is practical at d = 4096 with B = 4620 and what the Ponce code
+amounts to there (its rank-one rate 2 / (d + sqrt 2)^2 is ~1e-7); ``"diagonal"`` is sep-CMA-ES
+(Ros & Hansen 2008, O(d) per sample, pycma's separable rates); ``"full"`` is CMA-ES proper (the
+tutorial's rank-one + rank-mu update; O(B d^2) memory, d <~ 500; its eigendecomposition is redone
+every ``eigen_interval`` generations, 1 by default, the tutorial's B.2 allowing up to
+:func:`lazy_eigen_interval`). ``ask()`` returns codes ``(B, lambda, d)``; ``tell(scores (B,
+lambda))`` updates every evolution with tensor operations only: no loop over evolutions, no host
+round-trip, no branch on values. docs/optimizer.md measures the three at d = 4096.
 
 What differs from pycma (``cma.CMAEvolutionStrategy``, run for reference by
 :func:`signseg_core.optimize.evolve_pycma.run_pycma`): pycma uses ``4 + floor(3 ln d)`` and active
@@ -38,9 +42,9 @@ from torch import Tensor
 
 from signseg_core.optimize.ask_tell import EvolutionResult, ScoreFn, drive_evolution
 
-__all__ = ["BatchedCMAES", "CMAConfig", "run_cmaes"]
+__all__ = ["COVARIANCES", "BatchedCMAES", "CMAConfig", "lazy_eigen_interval", "run_cmaes"]
 
-_COVARIANCES = ("none", "diagonal", "full")
+COVARIANCES = ("none", "diagonal", "full")
 _STEP_RULES = ("hansen", "wang_ponce")
 _MASK = 0xFFFFFFFF
 _CHUNK = 1 << 25  # hash at most this many int64 words at once (256 MiB)
@@ -64,7 +68,7 @@ def _mix32(x):
 
 @dataclass(frozen=True)
 class CMAConfig:
-    """Options of a CMA-ES run (one config is shared by every evolution of a batch).
+    """Options of a batched evolution (one config is shared by every evolution of a batch).
 
     Parameters
     ----------
@@ -75,7 +79,8 @@ class CMAConfig:
     mu : int in [1, popsize] or None
         Parents kept for recombination. None: ``popsize // 2``.
     covariance : {"none", "diagonal", "full"}
-        Shape adaptation; see the module docstring.
+        "none": no covariance adaptation, an isotropic ES (not CMA-ES); "diagonal": sep-CMA-ES;
+        "full": CMA-ES. See the module docstring.
     step_size_rule : {"hansen", "wang_ponce"}
         CSA learning rate: Hansen's tutorial, or the Ponce lab's faster one.
     maximize : bool
@@ -100,8 +105,8 @@ class CMAConfig:
         if isinstance(self.sigma0, bool) or not isinstance(self.sigma0, (int, float)) \
                 or not math.isfinite(self.sigma0) or self.sigma0 <= 0:
             raise ValueError(f"sigma0 must be a finite number > 0, got {self.sigma0!r}")
-        if self.covariance not in _COVARIANCES:
-            raise ValueError(f"covariance {self.covariance!r}; choose from {_COVARIANCES}")
+        if self.covariance not in COVARIANCES:
+            raise ValueError(f"covariance {self.covariance!r}; choose from {COVARIANCES}")
         if self.step_size_rule not in _STEP_RULES:
             raise ValueError(f"step_size_rule {self.step_size_rule!r}; choose from {_STEP_RULES}")
         if not isinstance(self.maximize, bool):
@@ -142,6 +147,19 @@ class CMAConfig:
                     c_c=cc, c_1=c1, c_mu=cmu, chi_n=chi_n)
 
 
+def lazy_eigen_interval(config: CMAConfig, d: int) -> int:
+    """Generations the eigendecomposition of a full covariance may wait, by Hansen's tutorial
+    (B.2): ``max(1, floor(1 / (10 d (c_1 + c_mu))))``; 1 for "none" and "diagonal".
+
+    At d = 4096 it is 103 for lambda = 8 and 19 for lambda = 40: C moves so slowly there that
+    the tutorial postpones the O(d^3) decomposition that long to keep O(d^2) per generation.
+    """
+    if config.covariance != "full":
+        return 1
+    p = config.strategy_parameters(d)
+    return max(1, math.floor(1 / (10 * d * (p["c_1"] + p["c_mu"]))))
+
+
 def _seed_tensor(seeds, device) -> Tensor:
     """Seeds as an int64 tensor (B,) on ``device``, each in [0, 2**63)."""
     try:
@@ -155,7 +173,7 @@ def _seed_tensor(seeds, device) -> Tensor:
 
 
 class BatchedCMAES:
-    """B independent CMA-ES evolutions in lockstep (ask/tell).
+    """B independent evolutions in lockstep (ask/tell): isotropic ES, sep-CMA-ES or CMA-ES.
 
     Parameters
     ----------
@@ -164,15 +182,24 @@ class BatchedCMAES:
     config : CMAConfig
     seeds : sequence of int or Tensor (B,), each in [0, 2**63)
         One seed per evolution; evolution ``b`` depends on ``seeds[b]`` alone.
+    eigen_interval : int >= 1
+        ``"full"`` only: redo the eigendecomposition of C every this many generations (1, the
+        default: every one; at most :func:`lazy_eigen_interval` loses nothing, the tutorial says).
+        Not in ``config`` (nor any store key: stored runs use 1); a resumed run refreshes at once.
     """
 
-    def __init__(self, x0: Tensor, *, config: CMAConfig, seeds: Sequence[int] | Tensor):
+    def __init__(self, x0: Tensor, *, config: CMAConfig, seeds: Sequence[int] | Tensor,
+                 eigen_interval: int = 1):
         if not isinstance(x0, Tensor) or x0.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"x0 must be a float32 or float64 tensor, got {x0!r:.80}")
         if x0.ndim not in (1, 2) or x0.shape[-1] == 0:
             raise ValueError(f"x0 must have shape (B, d) or (d,), got {tuple(x0.shape)}")
         if not isinstance(config, CMAConfig):
             raise ValueError(f"config must be a CMAConfig, got {type(config).__name__}")
+        if isinstance(eigen_interval, bool) or not isinstance(eigen_interval, int) \
+                or eigen_interval < 1:
+            raise ValueError(f"eigen_interval must be an int >= 1, got {eigen_interval!r}")
+        self._eigen_interval = eigen_interval
         self._seeds = _seed_tensor(seeds, x0.device)
         B, d = len(self._seeds), x0.shape[-1]
         if x0.ndim == 2 and x0.shape[0] != B:
@@ -298,8 +325,9 @@ class BatchedCMAES:
         self._mean = torch.where(ok[:, None], mean, self._mean)
         self._ps = torch.where(ok[:, None], ps, self._ps)
         self._sigma = torch.where(ok, sigma, self._sigma)
-        self._refresh_shape()
         self._generation += 1
+        if self._generation % self._eigen_interval == 0:
+            self._refresh_shape()
 
     # --------------------------------------------------------------------------------- accessors
     config = property(lambda self: self._config, doc="The :class:`CMAConfig`.")

@@ -4,6 +4,8 @@
 restarts, seed, population, step size, covariance mode, precision); :class:`ConditionKey` is the
 store key of one condition's result under them, and :func:`evolution_seed` the seed of each
 restart, drawn from the key alone so that a result never depends on what else ran beside it.
+:func:`describe_optimizer` says in words which evolution strategy the settings run: by default an
+isotropic ES with step-size adaptation, not CMA-ES (no covariance is adapted).
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from signseg_core.optimize.evolve import CMAConfig
 from signseg_core.store import CODE_VERSION
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+#: What each ``covariance`` makes of the optimiser, in a few words (CLI help, captions).
+COVARIANCE_NAMES = {
+    "none": "isotropic (μ/μ_w, λ)-ES with cumulative step-size adaptation, no covariance "
+            "adaptation",
+    "diagonal": "sep-CMA-ES (diagonal covariance adaptation, Ros & Hansen 2008)",
+    "full": "CMA-ES (full covariance adaptation, rank-one + rank-μ; d² memory per evolution)",
+}
+_STEP_RULE_NAMES = {"wang_ponce": "Wang–Ponce rate", "hansen": "Hansen's rate"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ class VisualizeSettings:
     seed: int = 0
     popsize: int | None = None
     sigma0: float | None = None
-    covariance: str = "none"
+    covariance: str = "none"  # see COVARIANCE_NAMES and describe_optimizer
     step_size_rule: str = "wang_ponce"
     precision: str = "fp32"
     generator_options: tuple[tuple[str, object], ...] = ()
@@ -98,3 +109,28 @@ def evolution_seed(key: ConditionKey, restart: int) -> int:
     """A 31-bit seed from the condition and restart: independent of what else is batched."""
     text = f"{key.seed}|{key.unit}|{key.sign}|{key.alpha:.6f}|{restart}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def describe_optimizer(settings: VisualizeSettings | CMAConfig, dim: int) -> str:
+    """The exact words for the evolution strategy ``settings`` run on codes of dimension ``dim``.
+
+    ``covariance="none"`` (the default) is *not* CMA-ES: "isotropic (μ/μ_w, λ)-ES with cumulative
+    step-size adaptation (Wang–Ponce rate c_σ = 0.050), no covariance adaptation; λ = 40, μ = 20
+    at d = 4096". ``"diagonal"`` is sep-CMA-ES and ``"full"`` CMA-ES, each with its covariance
+    learning rates c_1 (rank one) and c_μ (rank μ) at this ``dim``.
+    """
+    config = settings.cma_config(1.0) if isinstance(settings, VisualizeSettings) else settings
+    if not isinstance(config, CMAConfig):
+        raise ValueError(f"settings must be VisualizeSettings or CMAConfig, got {settings!r}")
+    p = config.strategy_parameters(dim)
+    csa = (f"cumulative step-size adaptation ({_STEP_RULE_NAMES[config.step_size_rule]} "
+           f"c_σ = {p['c_sigma']:.2g})")
+    sizes = f"λ = {p['popsize']}, μ = {p['mu']} at d = {dim}"
+    if config.covariance == "none":
+        return f"isotropic (μ/μ_w, λ)-ES with {csa}, no covariance adaptation; {sizes}"
+    rates = f"c_1 = {p['c_1']:.1e}, c_μ = {p['c_mu']:.1e}"
+    if config.covariance == "diagonal":
+        return (f"sep-CMA-ES: (μ/μ_w, λ)-ES with {csa} and diagonal covariance adaptation "
+                f"(Ros & Hansen 2008; {rates}); {sizes}")
+    return (f"CMA-ES: (μ/μ_w, λ)-ES with {csa} and full covariance adaptation (rank-one + "
+            f"rank-μ; {rates}); {sizes}")
