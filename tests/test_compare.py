@@ -22,7 +22,6 @@ from signseg_core.figures.compare import (
     family_curves_figure,
     readout_dale_figure,
 )
-from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.optimize.visualize import visualize
@@ -251,15 +250,10 @@ def test_a_stored_sweep_reads_back_exactly_and_names_what_is_missing(store, tiny
 
 
 def _spec_from_command(command: str) -> SweepSpec:
-    """What ``python -m signseg_core sweep ...`` would run (as cli._cmd_sweep builds it)."""
+    """What ``python -m signseg_core sweep ...`` would run."""
     words = shlex.split(command)
     assert words[:4] == ["python", "-m", "signseg_core", "sweep"]
-    args = cli.build_parser().parse_args(words[3:])
-    return SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
-                     signs=options.signs_from_args(args), alphas=args.alphas,
-                     settings=options.settings_from_args(args),
-                     ensemble=tuple(args.ensemble), lpips=not args.no_lpips,
-                     detector=None if args.detector == "none" else args.detector)
+    return options.sweep_spec_from_args(cli.build_parser().parse_args(words[3:]))
 
 
 @pytest.mark.parametrize("spec", [
@@ -268,6 +262,8 @@ def _spec_from_command(command: str) -> SweepSpec:
               ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
               settings=VisualizeSettings(generator="pixel", generations=7, restarts=3, seed=2,
                                          precision="bf16", generator_options=(("size", 32),))),
+    SweepSpec(models=("a",), generators=("deepsim", "biggan"),  # the paper's pooled sets
+              settings=VisualizeSettings(restarts=10, covariance="diagonal")),
 ])
 def test_sweep_command_runs_the_same_sweep(spec):
     command = sweep_command(spec, out="out dir")

@@ -13,10 +13,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from signseg_core.cli.options import generator_options, settings_from_args, signs_from_args
+from signseg_core.cli.options import (
+    generator_options,
+    settings_from_args,
+    signs_from_args,
+    sweep_spec_from_args,
+)
 from signseg_core.generators.catalog import make_generator
 from signseg_core.metrics.stats import correlation, describe_correlation
-from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.models.registry import get_entry, list_models, load_model, registry
 from signseg_core.models.zoo import resolve_device
 from signseg_core.optimize.bench import configure_cuda, main_bench
@@ -37,7 +41,7 @@ from signseg_core.stimuli.selection import (
 )
 from signseg_core.sweeps.bundle import import_bundle, import_sweep_rows
 from signseg_core.sweeps.report import build_report
-from signseg_core.sweeps.run import SweepSpec, run_sweep
+from signseg_core.sweeps.run import run_sweep
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -197,18 +201,13 @@ def cmd_import_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-
-    spec = SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
-                     signs=signs_from_args(args), alphas=args.alphas,
-                     settings=settings_from_args(args),
-                     ensemble=tuple(args.ensemble),
-                     lpips=not args.no_lpips,
-                     detector=None if args.detector == "none" else args.detector)
+    spec = sweep_spec_from_args(args)
+    print(f"image set per condition: {spec.image_set}", file=sys.stderr)
     result = run_sweep(spec, device=args.device, batch_size=args.batch_size,
                        progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
     files = result.save(args.out, stem=args.stem)
     cols = ["model", "sign", "alpha", "n_units", "activation", "intact_activation", "similarity",
-            "lpips_similarity", "objectness"]
+            "similarity_full", "lpips_similarity", "objectness"]
     print(result.summary()[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for name, status in result.statuses.items():
         if name != "spec":

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", type=int, nargs="+", default=None,
                    help="default: the paper's 11 units")
     add_evolution_args(p)
+    p.add_argument("--generators", type=lambda text: [g for g in text.split(",") if g],
+                   default=[], metavar="G1,G2",
+                   help="pool these generators' evolutions (--restarts each) into each "
+                        "condition's image set, as the paper's deepsim,biggan (10 + 10); "
+                        "replaces --generator")
     p.add_argument("--ensemble", nargs="+", default=list(DEFAULT_ENSEMBLE))
     p.add_argument("--no-lpips", action="store_true")
     p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_320_fpn",

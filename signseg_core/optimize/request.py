@@ -130,8 +130,8 @@ class VisualizeRequest:
 
     @property
     def popsize(self) -> int:
-        """Samples per generation of each evolution (the settings', or CMA-ES's default rule
-        ``4 + floor(3 log2 d)`` for the generator's code size ``d``)."""
+        """Samples per generation of each evolution (the settings', or the evolution strategy's
+        default rule ``4 + floor(3 log2 d)`` for the generator's code size ``d``)."""
         config = self.settings.cma_config(self.generator.sigma0)
         return config.strategy_parameters(self.generator.dim)["popsize"]
 

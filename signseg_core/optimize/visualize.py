@@ -1,4 +1,6 @@
-"""Preferred images per ablation condition: batched CMA-ES over a generator's codes.
+"""Preferred images per ablation condition: batched evolution strategies over a generator's
+codes (isotropic with step-size adaptation by default; see
+:func:`~signseg_core.optimize.settings.describe_optimizer`).
 
 Every evolution of a request (conditions × restarts) advances in lockstep: per generation, one
 generator pass and one backbone pass over all of their samples (in memory-sized chunks), and the

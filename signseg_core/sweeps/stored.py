@@ -171,7 +171,7 @@ def _coverage_row(name: str, units: Sequence[int], found: list, images_only: lis
 
 
 _CLI_SETTINGS = {"generator", "generations", "restarts", "seed", "precision",
-                 "generator_options"}
+                 "generator_options", "covariance"}
 
 
 def _settings_args(settings: VisualizeSettings, command: str) -> list[str]:
@@ -185,6 +185,7 @@ def _settings_args(settings: VisualizeSettings, command: str) -> list[str]:
     args = ["--generator", s.generator, "--generations", str(s.generations),
             "--restarts", str(s.restarts), "--seed", str(s.seed)]
     args += [x for k, v in s.generator_options for x in ("--generator-option", f"{k}={v}")]
+    args += ["--covariance", s.covariance] if s.covariance != default.covariance else []
     return args + (["--precision", s.precision] if s.precision != default.precision else [])
 
 
@@ -212,6 +213,8 @@ def sweep_command(spec: SweepSpec, models: Sequence[str] | None = None, *,
     if set(spec.alphas) | {0.0} != set(DEFAULT_ALPHAS):
         parts += ["--alphas", ",".join(f"{a:g}" for a in spec.alphas)]
     parts += _settings_args(spec.settings, "sweep")
+    if spec.generators:
+        parts += ["--generators", ",".join(spec.generators)]
     if tuple(spec.ensemble) != DEFAULT_ENSEMBLE:
         parts += ["--ensemble", *spec.ensemble]
     if not spec.lpips:
