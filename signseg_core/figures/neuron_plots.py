@@ -176,6 +176,16 @@ def dale_features_figure(table: pd.DataFrame, *, title: str = "") -> go.Figure:
     return fig
 
 
+def _sign_curves(table: pd.DataFrame):
+    """``(sign, rows, colour)`` per sign present in ``table``: the control rows (alpha 0) then
+    that sign's, by alpha, so both signs' lines start at the control."""
+    control = table[table["sign"] == "control"]
+    for sign in ("positive", "negative"):
+        part = pd.concat([control, table[table["sign"] == sign]]).sort_values("alpha")
+        if len(part) > len(control):
+            yield sign, part, SIGN_COLORS[sign]
+
+
 def neuron_ablation_figure(table: pd.DataFrame, *, natural_max: float | None = None,
                            title: str = "") -> go.Figure:
     """A neuron model's response to its preferred image against ablation strength, per sign.
@@ -186,13 +196,8 @@ def neuron_ablation_figure(table: pd.DataFrame, *, natural_max: float | None = N
     response to that image, dashed); then ``"max over natural images"`` (dotted) when
     ``natural_max`` is given (:attr:`NeuronAblation.natural_max_predicted`).
     """
-    control = table[table["sign"] == "control"]
     fig = go.Figure()
-    for sign in ("positive", "negative"):
-        part = pd.concat([control, table[table["sign"] == sign]]).sort_values("alpha")
-        if len(part) == len(control):
-            continue
-        color = SIGN_COLORS[sign]
+    for sign, part, color in _sign_curves(table):
         fig.add_trace(go.Scatter(x=list(part["alpha"]), y=list(part["ablated_response"]),
                                  mode="lines+markers", line={"color": color},
                                  name=f"{sign}: ablated model"))
@@ -251,13 +256,8 @@ def population_response_figure(table: pd.DataFrame, *, title: str = "",
     (a shaded band, when any interval is finite) and ``"<sign>"`` (line); then ``"control"``
     (dotted level of the control) when there is one.
     """
-    control = table[table["sign"] == "control"]
     fig = go.Figure()
-    for sign in ("positive", "negative"):
-        part = pd.concat([control, table[table["sign"] == sign]]).sort_values("alpha")
-        if len(part) == len(control):
-            continue
-        color = SIGN_COLORS[sign]
+    for sign, part, color in _sign_curves(table):
         x = list(part["alpha"])
         low, high = part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float)
         if np.isfinite(low).any():
@@ -267,6 +267,7 @@ def population_response_figure(table: pd.DataFrame, *, title: str = "",
         fig.add_trace(go.Scatter(x=x, y=list(part["population_z"]), mode="lines+markers",
                                  line={"color": color}, name=sign, text=list(part["condition"]),
                                  hovertemplate="%{text}<br>z %{y:.3f}<extra></extra>"))
+    control = table[table["sign"] == "control"]
     if len(control):
         level = float(control["population_z"].iloc[0])
         fig.add_trace(go.Scatter(x=[0, 1], y=[level, level], mode="lines", name="control",

@@ -126,6 +126,17 @@ def bootstrap_ci(
     return value, float(lo), float(hi)
 
 
+def complete_pairs(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as flat float arrays with every pair holding a NaN dropped; ValueError
+    (naming ``what`` needs them) when their lengths differ."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"{what} needs paired arrays; got lengths {x.size} and {y.size}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return x[keep], y[keep]
+
+
 def spearman(x, y) -> tuple[float, float]:
     """Spearman rank correlation of two paired 1-D arrays, with its two-sided p-value.
 
@@ -137,12 +148,7 @@ def spearman(x, y) -> tuple[float, float]:
     ValueError
         If the lengths differ, or fewer than 3 complete pairs remain.
     """
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"spearman needs paired arrays; got lengths {x.size} and {y.size}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
+    x, y = complete_pairs(x, y, "spearman")
     if x.size < 3:
         raise ValueError(f"spearman needs at least 3 complete (non-NaN) pairs, got {x.size}")
     if np.all(x == x[0]) or np.all(y == y[0]):
@@ -328,12 +334,7 @@ def correlation(x, y) -> dict:
     ValueError
         If the lengths differ.
     """
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"correlation needs paired arrays; got lengths {x.size} and {y.size}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
+    x, y = complete_pairs(x, y, "correlation")
     n = int(x.size)
     exact = n <= EXACT_SPEARMAN_MAX_N
     out = {"n": n, "pearson_r": math.nan, "pearson_p": math.nan, "spearman_rho": math.nan,

@@ -87,6 +87,17 @@ def report_numbers(summary: pd.DataFrame, table: pd.DataFrame, spectra: pd.DataF
     return out
 
 
+#: The report's curves against alpha: (summary column, y axis title, figure title).
+CURVES = (
+    ("similarity", "cosine similarity to control images",
+     "Representational similarity (held-out ensemble: Lite1/2) vs ablation strength"),
+    ("similarity_full", "cosine similarity to control images",
+     "Representational similarity (full ensemble: Lite0/1/2, Lite0 optimised)"),
+    ("activation", "best activation (ablated readout)",
+     "Maximal activation reached vs ablation strength"),
+    ("intact_activation", "intact unit's logit on the images",
+     "Intact unit's response to the ablated preferred images"),
+)
 #: The summary's columns the report quotes (held-out similarity first).
 REPORTED = ("similarity", "similarity_full", "activation", "intact_activation",
             "lpips_similarity", "objectness")
@@ -133,18 +144,9 @@ def build_report(*, device: str = "cpu", out: Path | None = None,
     result.save(data_dir, stem="lite0_fourier")
     summary, table, spectra = result.summary(), result.table, result.spectra
     figures = {
-        "similarity": metric_vs_alpha_figure(
-            summary, "similarity", y_title="cosine similarity to control images",
-            title="Representational similarity (held-out ensemble: Lite1/2) vs ablation strength"),
-        "similarity_full": metric_vs_alpha_figure(
-            summary, "similarity_full", y_title="cosine similarity to control images",
-            title="Representational similarity (full ensemble: Lite0/1/2, Lite0 optimised)"),
-        "activation": metric_vs_alpha_figure(
-            summary, "activation", y_title="best activation (ablated readout)",
-            title="Maximal activation reached vs ablation strength"),
-        "intact_activation": metric_vs_alpha_figure(
-            summary, "intact_activation", y_title="intact unit's logit on the images",
-            title="Intact unit's response to the ablated preferred images"),
+        metric: metric_vs_alpha_figure(summary, metric, y_title=y_title, title=title)
+        for metric, y_title, title in CURVES}
+    figures |= {
         "spectrum_ratio": spectrum_ratio_figure(
             spectra, alpha=1.0, title="Power spectrum ratio, control / fully ablated"),
     }
