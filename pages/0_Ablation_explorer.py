@@ -19,9 +19,10 @@ from signseg_ui.explorer import (
     N_CONDITIONS,
     current_key,
     results_by_key,
-    stored_unit,
+    stored_results,
     submit_unit,
     unit_job,
+    unit_request,
     unit_text,
 )
 from signseg_ui.export_widgets import export_panel
@@ -68,13 +69,14 @@ with st.expander("Optimisation settings"):
 if settings is None:
     st.stop()
 try:
-    found, job = stored_unit(name, unit, settings), unit_job(name, unit, settings)
+    request = unit_request(name, unit, settings)  # built once: its keys serve every read below
+    found, job = stored_results(request), unit_job(request)
 except Exception as exc:  # the UI layer turns engine errors into messages
     show_error(exc, context="Cannot read the results")
     st.stop()
 
 missing = N_CONDITIONS - len(found)
-finished = job_panel(lambda: job, lambda: submit_unit(name, unit, settings), key="explorer",
+finished = job_panel(lambda: job, lambda: submit_unit(request), key="explorer",
                      label=f"Compute unit {unit} ({missing} conditions)", needed=missing > 0,
                      help="Runs in the background; results are kept on disk.")
 found = {**results_by_key(finished or []), **found}

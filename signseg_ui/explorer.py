@@ -87,24 +87,19 @@ def stored_unit(model_name: str, unit: int,
     return stored_results(unit_request(model_name, unit, settings))
 
 
-def unit_job_key(model_name: str, unit: int, settings: VisualizeSettings) -> dict:
-    """The key :func:`~signseg_core.sweeps.tasks.visualize_job` gives the unit's job in the
-    default store."""
-    return visualize_job_key(unit_request(model_name, unit, settings))
+def unit_job(request: VisualizeRequest) -> Job | None:
+    """The job computing ``request`` in the default store, if any session submitted one."""
+    return default_manager().get(visualize_job_key(request))
 
 
-def unit_job(model_name: str, unit: int, settings: VisualizeSettings) -> Job | None:
-    """The job computing ``unit`` under ``settings``, if any session submitted one."""
-    return default_manager().get(unit_job_key(model_name, unit, settings))
-
-
-def submit_unit(model_name: str, unit: int, settings: VisualizeSettings) -> Job:
-    """Compute ``unit``'s conditions in the background (stored ones are read, not redone);
-    a request identical to a queued, running or recently finished one shares that job."""
-    label = (f"{model_name} unit {unit_text(unit)}: {settings.generator} "
-             f"{settings.restarts} restarts × {settings.generations} generations")
-    return visualize_job(default_manager(), unit_request(model_name, unit, settings),
-                         store=default_store(), label=label)
+def submit_unit(request: VisualizeRequest, *, label: str = "") -> Job:
+    """Compute a unit's request in the background (stored conditions are read, not redone);
+    a request identical to a queued, running or recently finished one shares that job. The
+    default label names the model, the unit and the budget."""
+    s, unit = request.settings, request.conditions[0].unit
+    label = label or (f"{request.model.name} unit {unit_text(unit)}: {s.generator} "
+                      f"{s.restarts} restarts × {s.generations} generations")
+    return visualize_job(default_manager(), request, store=default_store(), label=label)
 
 
 def results_by_key(results: Sequence[ConditionResult]) -> dict[tuple, ConditionResult]:

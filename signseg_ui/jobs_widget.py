@@ -4,10 +4,9 @@
 it), hands back a finished job's result, offers a Compute button while nothing computes it, shows
 progress with the time left and a Cancel button while it runs, and the error when it failed::
 
-    found = stored_unit(name, unit, settings)
+    found = stored_results(request)
     missing = N_CONDITIONS - len(found)
-    finished = job_panel(lambda: unit_job(name, unit, settings),
-                         lambda: submit_unit(name, unit, settings),
+    finished = job_panel(lambda: unit_job(request), lambda: submit_unit(request),
                          key="explorer", label=f"Compute unit {unit} ({missing} conditions)",
                          needed=missing > 0)
     found = {**results_by_key(finished or []), **found}

@@ -39,7 +39,7 @@ from signseg_core.optimize.results import ConditionResult, to_uint8
 
 from .error_display import show_error
 from .evolution_settings import evolution_settings
-from .explorer import results_by_key
+from .explorer import results_by_key, stored_results, submit_unit, unit_job
 from .export_widgets import export_panel
 from .jobs_widget import job_panel
 from .neurons import (
@@ -49,7 +49,6 @@ from .neurons import (
     QUERY_DATA,
     R2_COLUMNS,
     SESSION_DATA,
-    ablation_job,
     ablation_request,
     cached_diverse_set,
     cached_lasso,
@@ -61,9 +60,7 @@ from .neurons import (
     diverse_sheet,
     images_by_response,
     neuron_label,
-    stored_ablation,
     strip_rows,
-    submit_ablation,
 )
 from .widget_choices import keep_choice
 
@@ -223,7 +220,7 @@ def ablation_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: s
     try:
         request = ablation_request(name, *data, neuron, settings, ALPHA_GRIDS[grid],
                                    min_sd_ratio=study.min_sd_ratio)
-        found, job = stored_ablation(request), ablation_job(request)
+        found, job = stored_results(request), unit_job(request)
     except Exception as exc:  # the UI layer turns engine errors into messages
         show_error(exc, context="Cannot set up the ablation")
         return
@@ -232,7 +229,7 @@ def ablation_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: s
                "images.")
     label = (f"{name} neuron {neuron}: {settings.generator} {settings.restarts} restarts × "
              f"{settings.generations} generations")
-    finished = job_panel(lambda: job, lambda: submit_ablation(request, label=label),
+    finished = job_panel(lambda: job, lambda: submit_unit(request, label=label),
                          key="neurons", button_key="neurons_ablate",
                          label=f"Compute neuron {neuron} ({n - len(found)} conditions)",
                          needed=len(found) < n, help="Runs in the background; kept on disk.")

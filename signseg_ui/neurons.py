@@ -20,7 +20,6 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS
-from signseg_core.jobs import Job, default_manager
 from signseg_core.neurons.data import NeuronDataError, load_image, load_neuron_data
 from signseg_core.neurons.demo import write_demo_dataset
 from signseg_core.neurons.fitting import PAPER_MIN_SD_RATIO
@@ -38,12 +37,10 @@ from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.paths import cache_dir
 from signseg_core.stimuli.diverse import contact_sheet, diverse_set_from_folder
-from signseg_core.store import default_store, key_digest
-from signseg_core.sweeps.tasks import visualize_job, visualize_job_key
+from signseg_core.store import key_digest
 
 from .cached_models import cached_generator, cached_model
 from .device import current_device
-from .explorer import stored_results
 
 SESSION_DATA = "neurons_data"
 QUERY_DATA = "data"
@@ -241,21 +238,6 @@ def strip_rows(results) -> dict[str, list[ConditionResult]]:
         if own:
             rows[sign] = control + own
     return rows or {"control": control}
-
-
-def stored_ablation(request: VisualizeRequest) -> dict[tuple, ConditionResult]:
-    """Stored results of the request's conditions by :attr:`Condition.key` (missing: absent)."""
-    return stored_results(request)
-
-
-def ablation_job(request: VisualizeRequest) -> Job | None:
-    """The job computing the request, if any session submitted one."""
-    return default_manager().get(visualize_job_key(request))
-
-
-def submit_ablation(request: VisualizeRequest, *, label: str) -> Job:
-    """Evolve the request's conditions in the background (stored ones are read, not redone)."""
-    return visualize_job(default_manager(), request, store=default_store(), label=label)
 
 
 @st.cache_data(show_spinner="Scoring the images with every neuron model…", max_entries=16)

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,3 +55,12 @@ def tiny_dashboard(monkeypatch, tmp_path):
     for job in default_manager().jobs():
         job.cancel()
         job.wait(10)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are files, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

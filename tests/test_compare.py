@@ -12,8 +12,8 @@ import pytest
 
 import signseg_core.optimize.visualize as vis_mod
 import signseg_core.sweeps.measure as sweep_mod
+from signseg_core.cli import commands, options
 from signseg_core.cli import main as cli
-from signseg_core.cli import options
 from signseg_core.conditions import condition_grid
 from signseg_core.errors import UnknownNameError
 from signseg_core.figures.compare import (
@@ -253,7 +253,7 @@ def _spec_from_command(command: str) -> SweepSpec:
     """What ``python -m signseg_core sweep ...`` would run."""
     words = shlex.split(command)
     assert words[:4] == ["python", "-m", "signseg_core", "sweep"]
-    return options.sweep_spec_from_args(cli.build_parser().parse_args(words[3:]))
+    return commands.sweep_spec_from_args(cli.build_parser().parse_args(words[3:]))
 
 
 @pytest.mark.parametrize("spec", [

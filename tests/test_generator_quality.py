@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "generator_quality.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def gq():
-    spec = importlib.util.spec_from_file_location("generator_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("generator_quality")
 
 
 LOGITS = torch.tensor([[5.0, 1.0, 3.0, 0.0],   # target 0: rank 0

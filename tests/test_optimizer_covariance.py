@@ -3,23 +3,17 @@ across the three covariance modes, and the summary's statistics against hand-mad
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 from scipy import stats
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "optimizer_covariance.py"
 
 
 @pytest.fixture(scope="module")
 def oc():
-    spec = importlib.util.spec_from_file_location("optimizer_covariance", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("optimizer_covariance")
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,8 @@ def test_the_compute_button_starts_one_job_whose_images_appear():
 
 
 def test_a_running_job_is_shared_shows_progress_and_cancels():
-    from signseg_ui.explorer import submit_unit, unit_job_key
+    from signseg_core.sweeps.tasks import visualize_job_key
+    from signseg_ui.explorer import submit_unit, unit_request
 
     settings = page_settings()
     release = threading.Event()
@@ -220,8 +221,9 @@ def test_a_running_job_is_shared_shows_progress_and_cancels():
         return []
 
     at = tiny_settings(run_page())
-    job = default_manager().submit(unit_job_key("tiny_test", 373, settings), slow, label="slow")
-    assert submit_unit("tiny_test", 373, settings) is job  # another session shares it
+    job = default_manager().submit(visualize_job_key(unit_request("tiny_test", 373, settings)),
+                                   slow, label="slow")
+    assert submit_unit(unit_request("tiny_test", 373, settings)) is job  # another session shares it
     at.run()
     assert not at.exception
     assert "explorer_compute" not in [b.key for b in at.button]

@@ -17,10 +17,10 @@ from signseg_core.cli.options import (
     generator_options,
     settings_from_args,
     signs_from_args,
-    sweep_spec_from_args,
 )
 from signseg_core.generators.catalog import make_generator
 from signseg_core.metrics.stats import correlation, describe_correlation
+from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.models.registry import get_entry, list_models, load_model, registry
 from signseg_core.models.zoo import resolve_device
 from signseg_core.optimize.bench import configure_cuda, main_bench
@@ -41,7 +41,7 @@ from signseg_core.stimuli.selection import (
 )
 from signseg_core.sweeps.bundle import import_bundle, import_sweep_rows
 from signseg_core.sweeps.report import build_report
-from signseg_core.sweeps.run import run_sweep
+from signseg_core.sweeps.run import SweepSpec, run_sweep
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -198,6 +198,17 @@ def cmd_import_sweep(args: argparse.Namespace) -> int:
     print(f"metric rows of {len(lines)} units: {imported} imported, {there} already in the store, "
           f"{len(lines) - imported - there} not imported")
     return 0
+
+
+def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The :class:`~signseg_core.sweeps.run.SweepSpec` of ``python -m signseg_core sweep``'s
+    arguments (the one place they become a spec; ``sweep_command`` writes the reverse)."""
+    return SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
+                     generators=tuple(args.generators), signs=signs_from_args(args),
+                     alphas=args.alphas, settings=settings_from_args(args),
+                     ensemble=tuple(args.ensemble), lpips=not args.no_lpips,
+                     detector=None if args.detector == "none" else args.detector)
+
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

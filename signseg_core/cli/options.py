@@ -11,9 +11,7 @@ import importlib
 from collections.abc import Callable
 
 from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alphas
-from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.settings import COVARIANCE_NAMES, PRECISIONS, VisualizeSettings
-from signseg_core.sweeps.run import SweepSpec
 
 
 def alphas_arg(text: str) -> tuple[float, ...]:
@@ -88,13 +86,3 @@ def command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
     run.__name__ = run.__qualname__ = name
     return run
-
-
-def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
-    """The :class:`~signseg_core.sweeps.run.SweepSpec` of ``python -m signseg_core sweep``'s
-    arguments (the one place they become a spec; ``sweep_command`` writes the reverse)."""
-    return SweepSpec(models=tuple(args.models), units=tuple(args.units or DEFAULT_UNITS),
-                     generators=tuple(args.generators), signs=signs_from_args(args),
-                     alphas=args.alphas, settings=settings_from_args(args),
-                     ensemble=tuple(args.ensemble), lpips=not args.no_lpips,
-                     detector=None if args.detector == "none" else args.detector)

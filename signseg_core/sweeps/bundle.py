@@ -26,7 +26,13 @@ from signseg_core.optimize.results import ConditionResult, load_condition, save_
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.paths import no_downloads
 from signseg_core.store import ResultStore, default_store
-from signseg_core.sweeps.measure import METRIC_COLUMNS, Metrics, read_unit_rows, write_unit_rows
+from signseg_core.sweeps.measure import (
+    METRIC_COLUMNS,
+    Metrics,
+    read_unit_rows,
+    status_kind,
+    write_unit_rows,
+)
 from signseg_core.sweeps.run import SweepSpec
 
 _ARRAYS = ("best_scores", "intact_scores", "max_per_gen", "mean_per_gen", "best_codes",
@@ -114,10 +120,6 @@ def spec_from_status(status: dict):
         raise ValueError(f"the status file holds no readable sweep spec ({exc})") from exc
 
 
-def _kind(status: str) -> str:
-    return status.split(":", 1)[0].strip().split(" ", 1)[0]  # "ok", "unavailable", "off", "random"
-
-
 def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = None,
                       device="cpu") -> list[str]:
     """Put a saved sweep's metric rows into the store, so that pages show them without measuring.
@@ -146,7 +148,7 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     with no_downloads():
         metrics = Metrics.build(spec, device, models)
     for name in ("lpips", "objectness"):
-        there, here = _kind(status.get(name, "off")), _kind(metrics.statuses[name])
+        there, here = status_kind(status.get(name, "off")), status_kind(metrics.statuses[name])
         if there == "ok" or here == "ok":  # no fingerprint in the status: cannot be checked
             raise ValueError(
                 f"{name} was {status.get(name)!r} where the table was made and is "

@@ -93,6 +93,12 @@ class Metrics:
                          ids["lpips"], ids["objectness"])
 
 
+def status_kind(status: str) -> str:
+    """The first word of a metric's status: ``"ok"``, ``"unavailable"``, ``"off"``, ``"random"``
+    (the rest of a status is prose for people, which may hold paths)."""
+    return status.split(":", 1)[0].strip().split(" ", 1)[0]
+
+
 def _identity(metric, wanted) -> str:
     """What a metric's numbers depend on: its weights' fingerprint; never paths or messages
     (the same weights found under another TORCH_HOME, or missing for another reason, give the

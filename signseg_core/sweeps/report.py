@@ -26,6 +26,7 @@ from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.optimize.visualize import visualize
 from signseg_core.store import default_store
 from signseg_core.sweeps.bundle import import_bundle
+from signseg_core.sweeps.measure import status_kind
 from signseg_core.sweeps.run import SweepSpec, run_sweep
 
 REPORT_MODEL = "efficientnet_lite0"
@@ -208,7 +209,7 @@ def status_words(status: str) -> str:
     """A metric's status for a committed document: what it is, never a path of this machine
     (``"unavailable: ... /home/x/..."`` becomes ``"unavailable here (weights not on this
     machine)"``)."""
-    kind = status.split(":", 1)[0].strip()
+    kind = status_kind(status)
     if kind == "unavailable":
         return "unavailable here (weights not on this machine)"
     return "computed" if kind == "ok" else kind
