@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = frozenset(("done", "failed", "cancelled"))
 
-#: ``progress(done, total, message="")`` as handed to a job's function.
+#: ``progress(done, total, message="", payload=None)`` as handed to a job's function; a payload
+#: (e.g. a live preview) is kept as :attr:`Job.latest`.
 ProgressFn = Callable[..., None]
 JobFn = Callable[[ProgressFn, Callable[[], bool]], Any]
 
@@ -46,11 +47,13 @@ class Job:
     Attributes: ``id``, ``key`` (hex digest of the submitted key), ``label``, ``state`` (one of
     :data:`STATES`), ``done`` / ``total`` / ``message`` (the last progress report),
     ``submitted`` / ``started`` / ``finished`` (``clock()`` times, None until reached),
-    ``subscribers``, ``error`` (``"TypeName: message"`` of a failure, else ``""``), ``traceback``.
+    ``subscribers``, ``error`` (``"TypeName: message"`` of a failure, else ``""``), ``traceback``,
+    ``expected_s`` (the submitter's estimate of the running time, or None) and ``latest`` (the
+    last payload the function reported with its progress, e.g. a live preview image; None).
     """
 
     def __init__(self, key: str, fn: JobFn, *, label: str, job_id: str,
-                 clock: Callable[[], float]):
+                 clock: Callable[[], float], expected_s: float | None = None):
         self.id, self.key, self.label = job_id, key, label
         self._fn: JobFn | None = fn
         self._clock = clock
@@ -64,6 +67,9 @@ class Job:
         self.finished: float | None = None
         self.subscribers = 1
         self.error = self.traceback = ""
+        self.expected_s = expected_s
+        self.latest: Any = None
+        self._first_report: tuple[float, int] | None = None  # (time, done) of the first report
         self._value: Any = None
         self._exception: BaseException | None = None
 
@@ -98,11 +104,28 @@ class Job:
         return max(end - self.started, 0.0)
 
     def eta_s(self) -> float | None:
-        """Seconds left at the rate so far, or None while unknown (queued, no progress yet)."""
-        fraction = self.progress
-        if self.state != "running" or fraction <= 0.0:
+        """Seconds left, or None while unknown.
+
+        Running: the work left at the rate measured since the first progress report (start-up,
+        such as loading a model, is not counted as work), once a second has passed since it;
+        before that, ``expected_s`` less the time run so far (never below 0), else the rate since
+        the start. Queued: ``expected_s``. Reports after every scored batch keep the rate steady, so the estimate
+        counts down instead of jumping up at each generation.
+        """
+        with self._lock:
+            state, done, total, first = self.state, self.done, self.total, self._first_report
+        if state == "queued":
+            return self.expected_s
+        if state != "running":
             return None
-        return self.elapsed_s() * (1.0 - fraction) / fraction
+        now = self._clock()
+        if first is not None and total > 0 and now - first[0] >= 1.0 and done > first[1]:
+            rate = (done - first[1]) / (now - first[0])
+            return max(total - done, 0) / rate
+        if self.expected_s is not None:
+            return max(self.expected_s - self.elapsed_s(), 0.0)
+        fraction = done / total if total > 0 else 0.0  # last resort: the rate since the start
+        return self.elapsed_s() * (1.0 - fraction) / fraction if fraction > 0 else None
 
     def info(self) -> dict:
         """A plain dict for a table of jobs: id, label, state, progress, message, times."""
@@ -145,6 +168,12 @@ class Job:
         with self._lock:
             return self._cancel_locked()
 
+    def watch(self) -> bool:
+        """One more watcher (a session that found the job another one submitted), so that the
+        job runs until every watcher has let go (:meth:`release`). False when the job is
+        cancelled or being cancelled."""
+        return self._subscribe()
+
     def release(self) -> None:
         """One watcher lets go (a session navigated away); the last one out cancels the job."""
         with self._lock:
@@ -173,9 +202,13 @@ class Job:
             self.subscribers += 1
             return True
 
-    def _report(self, done: int, total: int, message: str = "") -> None:
+    def _report(self, done: int, total: int, message: str = "", payload: Any = None) -> None:
         with self._lock:
+            if self._first_report is None:
+                self._first_report = (self._clock(), int(done))
             self.done, self.total, self.message = int(done), int(total), str(message)
+            if payload is not None:
+                self.latest = payload
 
     def _finish(self, state: str) -> None:  # call with the lock held
         self.state = state
@@ -245,12 +278,14 @@ class JobManager:
         self._ids = itertools.count(1)
         self._closed = False
 
-    def submit(self, key: Hashable, fn: JobFn, *, label: str = "") -> Job:
+    def submit(self, key: Hashable, fn: JobFn, *, label: str = "",
+               expected_s: float | None = None) -> Job:
         """The job for ``key`` (anything :func:`~signseg_core.store.key_digest` hashes): the
         queued, running or remembered finished one (its ``subscribers`` goes up by one), else a
         new job running ``fn(progress, should_stop)``. A job cancelled or being cancelled is
         never shared: asking again starts afresh. A failed one is shared until :meth:`forget`,
         so a page that reruns on every widget change shows the error, not a retry each time.
+        ``expected_s``: the submitter's estimate of the running time (:meth:`Job.eta_s`).
         """
         digest = key_digest(key)
         with self._lock:
@@ -261,7 +296,8 @@ class JobManager:
             if job is not None and job._subscribe():
                 return job
             job = Job(digest, fn, label=label or digest[:12],
-                      job_id=f"{next(self._ids)}-{digest[:8]}", clock=self._clock)
+                      job_id=f"{next(self._ids)}-{digest[:8]}", clock=self._clock,
+                      expected_s=expected_s)
             self._by_key[digest] = job
             self._jobs.append(job)
             self._start_workers()

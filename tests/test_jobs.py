@@ -266,10 +266,13 @@ def test_bad_options_are_refused_by_name(kwargs):
 
 def test_visualize_job_completes_and_stores_its_results(manager, tiny, store):
     conds = [Condition(4, "negative", 0.5), Condition(2, "positive", 1.0)]
-    job = visualize_job(manager, VisualizeRequest.build(tiny, conds, SETTINGS), store=store)
+    request = VisualizeRequest.build(tiny, conds, SETTINGS)
+    job = visualize_job(manager, request, store=store)
     results = job.result(WAIT * 3)
-    assert job.state == "done" and (job.done, job.total) == (2, 2)
-    assert job.message == "generation 2/2" and "tiny_test" in job.label
+    # progress counts images: 2 conditions x 1 restart x popsize x 2 generations
+    images = 2 * 1 * request.popsize * 2
+    assert job.state == "done" and (job.done, job.total) == (images, images)
+    assert job.message == "2/2 conditions stored" and "tiny_test" in job.label
     assert [r.condition.key for r in results] == [(2, "positive", 1.0), (4, "negative", 0.5)]
     assert not any(r.cancelled for r in results)
     assert len(store) == 2 and all(r.key in store for r in results)
@@ -303,7 +306,7 @@ def test_cancelling_a_visualize_job_midway_stores_nothing(manager, store):
     try:
         settings = VisualizeSettings(generations=3, restarts=1, generator_options=(("size", 32),))
         request = VisualizeRequest.build(model, [Condition(5, "positive", 1.0)], settings)
-        job = visualize_job(manager, request, store=store)
+        job = visualize_job(manager, request, store=store, batch_size=8)
         assert inside.wait(WAIT * 3) and job.state == "running"
         job.cancel()
         go.set()
@@ -311,7 +314,84 @@ def test_cancelling_a_visualize_job_midway_stores_nothing(manager, store):
     finally:
         go.set()
         handle.remove()
-    assert (job.done, job.total) == (1, 3)  # generation 1 finished, generation 2 never began
+    # Cancelled inside generation 1: its first chunk of 8 was scored, the second never began
+    # (the stop is checked between scored batches, not only between generations).
+    assert (job.done, job.total) == (8, 3 * request.popsize) and request.popsize > 8
     assert len(store) == 0
     with pytest.raises(JobCancelled):
         job.result(0)
+
+
+def test_eta_follows_the_rate_since_the_first_report_not_the_start_up():
+    now = [100.0]
+    m = JobManager(clock=lambda: now[0])
+    gate, step = threading.Event(), threading.Semaphore(0)
+    moves = [(130.0, 10), (132.0, 30)]  # 30 s of start-up, then 20 images in 2 s: 10 img/s
+
+    def fn(progress, should_stop):
+        for t, done in moves:
+            now[0] = t
+            progress(done, 100)
+            step.release()
+        gate.wait(WAIT)
+
+    job = m.submit("eta2", fn, expected_s=50.0)
+    try:
+        assert step.acquire(timeout=WAIT) and step.acquire(timeout=WAIT)
+        # 70 images left at (30 - 10) / (132 - 130) = 10 img/s: 7 s. Extrapolating from the
+        # start instead would say 32 s * 0.7 / 0.3 = 74.7 s.
+        assert job.eta_s() == pytest.approx(7.0)
+    finally:
+        gate.set()
+        m.shutdown(wait=True, timeout=WAIT)
+
+
+def test_eta_starts_from_the_expected_time_and_never_goes_below_zero():
+    now = [0.0]
+    m = JobManager(clock=lambda: now[0])
+    gate, reported = threading.Event(), threading.Event()
+
+    def fn(progress, should_stop):
+        now[0] = 4.0
+        progress(0, 100)  # started, nothing scored yet
+        reported.set()
+        gate.wait(WAIT)
+
+    job = m.submit("eta3", fn, expected_s=10.0)
+    try:
+        assert job.eta_s() in (10.0, 6.0)  # queued: 10; running at t = 4: 10 - 4
+        assert reported.wait(WAIT)
+        assert job.eta_s() == pytest.approx(6.0)
+        now[0] = 30.0  # longer than expected, still no progress: 0, not negative
+        assert job.eta_s() == 0.0
+    finally:
+        gate.set()
+        m.shutdown(wait=True, timeout=WAIT)
+
+
+def test_payload_is_kept_as_latest_and_watchers_keep_a_job_alive():
+    m = JobManager()
+    gate, reported = threading.Event(), threading.Event()
+
+    def fn(progress, should_stop):
+        progress(1, 2, "half", {"image": 1})
+        progress(1, 2, "still half")  # no payload: the last one stays
+        reported.set()
+        while not should_stop() and not gate.is_set():
+            time.sleep(0.01)
+        if should_stop():
+            raise JobCancelled("stopped")
+        return "ok"
+
+    job = m.submit("watch", fn)
+    try:
+        assert reported.wait(WAIT) and job.latest == {"image": 1} and job.message == "still half"
+        assert job.watch() and job.subscribers == 2  # a second session found it running
+        job.release()  # the first one cancels: the second still watches
+        assert not job.cancel_requested and job.is_active
+        job.release()  # the last one out stops it
+        assert job.wait(WAIT) and job.state == "cancelled"
+        assert not job.watch()  # a cancelled job is never joined
+    finally:
+        gate.set()
+        m.shutdown(wait=True, timeout=WAIT)

@@ -103,9 +103,11 @@ def test_every_setting_is_in_the_key(tiny):
 def test_cancel_returns_partial_results_and_stores_nothing(tiny, store):
     calls = []
 
+    # Asked before each generation and before each scored batch: 2 restarts x popsize 35 = 70
+    # samples are two batches of 64, so three questions per generation.
     def stop():
         calls.append(1)
-        return len(calls) > 2
+        return len(calls) > 6  # two generations run, the third is refused
 
     seen = []
     res = visualize(tiny, [Condition(2, "positive", 0.2)], settings=SETTINGS, store=store,

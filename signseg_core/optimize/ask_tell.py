@@ -17,10 +17,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["EvolutionResult", "ScoreFn", "drive_evolution"]
+__all__ = ["EvolutionResult", "EvolutionStopped", "ScoreFn", "drive_evolution"]
 
 #: Codes ``(B * popsize, d)`` → scores ``(B * popsize,)``, rows evolution-major.
 ScoreFn = Callable[[Tensor], Tensor]
+
+
+class EvolutionStopped(Exception):
+    """Raised by a score function that was asked to stop part-way through a generation (it
+    checks between scored batches, so a cancel on a CPU does not wait for a whole generation).
+    :func:`drive_evolution` ends the run as cancelled; the interrupted generation is not told."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,15 @@ def _check_generations(generations) -> None:
 
 def drive_evolution(es, score_fn: ScoreFn, generations: int,
                     progress: Callable[[int, int, Tensor], None] | None,
-                    should_stop: Callable[[], bool] | None) -> EvolutionResult:
+                    should_stop: Callable[[], bool] | None,
+                    observe: Callable[[int, object], None] | None = None) -> EvolutionResult:
     """Ask, score and tell ``es`` for ``generations`` steps, recording every generation.
 
-    ``score_fn`` scores a whole generation in one call and must return ``(B * popsize,)``;
-    ``progress(done, total, best_score)`` is called after every generation, ``should_stop()``
-    asked before every one (True ends the run with ``cancelled=True``). Shared by
+    ``score_fn`` scores a whole generation in one call and must return ``(B * popsize,)``, or
+    raise :class:`EvolutionStopped`; ``progress(done, total, best_score)`` is called after every
+    generation, ``should_stop()`` asked before every one (True, or a stopped score function, ends
+    the run with ``cancelled=True``), and ``observe(done, es)`` after every generation lets a
+    caller look at the optimiser (e.g. decode ``es.best_code`` as a live preview). Shared by
     :func:`~signseg_core.optimize.evolve.run_cmaes` and
     :func:`~signseg_core.optimize.evolve_pycma.run_pycma`.
     """
@@ -85,7 +94,11 @@ def drive_evolution(es, score_fn: ScoreFn, generations: int,
         if should_stop is not None and should_stop():
             cancelled = True
             break
-        scores = score_fn(es.ask().reshape(B * lam, d))
+        try:
+            scores = score_fn(es.ask().reshape(B * lam, d))
+        except EvolutionStopped:
+            cancelled = True
+            break
         if not isinstance(scores, Tensor) or scores.shape != (B * lam,):
             got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise ValueError(f"score_fn must return a tensor of shape {(B * lam,)}, got {got}")
@@ -95,6 +108,8 @@ def drive_evolution(es, score_fn: ScoreFn, generations: int,
             h.append(v)
         if progress is not None:
             progress(gen + 1, generations, es.best_score)
+        if observe is not None:
+            observe(gen + 1, es)
     stack = [torch.stack(h) if h else torch.empty(0, B, dtype=torch.float64) for h in history]
     stack = [h.to(es.mean.device) for h in stack]
     return EvolutionResult(es.best_code, es.best_score, *stack, es.mean, es.sigma, len(history[0]),

@@ -375,7 +375,8 @@ class BatchedCMAES:
 def run_cmaes(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig,
               seeds: Sequence[int] | Tensor, generations: int,
               progress: Callable[[int, int, Tensor], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> EvolutionResult:
+              should_stop: Callable[[], bool] | None = None,
+              observe: Callable[[int, BatchedCMAES], None] | None = None) -> EvolutionResult:
     """Run B evolutions for ``generations`` steps, scoring each whole generation in one call.
 
     Parameters
@@ -389,7 +390,10 @@ def run_cmaes(score_fn: ScoreFn, x0: Tensor, *, config: CMAConfig,
     progress : callable(done, total, best_score (B,)), optional
         Called after every generation.
     should_stop : callable() -> bool, optional
-        Asked before every generation; True ends the run early with ``cancelled=True``.
+        Asked before every generation; True ends the run early with ``cancelled=True`` (as does
+        a ``score_fn`` raising :class:`~signseg_core.optimize.ask_tell.EvolutionStopped`).
+    observe : callable(done, es), optional
+        Called after every generation with the optimiser itself (live previews).
     """
     es = BatchedCMAES(x0, config=config, seeds=seeds)
-    return drive_evolution(es, score_fn, generations, progress, should_stop)
+    return drive_evolution(es, score_fn, generations, progress, should_stop, observe)

@@ -136,10 +136,15 @@ class VisualizeRequest:
         return config.strategy_parameters(self.generator.dim)["popsize"]
 
     @property
+    def images_per_condition(self) -> int:
+        """Images one condition's evolutions score: restarts × population × generations."""
+        s = self.settings
+        return s.restarts * self.popsize * s.generations
+
+    @property
     def images_to_score(self) -> int:
         """Images one full run scores: conditions × restarts × population × generations."""
-        s = self.settings
-        return len(self.conditions) * s.restarts * self.popsize * s.generations
+        return len(self.conditions) * self.images_per_condition
 
     @property
     def label(self) -> str:

@@ -21,6 +21,7 @@ from torch import Tensor
 from signseg_core.ablation import ablated_readout
 from signseg_core.conditions import Condition
 from signseg_core.models.zoo import ZooModel
+from signseg_core.optimize.ask_tell import EvolutionStopped
 from signseg_core.optimize.evolve import run_cmaes
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import (
@@ -61,12 +62,17 @@ def _chunk_features(model: ZooModel, generator, *, half: bool, compile: bool):
 
 
 def make_scorer(model: ZooModel, generator, rows: Tensor, biases: Tensor, evo_cond: Tensor,
-                popsize: int, *, batch_size: int, precision: str,
-                compile: bool = False) -> Callable[[Tensor], Tensor]:
+                popsize: int, *, batch_size: int, precision: str, compile: bool = False,
+                on_batch: Callable[[int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Callable[[Tensor], Tensor]:
     """codes (B * popsize, d), evolution-major → each sample's score under its own condition.
 
     Samples are scored ``batch_size`` at a time; with ``compile=True`` a short last chunk is
-    padded to ``batch_size`` so that one compiled graph serves every chunk.
+    padded to ``batch_size`` so that one compiled graph serves every chunk. ``on_batch(n)`` is
+    told after each chunk how many samples it scored (progress within a generation), and
+    ``should_stop()`` is asked before each chunk: True raises
+    :class:`~signseg_core.optimize.ask_tell.EvolutionStopped`, so a cancel waits for one chunk,
+    not one generation.
     """
     device = model.device
     row_cond = evo_cond.repeat_interleave(popsize)  # (B * popsize,)
@@ -76,6 +82,8 @@ def make_scorer(model: ZooModel, generator, rows: Tensor, biases: Tensor, evo_co
     def score(codes: Tensor) -> Tensor:
         out = torch.empty(codes.shape[0], device=device, dtype=torch.float32)
         for start in range(0, codes.shape[0], batch_size):
+            if should_stop is not None and should_stop():
+                raise EvolutionStopped
             stop = min(start + batch_size, codes.shape[0])
             chunk = codes[start:stop]
             if compile and stop - start < batch_size:
@@ -84,6 +92,8 @@ def make_scorer(model: ZooModel, generator, rows: Tensor, biases: Tensor, evo_co
                 feats = features(chunk)[: stop - start]
             c = row_cond[start:stop]
             out[start:stop] = (feats.float() * rows[c]).sum(1) + biases[c]
+            if on_batch is not None:
+                on_batch(stop - start)
         return out
 
     return score
@@ -139,8 +149,9 @@ def run_request(
     settings = request.settings
     if todo:
         batch = batch_size or default_batch_size(request.model.device)
-        for result in _run(request.model, request.generator, todo, settings, request.precision,
-                           batch, progress, should_stop, compile):
+        for result in evolve_conditions(request.model, request.generator, todo, settings,
+                                        request.precision, batch, progress, should_stop,
+                                        compile):
             found[result.key] = result
             if store is not None and not result.cancelled:
                 save_condition(store, result)
@@ -149,8 +160,12 @@ def run_request(
     return [found[k] for k in keys]
 
 
-def _run(model, generator, todo, settings, precision, batch_size, progress, should_stop,
-         compile=False):
+def evolve_conditions(model, generator, todo, settings, precision, batch_size, progress,
+                      should_stop, compile=False, *, on_batch=None, observe=None):
+    """Evolve ``todo`` (pairs of Condition and ConditionKey) in lockstep; one ConditionResult
+    each, in order (marked ``cancelled`` when stopped). ``progress(done, total)`` per
+    generation, ``on_batch(n)`` per scored chunk, ``observe(done, es, images_of)`` after each
+    generation, where ``images_of(codes)`` decodes codes to uint8 images (live previews)."""
     device = model.device
     R = settings.restarts
     conds = [c for c, _ in todo]
@@ -163,11 +178,18 @@ def _run(model, generator, todo, settings, precision, batch_size, progress, shou
     config = settings.cma_config(generator.sigma0)
     popsize = config.strategy_parameters(x0.shape[1])["popsize"]
     score = make_scorer(model, generator, rows, biases, evo_cond, popsize,
-                        batch_size=batch_size, precision=precision, compile=compile)
+                        batch_size=batch_size, precision=precision, compile=compile,
+                        on_batch=on_batch, should_stop=should_stop)
     tick = None if progress is None else (lambda done, total, _best: progress(done, total))
+
+    def images_of(codes: Tensor) -> np.ndarray:
+        with _autocast(device, precision):
+            return to_uint8(generator(codes.to(device, x0.dtype)).float())
+
+    look = None if observe is None else (lambda done, es: observe(done, es, images_of))
     with torch.inference_mode():
         res = run_cmaes(score, x0, config=config, seeds=seeds, generations=settings.generations,
-                        progress=tick, should_stop=should_stop)
+                        progress=tick, should_stop=should_stop, observe=look)
         images, intact = [], []
         units = torch.tensor([c.unit for c in conds], device=device).repeat_interleave(R)
         for start in range(0, res.best_code.shape[0], batch_size):

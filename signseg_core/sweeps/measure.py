@@ -145,7 +145,12 @@ def unit_rows(results: Sequence[ConditionResult], metrics: Metrics,
     self_pair[in_control[in_control >= 0], np.flatnonzero(in_control >= 0)] = True
 
     def per_image(pairwise: np.ndarray) -> np.ndarray:
-        return np.nanmean(np.where(self_pair, np.nan, pairwise), axis=0)
+        # Mean over the finite pairs; NaN where there is none (one restart: a control image has
+        # no other control image to be compared with), without numpy's empty-slice warning.
+        kept = np.where(self_pair, np.nan, pairwise)
+        count = np.isfinite(kept).sum(0)
+        total = np.where(np.isfinite(kept), kept, 0.0).sum(0)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     similarity = ensemble_similarity(control, images, metrics.ensemble)
     optimised = results[0].key

@@ -5,12 +5,15 @@ store keys it will fill, so that every session asking for the same results share
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from signseg_core.jobs import Job, JobCancelled, JobManager, ProgressFn
 from signseg_core.optimize.gradvis import visualize_channels
+from signseg_core.conditions import Condition
+from signseg_core.optimize.live import run_live
 from signseg_core.optimize.request import VisualizeRequest
-from signseg_core.optimize.visualize import run_request
+from signseg_core.optimize.throughput import record_rate
 from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
 from signseg_core.sweeps.measure import cached_unit_rows, control_set, read_unit_rows
 
@@ -29,41 +32,72 @@ def _store_dir(store) -> str | None:
     return str(resolved.directory) if isinstance(resolved, ResultStore) else None
 
 
-def visualize_job_key(request: VisualizeRequest, *, store=None) -> dict:
-    """The job key :func:`visualize_job` submits ``request`` under, in ``store`` (None: the
-    default store; False: none): :meth:`VisualizeRequest.job_key`."""
-    return request.job_key(_resolve(store))
+def visualize_job_key(request: VisualizeRequest | Sequence[VisualizeRequest], *,
+                      store=None) -> dict:
+    """The job key :func:`visualize_job` submits ``request`` (or several, pooled) under, in
+    ``store`` (None: the default store; False: none): :meth:`VisualizeRequest.job_key`, over
+    every request's keys."""
+    requests = _as_requests(request)
+    key = requests[0].job_key(_resolve(store))
+    key["conditions"] = sorted(key_digest(k) for r in requests for k in r.keys)
+    return key
 
 
-def visualize_job(manager: JobManager, request: VisualizeRequest, *,
+def _as_requests(request) -> list[VisualizeRequest]:
+    requests = [request] if isinstance(request, VisualizeRequest) else list(request)
+    if not requests:
+        raise ValueError("give at least one VisualizeRequest")
+    return requests
+
+
+def visualize_job(manager: JobManager, request: VisualizeRequest | Sequence[VisualizeRequest], *,
                   store: ResultStore | None | bool = None, batch_size: int | None = None,
-                  label: str = "") -> Job:
-    """Submit :func:`~signseg_core.optimize.visualize.run_request` of ``request`` as a job;
-    requests for the same results (same keys, in any order) share one job.
+                  label: str = "", first: Condition | None = None,
+                  expected_s: float | None = None) -> Job:
+    """Submit :func:`~signseg_core.optimize.live.run_live` of ``request`` (or of several, one
+    after another: a pooled image set, one request per generator) as a job; requests for the
+    same results (same keys, in any order) share one job.
 
     Parameters
     ----------
     request : what to compute; build its generator once and cache it (GAN weights are large).
     store : None for the default store; False to store nothing.
-    batch_size : as for ``run_request``.
+    batch_size : as for ``run_live``.
     label : shown in job lists; default :attr:`VisualizeRequest.label`.
+    first : the condition to compute first (the one on screen), then its strip neighbours; it
+        orders the work only, so it is not part of the job's key.
+    expected_s : the estimate the job's ETA starts from (:mod:`signseg_core.optimize.throughput`).
 
     Returns
     -------
-    Job whose result is ``list[ConditionResult]``, one per condition, sorted by
-    ``Condition.key`` (unit, sign, alpha) whatever the request's order, so requests that share the
-    job read the same list: look results up by ``result.condition.key``. A cancelled job stores
-    nothing.
+    Job whose result is ``list[ConditionResult]``, one per condition and generator, sorted by
+    (``Condition.key``, generator) whatever the request's order, so requests that share the job
+    read the same list. Progress counts images scored (after every scored batch); ``job.latest``
+    holds the last :class:`~signseg_core.optimize.live.Preview`. A cancelled job raises
+    :class:`~signseg_core.jobs.JobCancelled` within one scored batch; the condition that was
+    running is not stored, those finished before stay stored.
     """
-    resolved = _resolve(store)
+    requests, resolved = _as_requests(request), _resolve(store)
 
     def run(progress: ProgressFn, should_stop: Callable[[], bool]):
-        results = run_request(request, store=resolved if resolved is not None else False,
-                              batch_size=batch_size, should_stop=should_stop,
-                              progress=lambda d, t: progress(d, t, f"generation {d}/{t}"))
-        return sorted(results, key=lambda r: r.condition.key)
+        sizes = [len(r.missing(resolved)) if resolved is not None else len(r.conditions)
+                 for r in requests]
+        total = sum(n * r.images_per_condition for n, r in zip(sizes, requests))
+        before, results, start = 0, [], time.perf_counter()
+        for r, n in zip(requests, sizes):
+            def report(done, _total, message, preview=None, _before=before):
+                progress(_before + done, total, message, preview)
+            live = run_live(r, first=first, store=resolved if resolved is not None else False,
+                            batch_size=batch_size, progress=report, should_stop=should_stop)
+            if live.cancelled:
+                raise JobCancelled("cancelled")
+            before += n * r.images_per_condition
+            results += live.results
+        record_rate(requests[0], before, time.perf_counter() - start, batch_size)
+        return sorted(results, key=lambda res: (res.condition.key, res.key.generator))
 
-    return manager.submit(request.job_key(resolved), run, label=label or request.label)
+    return manager.submit(visualize_job_key(requests, store=store), run,
+                          label=label or requests[0].label, expected_s=expected_s)
 
 
 def gradvis_key(model, layer: str, channels: Sequence[int], config) -> dict:
