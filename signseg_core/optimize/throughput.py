@@ -74,7 +74,8 @@ def images_per_second(request: VisualizeRequest, batch_size: int | None = None) 
     if rate is not None:
         return rate
     model, generator = request.model, request.generator
-    rows, biases = ablated_readout(model.readout.weight, model.readout.bias, [Condition(0)])
+    rows, biases = ablated_readout(model.readout.weight, model.readout.bias,
+                                  [Condition(0, "positive", 0.0)])
     rows = rows.to(model.device, torch.float32)
     biases = biases.to(model.device, torch.float32)
     score = make_scorer(model, generator, rows, biases, torch.zeros(1, dtype=torch.long,
