@@ -5,32 +5,50 @@ from __future__ import annotations
 
 import streamlit as st
 
-from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alpha, parse_sign, parse_unit
-from signseg_core.figures.compare import alpha_strip
-from signseg_core.figures.plots import activation_vs_alpha_figure
-from signseg_core.sweeps.preview import default_settings, describe_defaults
+from signseg_core.conditions import (
+    DEFAULT_ALPHAS,
+    SIGNS,
+    Condition,
+    parse_alpha,
+    parse_sign,
+    parse_unit,
+)
+from signseg_core.sweeps.preview import (
+    budget_settings,
+    default_settings,
+    describe_defaults,
+    full_budget,
+)
 from signseg_ui.cached_models import require_model
 from signseg_ui.error_display import show_error
-from signseg_ui.evolution_settings import evolution_settings
+from signseg_ui.evolution_settings import evolution_settings, generator_choices, optimizer_caption
 from signseg_ui.explorer import (
     DEFAULT_ALPHA,
     DEFAULT_SIGN,
     DEFAULT_UNIT,
     N_CONDITIONS,
     current_key,
-    results_by_key,
+    missing_count,
+    stored_pooled,
     stored_results,
     submit_unit,
     unit_job,
     unit_request,
+    unit_requests,
     unit_text,
 )
-from signseg_ui.export_widgets import export_panel
 from signseg_ui.jobs_widget import job_panel
+from signseg_ui.live_view import (
+    budget_picker,
+    compute_label,
+    expected_or_none,
+    live_preview,
+    precomputed_note,
+    unit_format,
+)
 from signseg_ui.navigation import sidebar_nav
 from signseg_ui.pickers import model_picker
-from signseg_ui.unit_images import condition_label, show_alpha_strip, show_current
-from signseg_ui.unit_metrics import sweep_ordered, unit_metrics_panel
+from signseg_ui.unit_results import show_unit_results
 from signseg_ui.widget_choices import remember_choice, restore_choice
 
 st.set_page_config(page_title="Ablation explorer · signseg", layout="wide")
@@ -53,9 +71,12 @@ restore_choice("explorer_sign", "sign", SIGNS, parse_sign, DEFAULT_SIGN)
 restore_choice("explorer_alpha", "alpha", DEFAULT_ALPHAS,
                lambda raw: parse_alpha(raw, choices=DEFAULT_ALPHAS), DEFAULT_ALPHA)
 
+note = precomputed_note(name)
+if note:
+    st.caption(note)
 col_unit, col_sign, col_alpha = st.columns([2, 1, 2])
 unit = col_unit.selectbox("Unit (type a class name or index)", units, key="explorer_unit",
-                          format_func=unit_text)
+                          format_func=unit_format(name))
 sign = col_sign.radio("Weights ablated", SIGNS, key="explorer_sign", horizontal=True)
 alpha = col_alpha.select_slider("Ablation strength α", DEFAULT_ALPHAS, key="explorer_alpha",
                                 format_func=lambda a: f"{a:.1f}")
@@ -63,49 +84,46 @@ remember_choice("explorer_unit", "unit", str(unit))
 remember_choice("explorer_sign", "sign", sign)
 remember_choice("explorer_alpha", "alpha", f"{alpha:g}")
 
-with st.expander("Optimisation settings"):
-    settings = evolution_settings(key="explorer", defaults=default_settings(name), reset_on=name,
-                                  caption=describe_defaults())
+device = str(model.device)
+budget = budget_picker(name, unit, device)
+with st.expander("Optimisation settings and image set", expanded=budget == "custom"):
+    settings = (evolution_settings(key="explorer", defaults=default_settings(name),
+                                   reset_on=name, caption=describe_defaults())
+                if budget == "custom" else budget_settings(name, budget))
+    if budget != "custom":
+        st.caption(f"{optimizer_caption(settings)} Choose Custom to change the settings.")
+    others = [g for g in generator_choices() if settings and g != settings.generator]
+    pooled = st.multiselect("Pool with other generators (the paper pools DeePSiM + BigGAN)",
+                            others, key="explorer_pool")
 if settings is None:
     st.stop()
-try:
-    request = unit_request(name, unit, settings)  # built once: its keys serve every read below
-    found, job = stored_results(request), unit_job(request)
+try:  # built once: their keys serve every read below
+    requests = unit_requests(name, unit, settings, [settings.generator, *pooled])
+    by_generator, job = stored_pooled(requests), unit_job(requests)
+    full = None if budget != "preview" else stored_results(
+        unit_request(name, unit, full_budget(name)))
 except Exception as exc:  # the UI layer turns engine errors into messages
     show_error(exc, context="Cannot read the results")
     st.stop()
+showing_full = full is not None and len(full) == N_CONDITIONS and not pooled
+if showing_full:
+    by_generator = {full_budget(name).generator: full}  # the full budget is here: show it
+    st.caption("Showing the full-budget results, which are stored for this unit.")
 
-missing = N_CONDITIONS - len(found)
-finished = job_panel(lambda: job, lambda: submit_unit(request), key="explorer",
-                     label=f"Compute unit {unit} ({missing} conditions)", needed=missing > 0,
-                     help="Runs in the background; results are kept on disk.")
-found = {**results_by_key(finished or []), **found}
-
+missing = 0 if showing_full else missing_count(requests, by_generator)
 shown = current_key(unit, sign, alpha)
-label = condition_label(sign, alpha)
-st.subheader(f"{unit_text(unit)} — {label}")
-if shown in found:
-    show_current(found[shown], label=label)
-else:
-    st.info("This condition is not computed yet at these settings; its images appear here when "
-            "the unit's job finishes.")
 
-if found:
-    st.subheader("The whole α strip")
-    show_alpha_strip(found, unit, current=shown)
-    export_panel(alpha_strip(list(found.values()), tile=160),
-                 name=f"{name}_unit{unit}_alpha_strip", key="explorer_strip_export")
-    activation_fig = activation_vs_alpha_figure(list(found.values()), current=(sign, alpha))
-    st.plotly_chart(activation_fig, key="explorer_fig")
-    export_panel(activation_fig, name=f"{name}_unit{unit}_activation_vs_alpha",
-                 key="explorer_fig_export")
-    st.caption("Ablated activation: the best objective over restarts with the weights removed. "
-               "Intact logit: the unmodified unit's logit on that same image.")
 
-ordered = sweep_ordered(found, unit)
-if found and ordered is None:
-    st.caption("Similarity, objectness and spectrum against α follow once all "
-               f"{N_CONDITIONS} conditions of the unit are computed.")
-if ordered is not None:
-    st.subheader("Similarity, objectness and spectrum")
-    unit_metrics_panel(name, ordered, unit=unit, current=(sign, alpha))
+def submit():
+    return submit_unit(requests, first=Condition(unit, sign, alpha),
+                       expected_s=expected_or_none(requests, missing))
+
+
+finished = job_panel(lambda: job, submit, key="explorer",
+                     label=compute_label(unit, missing, requests, device),
+                     needed=missing > 0, live=live_preview(shown),
+                     help="Runs in the background, the condition on screen first; each "
+                          "condition is kept on disk as soon as it is done.")
+for result in finished or []:
+    by_generator.setdefault(result.key.generator, {})[result.condition.key] = result
+show_unit_results(name, unit, sign, alpha, by_generator, restarts=settings.restarts)

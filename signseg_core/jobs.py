@@ -4,12 +4,13 @@ A :class:`JobManager` runs functions ``fn(progress, should_stop)`` on a few daem
 (torch releases the GIL while it computes). Requests with the same key share one job: a second
 browser session asking for the same thing gets the same :class:`Job` and watches the same
 progress. Cancellation is cooperative: ``cancel()`` makes ``should_stop()`` return True, and the
-function is expected to return soon after (a job still queued is cancelled without running).
+function is expected to return soon after (a job still queued is cancelled without running); a
+page's Cancel is :meth:`Job.leave`, which cancels only when no other session still watches.
 
 No Streamlit here: the dashboard holds :func:`default_manager` (e.g. in ``st.cache_resource``)
 and polls ``job.state`` and ``job.progress`` from a fragment that reruns every second or so.
-Workers are daemon threads, not a ``ThreadPoolExecutor``, whose threads the interpreter joins at
-exit: stopping the server would wait for a long job to finish.
+Workers are daemon threads, not a ``ThreadPoolExecutor`` (the interpreter joins its threads at
+exit: stopping the server would wait for a long job).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class Job:
     :data:`STATES`), ``done`` / ``total`` / ``message`` (the last progress report),
     ``submitted`` / ``started`` / ``finished`` (``clock()`` times, None until reached),
     ``subscribers``, ``error`` (``"TypeName: message"`` of a failure, else ``""``), ``traceback``,
-    ``expected_s`` (the submitter's estimate of the running time, or None) and ``latest`` (the
-    last payload the function reported with its progress, e.g. a live preview image; None).
+    ``expected_s`` (the submitter's estimate of the run time) and ``latest`` (the last payload
+    reported with progress, e.g. a live preview; None until one).
     """
 
     def __init__(self, key: str, fn: JobFn, *, label: str, job_id: str,
@@ -69,6 +70,7 @@ class Job:
         self.error = self.traceback = ""
         self.expected_s = expected_s
         self.latest: Any = None
+        self._seen: dict[str, float] = {}  # watcher -> clock() when last seen
         self._first_report: tuple[float, int] | None = None  # (time, done) of the first report
         self._value: Any = None
         self._exception: BaseException | None = None
@@ -104,20 +106,14 @@ class Job:
         return max(end - self.started, 0.0)
 
     def eta_s(self) -> float | None:
-        """Seconds left, or None while unknown.
-
-        Running: the work left at the rate measured since the first progress report (start-up,
-        such as loading a model, is not counted as work), once a second has passed since it;
-        before that, ``expected_s`` less the time run so far (never below 0), else the rate since
-        the start. Queued: ``expected_s``. Reports after every scored batch keep the rate steady, so the estimate
-        counts down instead of jumping up at each generation.
-        """
+        """Seconds left, or None while unknown. Running: the work left at the rate since the
+        first progress report (start-up such as loading a model is not work), once a second has
+        passed; before that ``expected_s`` less the time run (never below 0), else the rate since
+        the start. Queued: ``expected_s``. Frequent reports keep the estimate counting down."""
         with self._lock:
             state, done, total, first = self.state, self.done, self.total, self._first_report
-        if state == "queued":
-            return self.expected_s
         if state != "running":
-            return None
+            return self.expected_s if state == "queued" else None
         now = self._clock()
         if first is not None and total > 0 and now - first[0] >= 1.0 and done > first[1]:
             rate = (done - first[1]) / (now - first[0])
@@ -125,7 +121,7 @@ class Job:
         if self.expected_s is not None:
             return max(self.expected_s - self.elapsed_s(), 0.0)
         fraction = done / total if total > 0 else 0.0  # last resort: the rate since the start
-        return self.elapsed_s() * (1.0 - fraction) / fraction if fraction > 0 else None
+        return self.elapsed_s() * (1 - fraction) / fraction if fraction > 0 else None
 
     def info(self) -> dict:
         """A plain dict for a table of jobs: id, label, state, progress, message, times."""
@@ -168,11 +164,27 @@ class Job:
         with self._lock:
             return self._cancel_locked()
 
-    def watch(self) -> bool:
-        """One more watcher (a session that found the job another one submitted), so that the
-        job runs until every watcher has let go (:meth:`release`). False when the job is
-        cancelled or being cancelled."""
-        return self._subscribe()
+    def seen(self, watcher: str) -> None:
+        """``watcher`` (a browser session's id) looks at the job now; pages call it on every
+        refresh, so a closed tab stops counting after ``stale_s`` (:meth:`leave`)."""
+        with self._lock:
+            self._seen[watcher] = self._clock()
+
+    def watchers(self, stale_s: float = 10.0) -> list[str]:
+        """The watchers seen within the last ``stale_s`` seconds."""
+        with self._lock:
+            now = self._clock()
+            return [w for w, t in self._seen.items() if now - t <= stale_s]
+
+    def leave(self, watcher: str, stale_s: float = 10.0) -> bool:
+        """``watcher`` cancels for itself; the job is cancelled when no other watcher was seen
+        in the last ``stale_s`` seconds (a closed tab is not waited for). True if it was."""
+        with self._lock:
+            self._seen.pop(watcher, None)
+            now = self._clock()
+            if any(now - t <= stale_s for t in self._seen.values()):
+                return False
+            return self._cancel_locked()
 
     def release(self) -> None:
         """One watcher lets go (a session navigated away); the last one out cancels the job."""
@@ -304,12 +316,16 @@ class JobManager:
             self._queue.put(job)
         return job
 
-    def get(self, key: Hashable) -> Job | None:
-        """The job a request for ``key`` would share now, or None."""
+    def get(self, key: Hashable, *, cancelling: bool = False) -> Job | None:
+        """The job a request for ``key`` would share now, or None. ``cancelling=True`` also
+        returns a job still winding down after a cancel (a page shows "cancelling…" until the
+        worker has stopped, instead of offering to start again at once)."""
         with self._lock:
             self._prune()
             job = self._by_key.get(key_digest(key))
-        return job if job is not None and job._reusable() else None
+        if job is None:
+            return None
+        return job if job._reusable() or (cancelling and job.is_active) else None
 
     def jobs(self, *, active_only: bool = True) -> list[Job]:
         """Queued and running jobs, plus remembered finished ones unless ``active_only``."""

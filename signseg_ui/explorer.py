@@ -13,6 +13,7 @@ Streamlit glue only; the computations live in ``signseg_core``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import streamlit as st
@@ -23,6 +24,7 @@ from signseg_core.models.imagenet import NUM_CLASSES, class_names
 from signseg_core.optimize.request import VisualizeRequest, unit_conditions
 from signseg_core.optimize.results import ConditionResult, load_condition
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
+from signseg_core.optimize.throughput import expected_seconds, images_per_second
 from signseg_core.store import default_store, key_digest
 from signseg_core.sweeps.tasks import visualize_job, visualize_job_key
 
@@ -87,19 +89,66 @@ def stored_unit(model_name: str, unit: int,
     return stored_results(unit_request(model_name, unit, settings))
 
 
-def unit_job(request: VisualizeRequest) -> Job | None:
-    """The job computing ``request`` in the default store, if any session submitted one."""
-    return default_manager().get(visualize_job_key(request))
+def unit_job(request: VisualizeRequest | Sequence[VisualizeRequest]) -> Job | None:
+    """The job computing ``request`` (or several pooled, one per generator) in the default
+    store, if any session submitted one; also while it winds down after a cancel."""
+    return default_manager().get(visualize_job_key(request), cancelling=True)
 
 
-def submit_unit(request: VisualizeRequest, *, label: str = "") -> Job:
-    """Compute a unit's request in the background (stored conditions are read, not redone);
-    a request identical to a queued, running or recently finished one shares that job. The
-    default label names the model, the unit and the budget."""
-    s, unit = request.settings, request.conditions[0].unit
-    label = label or (f"{request.model.name} unit {unit_text(unit)}: {s.generator} "
+def submit_unit(request: VisualizeRequest | Sequence[VisualizeRequest], *, label: str = "",
+                first: Condition | None = None, expected_s: float | None = None) -> Job:
+    """Compute a unit's request (or pooled requests) in the background, ``first`` and its strip
+    neighbours first, each condition stored as it finishes; a request identical to a queued,
+    running or recently finished one shares that job. The default label names the model, the
+    unit and the budget."""
+    requests = [request] if isinstance(request, VisualizeRequest) else list(request)
+    s, unit = requests[0].settings, requests[0].conditions[0].unit
+    gens = " + ".join(r.settings.generator for r in requests)
+    label = label or (f"{requests[0].model.name} unit {unit_text(unit)}: {gens} "
                       f"{s.restarts} restarts × {s.generations} generations")
-    return visualize_job(default_manager(), request, store=default_store(), label=label)
+    return visualize_job(default_manager(), requests, store=default_store(), label=label,
+                         first=first, expected_s=expected_s)
+
+
+def unit_requests(model_name: str, unit: int, settings: VisualizeSettings,
+                  generators: Sequence[str] = ()) -> list[VisualizeRequest]:
+    """One :func:`unit_request` per generator of the image set (``generators``; empty: the
+    settings' own), pooled as a sweep pools them (``SweepSpec.generators``)."""
+    names = list(dict.fromkeys(generators)) or [settings.generator]
+    return [unit_request(model_name, unit, dataclasses.replace(settings, generator=g))
+            for g in names]
+
+
+def stored_pooled(requests: Sequence[VisualizeRequest]) -> dict[str, dict[tuple, ConditionResult]]:
+    """:func:`stored_results` of each request, by generator name."""
+    return {r.settings.generator: stored_results(r) for r in requests}
+
+
+def pooled_best(by_generator: dict[str, dict[tuple, ConditionResult]]) -> dict[tuple,
+                                                                                ConditionResult]:
+    """Per condition, the result (of any generator in the set) whose best restart scored
+    highest: the image the strip shows for a pooled set. Ties keep the first generator."""
+    best: dict[tuple, ConditionResult] = {}
+    for found in by_generator.values():
+        for key, result in found.items():
+            old = best.get(key)
+            if old is None or result.best_scores.max() > old.best_scores.max():
+                best[key] = result
+    return best
+
+
+def missing_count(requests: Sequence[VisualizeRequest],
+                  by_generator: dict[str, dict[tuple, ConditionResult]]) -> int:
+    """Conditions of the pooled set not stored yet (all generators)."""
+    return sum(len(r.conditions) - len(by_generator.get(r.settings.generator, {}))
+               for r in requests)
+
+
+def expected_time(requests: Sequence[VisualizeRequest], missing: int) -> float:
+    """Seconds to compute ``missing`` conditions of ``requests`` at this device's measured
+    images/s (measured once per model, generator and device, then read from the cache)."""
+    rate = images_per_second(requests[0])
+    return expected_seconds(requests[0], missing, rate)
 
 
 def results_by_key(results: Sequence[ConditionResult]) -> dict[tuple, ConditionResult]:

@@ -17,6 +17,7 @@ Widget keys: the button ``<key>_compute`` (or ``button_key``); while a job runs,
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pandas as pd
@@ -25,23 +26,70 @@ import streamlit as st
 from signseg_core.jobs import Job, default_manager
 
 
-@st.fragment(run_every=2)
-def _job_progress(job: Job) -> None:
+#: ``st.session_state`` keys: this browser session's watcher id, and the ids of the jobs it let go
+#: of with Cancel.
+SESSION_ID, RELEASED = "_jobs_session_id", "_jobs_released"
+
+
+def session_id() -> str:
+    """This browser session's watcher id (made once per session)."""
+    if SESSION_ID not in st.session_state:
+        st.session_state[SESSION_ID] = uuid.uuid4().hex
+    return st.session_state[SESSION_ID]
+
+
+def progress_text(job: Job) -> str:
+    """``"label — running, message, about 40 s left"``; ``"cancelling…"`` from the moment
+    Cancel is pressed until the worker has stopped."""
+    if job.cancel_requested and job.is_active:
+        return f"{job.label} — cancelling…"
     eta = job.eta_s()
     text = f"{job.label} — {job.state}" + (f", {job.message}" if job.message else "")
-    st.progress(job.progress, text=text + (f", about {eta:.0f} s left" if eta else ""))
+    return text + (f", about {eta:.0f} s left" if eta is not None else "")
+
+
+@st.fragment(run_every=2)
+def _job_progress(job: Job, live: Callable[[Job], None] | None) -> None:
+    job.seen(session_id())  # every refresh: this session still watches
+    st.progress(job.progress, text=progress_text(job))
+    if live is not None:
+        live(job)
     if job.is_finished:
         st.rerun()  # the whole page, which now shows the result
+    # A result stored while the job runs (the message counts them): show it on the page now.
+    marker = f"_job_seen_{job.id}"
+    if "stored" in job.message and st.session_state.get(marker) != job.message:
+        first = marker not in st.session_state
+        st.session_state[marker] = job.message
+        if not first:
+            st.rerun()
 
 
-def show_job(job: Job, *, key: str) -> None:
-    """Progress of an active job, refreshed every 2 s, with Refresh and Cancel buttons
-    (keys ``<key>_refresh`` and ``<key>_cancel``)."""
-    _job_progress(job)
+def let_go(job: Job) -> None:
+    """This session's Cancel: it stops watching; the job is cancelled when no other session
+    was seen watching it in the last 10 s (:meth:`~signseg_core.jobs.Job.leave`)."""
+    st.session_state.setdefault(RELEASED, set()).add(job.id)
+    job.leave(session_id())
+
+
+def show_job(job: Job, *, key: str, live: Callable[[Job], None] | None = None) -> None:
+    """Progress of an active job, refreshed every 2 s (with ``live(job)`` drawn beneath it,
+    e.g. a preview image), and Refresh and Cancel buttons (keys ``<key>_refresh`` and
+    ``<key>_cancel``). Cancel lets go of the job for this session; it stops when no other
+    session watches it, and says so when others still do."""
+    if job.id in st.session_state.get(RELEASED, set()) and not job.cancel_requested:
+        others = len(job.watchers())
+        st.info(f"You cancelled; {others} other session{'s' * (others != 1)} still "
+                f"watch{'es' * (others == 1)} this computation, so it goes on for them.")
+        if st.button("Watch it again", key=f"{key}_rewatch"):
+            st.session_state[RELEASED].discard(job.id)
+            st.rerun()
+        return
+    _job_progress(job, live)
     left, right, _ = st.columns([1, 1, 6])
     left.button("Refresh", key=f"{key}_refresh")
-    if right.button("Cancel", key=f"{key}_cancel"):
-        job.cancel()
+    if right.button("Cancel", key=f"{key}_cancel", disabled=job.cancel_requested):
+        let_go(job)
         st.rerun()
 
 
@@ -59,7 +107,8 @@ def running_jobs(*, key: str) -> None:
 def job_panel(find_job: Callable[[], Job | None], submit: Callable[[], Job], *, key: str,
               label: str, needed: bool = True, button_key: str | None = None,
               help: str | None = None, primary: bool = True, hint: str = "",
-              failure: str = "The computation failed", keep_button: bool = False):
+              failure: str = "The computation failed", keep_button: bool = False,
+              live: Callable[[Job], None] | None = None):
     """The Compute button, progress, Cancel and failure of one background computation.
 
     Parameters
@@ -76,6 +125,7 @@ def job_panel(find_job: Callable[[], Job | None], submit: Callable[[], Job], *, 
     failure : the start of the error shown when the job failed (its error follows).
     keep_button : keep the button in place, disabled, while a job runs, after one finished or
         failed, or when nothing is ``needed`` (instead of hiding it).
+    live : drawn under the progress bar on every refresh while the job runs (``live(job)``).
 
     Returns
     -------
@@ -83,18 +133,26 @@ def job_panel(find_job: Callable[[], Job | None], submit: Callable[[], Job], *, 
     """
     job = find_job()
     offered = needed and (job is None or job.state == "cancelled")
-    if (offered or keep_button) and st.button(
-            label, key=button_key or f"{key}_compute", help=help, disabled=not offered,
-            type="primary" if primary else "secondary"):
-        job = submit()
+    if offered or keep_button:
+        # Submitted in the click's callback, before the page reruns: the rerun finds the job
+        # and shows its progress instead of a stale Compute button.
+        st.button(label, key=button_key or f"{key}_compute", help=help, disabled=not offered,
+                  type="primary" if primary else "secondary",
+                  on_click=lambda: _submitted(submit()))
     if job is not None and job.state == "done":
         return job.result()
     if not needed:
         return None
     if job is not None and job.is_active:
-        show_job(job, key=f"{key}_job")
+        show_job(job, key=f"{key}_job", live=live)
     elif job is not None and job.state == "failed":
         st.error(f"{failure}: {job.error}")
     elif hint:  # nothing computes it: the button is offered
         st.info(hint)
     return None
+
+
+def _submitted(job: Job) -> None:
+    """The session that pressed Compute watches the job it submitted (or joined)."""
+    job.seen(session_id())
+    st.session_state.setdefault(RELEASED, set()).discard(job.id)

@@ -386,12 +386,41 @@ def test_payload_is_kept_as_latest_and_watchers_keep_a_job_alive():
     job = m.submit("watch", fn)
     try:
         assert reported.wait(WAIT) and job.latest == {"image": 1} and job.message == "still half"
-        assert job.watch() and job.subscribers == 2  # a second session found it running
-        job.release()  # the first one cancels: the second still watches
+        assert m.submit("watch", fn) is job and job.subscribers == 2  # a second session joins
+        job.release()  # the first one lets go: the second still watches
         assert not job.cancel_requested and job.is_active
         job.release()  # the last one out stops it
         assert job.wait(WAIT) and job.state == "cancelled"
-        assert not job.watch()  # a cancelled job is never joined
+        assert m.get("watch") is None  # a cancelled job is never joined
+    finally:
+        gate.set()
+        m.shutdown(wait=True, timeout=WAIT)
+
+
+def test_a_job_is_cancelled_only_when_no_other_watcher_was_seen_lately():
+    now = [0.0]
+    m = JobManager(clock=lambda: now[0])
+    gate, started = threading.Event(), threading.Event()
+
+    def fn(progress, should_stop):
+        started.set()
+        while not should_stop() and not gate.is_set():
+            time.sleep(0.01)
+        if should_stop():
+            raise JobCancelled("stopped")
+
+    job = m.submit("shared", fn)
+    try:
+        assert started.wait(WAIT)
+        job.seen("a")
+        now[0] = 5.0
+        job.seen("b")
+        assert sorted(job.watchers()) == ["a", "b"]
+        assert not job.leave("a") and not job.cancel_requested  # b was seen 0 s ago: goes on
+        now[0] = 16.0  # b's tab closed 11 s ago: past the 10 s of staleness
+        assert job.watchers() == []
+        job.seen("a")  # a comes back, then cancels: nobody else is watching any more
+        assert job.leave("a") and job.wait(WAIT) and job.state == "cancelled"
     finally:
         gate.set()
         m.shutdown(wait=True, timeout=WAIT)

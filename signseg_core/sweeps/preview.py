@@ -8,6 +8,7 @@ made, so that a page opening on that model asks the store for exactly those keys
 
 from __future__ import annotations
 
+from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.request import unit_conditions
 from signseg_core.optimize.settings import VisualizeSettings
 
@@ -16,8 +17,41 @@ PRECOMPUTED: dict[str, VisualizeSettings] = {
     "efficientnet_lite0": VisualizeSettings(generator="fourier", restarts=5, generations=60,
                                             seed=0),
 }
-#: The budget a model without precomputed results starts from: a few minutes per unit on a CPU.
-CPU_PREVIEW = VisualizeSettings(generator="fourier", restarts=4, generations=20, seed=0)
+#: The units whose results ship precomputed under :data:`PRECOMPUTED`, by model.
+PRECOMPUTED_UNITS: dict[str, tuple[int, ...]] = {"efficientnet_lite0": DEFAULT_UNITS}
+#: The full budget of a model without precomputed results: the paper's 100 generations and 10
+#: restarts (its image sets pool 10 DeePSiM + 10 BigGAN evolutions; see ``SweepSpec``).
+PAPER_BUDGET = VisualizeSettings(generator="fourier", restarts=10, generations=100, seed=0)
+#: The budget a CPU previews any unit with, chosen by measurement (``docs/benchmarks.md``, "Any
+#: unit live"): on a 2-core CPU a condition in seconds, a unit's 21 in a few minutes, with images
+#: close to the full budget's on the quality measures of ``docs/generator_quality.md``.
+CPU_PREVIEW = VisualizeSettings(generator="fourier", restarts=2, generations=20, popsize=10,
+                                seed=0)
+#: The budgets a page offers: ``"preview"`` (:data:`CPU_PREVIEW`) and ``"full"``.
+BUDGETS = ("preview", "full")
+
+
+def full_budget(model_name: str) -> VisualizeSettings:
+    """The full budget of ``model_name``: the precomputed results' settings where the repository
+    ships some, else :data:`PAPER_BUDGET`."""
+    return PRECOMPUTED.get(model_name, PAPER_BUDGET)
+
+
+def budget_settings(model_name: str, budget: str) -> VisualizeSettings:
+    """The settings of ``budget`` (one of :data:`BUDGETS`) for ``model_name``."""
+    if budget not in BUDGETS:
+        raise ValueError(f"budget {budget!r}; choose from {BUDGETS}")
+    return CPU_PREVIEW if budget == "preview" else full_budget(model_name)
+
+
+def default_budget(device: str) -> str:
+    """``"full"`` on a GPU (the paper's budget), ``"preview"`` elsewhere."""
+    return "full" if str(device).startswith("cuda") else "preview"
+
+
+def precomputed_units(model_name: str) -> tuple[int, ...]:
+    """Units whose full-budget results ship with the repository (instant in the explorer)."""
+    return PRECOMPUTED_UNITS.get(model_name, ())
 
 
 def default_settings(model_name: str) -> VisualizeSettings:
@@ -36,5 +70,4 @@ def describe_defaults() -> str:
         "the paper's 11 default units, shown at once" for name, s in PRECOMPUTED.items())
     p = CPU_PREVIEW
     return (f"{shipped}. Other models default to a CPU preview of {p.restarts} restarts × "
-            f"{p.generations} generations; a unit is {n} conditions, so new settings take "
-            "minutes on a CPU.")
+            f"{p.generations} generations, population {p.popsize}; a unit is {n} conditions.")
