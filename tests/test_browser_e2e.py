@@ -233,6 +233,13 @@ def test_home_page_shows_the_test_model_and_the_store(page, server, stored):
     expect(main.get_by_role("combobox", name="Model")).to_have_value("tiny_test")
 
 
+def choose_custom(page) -> None:
+    """The explorer's Custom budget, whose settings are the number inputs."""
+    budget = page.get_by_test_id("stMain").get_by_role("radiogroup", name="Budget")
+    budget.get_by_text("Custom", exact=False).click()
+    expect(page.get_by_label("Restarts", exact=True)).to_be_visible()
+
+
 def set_number(page, label: str, value: int) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(str(value))
@@ -258,11 +265,13 @@ def test_the_alpha_slider_swaps_in_the_stored_images(page, server, stored, recor
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Ablation explorer", exact=True)).to_be_visible(
         timeout=FIRST_LOAD_MS)
-    # The page opens at the CPU preview settings, which are not stored: it offers to compute.
-    expect(main.get_by_role("button", name="Compute unit 373 (21 conditions)")).to_be_visible(
+    # The page opens at the CPU preview budget, which is not stored: it offers to compute, with
+    # the time that takes on this machine.
+    expect(main.get_by_role("button", name=re.compile(
+        r"^Compute unit 373 \(21 conditions, about .+ on this CPU\)$"))).to_be_visible(
         timeout=FIRST_LOAD_MS)
     expect(main.get_by_test_id("stImage")).to_have_count(0)
-    main.get_by_test_id("stExpander").get_by_text("Optimisation settings").click()
+    choose_custom(page)
     set_number(page, "Restarts", TINY["restarts"])
     set_number(page, "Generations", TINY["generations"])
 
@@ -338,3 +347,33 @@ def _wait_loaded(page, image) -> None:
     """Until the <img> inside ``image`` has finished loading (naturalWidth > 0)."""
     handle = image.locator("img").element_handle()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=handle)
+
+
+def test_compute_on_an_uncached_unit_shows_an_image_and_cancel_stops_it(page, server):
+    """Press Compute on a unit nobody computed: a best-so-far image appears while it runs; Cancel
+    stops the job (the server's job list empties). Seconds are printed, not asserted."""
+    unit = 5
+    page.goto(f"{server}/Ablation_explorer?unit={unit}&sign=positive&alpha=0.5")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Ablation explorer", exact=True)).to_be_visible(
+        timeout=FIRST_LOAD_MS)
+    choose_custom(page)
+    set_number(page, "Generations", 5000)  # long enough to be cancelled mid-way
+    button = main.get_by_role("button", name=re.compile(rf"^Compute unit {unit} "))
+    expect(button).to_be_visible()
+    start = time.perf_counter()
+    button.click()
+    preview = main.get_by_test_id("stImageCaption").filter(has_text="best so far")
+    expect(preview).to_be_visible(timeout=FIRST_LOAD_MS)
+    first_image = time.perf_counter() - start
+    expect(button).to_have_count(0)  # no stale Compute button while it runs
+    expect(main.get_by_text(re.compile(r"Evolving now: positive weights, α = 0\.5"))).to_be_visible()
+    no_errors_on(page)
+    screenshot(page, "explorer_live")
+    start = time.perf_counter()
+    main.get_by_role("button", name="Cancel", exact=True).click()
+    expect(button).to_be_visible(timeout=RERUN_MS)  # offered again once the worker stopped
+    stopped = time.perf_counter() - start
+    page.goto(server)
+    expect(page.get_by_text("No computations running.")).to_be_visible(timeout=FIRST_LOAD_MS)
+    print(f"\nCompute → first image {first_image:.2f} s; Cancel → job stopped {stopped:.2f} s")
