@@ -30,8 +30,8 @@ def show_unit_results(name: str, unit: int, sign: str, alpha: float,
 
     label = condition_label(sign, alpha)
     st.subheader(f"{unit_text(unit)} — {label}")
-    if pooled:
-        st.caption(f"Image set: {image_set} restarts (pooled); each generator's images below.")
+    st.caption(f"Image set: {image_set} restarts (pooled); each generator's images below."
+               if pooled else f"Image set: {image_set} restarts (one generator, not pooled).")
     for generator, results in by_generator.items():
         if shown in results:
             show_current(results[shown], label=label + (f" · {generator}" if pooled else ""))

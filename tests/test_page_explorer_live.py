@@ -83,6 +83,8 @@ def test_the_full_budget_is_shown_when_stored_even_on_the_preview(monkeypatch):
     best = found[Condition(373, "positive", 0.5).key]
     assert f"activation {best.best_scores[best.best_index]:.2f}" in \
         at.get("image")[0].proto.imgs[0].caption
+    assert any(c.value == "Image set: fourier 2 restarts (one generator, not pooled)."
+               for c in at.caption)
 
 
 def _hold(progress, should_stop, release, payload=None):
