@@ -10,7 +10,7 @@ from apptest_helpers import ROOT, open_page
 
 from signseg_core.generators.catalog import make_generator
 from signseg_core.optimize.settings import VisualizeSettings, describe_optimizer
-from signseg_core.sweeps.preview import default_settings
+from signseg_core.sweeps.preview import budget_settings, default_settings
 from signseg_ui.evolution_settings import code_dim, optimizer_caption
 
 EXPLORER = ROOT / "pages" / "0_Ablation_explorer.py"
@@ -37,7 +37,13 @@ def test_the_explorer_settings_caption_names_the_optimizer_that_runs():
     at = open_page(EXPLORER)
     captions = [c.value for c in at.caption if "Optimiser:" in c.value]
     assert len(captions) == 1
+    # the default budget is a fixed one: its own settings are named, with the way to change them
+    settings = budget_settings("tiny_test", at.radio(key="explorer_budget").value)
+    assert captions[0] == f"{optimizer_caption(settings)} Choose Custom to change the settings."
+    assert "isotropic (μ/μ_w, λ)-ES" in captions[0] and "CMA-ES" not in captions[0]
+
+    at.radio(key="explorer_budget").set_value("custom").run()
+    captions = [c.value for c in at.caption if "Optimiser:" in c.value]
     generator = at.selectbox(key="explorer_generator").value
     settings = dataclasses.replace(default_settings("tiny_test"), generator=generator)
-    assert captions[0].endswith(optimizer_caption(settings))
-    assert "isotropic (μ/μ_w, λ)-ES" in captions[0] and "CMA-ES" not in captions[0]
+    assert len(captions) == 1 and captions[0].endswith(optimizer_caption(settings))

@@ -107,7 +107,12 @@ def test_one_units_rows_follow_from_the_committed_bundle(tmp_path):
     rows, _ = unit_rows(results, Metrics.build(spec, "cpu", {REPORT_MODEL: model}),
                         model.class_names)
     committed = TABLE[TABLE.unit == unit].reset_index(drop=True)
-    for column in ("activation", "intact_activation", "similarity", "similarity_full",
-                   "spectral_slope"):
-        np.testing.assert_allclose(rows[column], committed[column], rtol=1e-6, atol=1e-9,
+    # the activations are stored with the codes and come back exactly; similarity (two float32
+    # networks) and the spectral slope (a float32 FFT of regenerated images) follow the summation
+    # order of the machine that measured them: 3e-5 and 5e-5 apart here, so a relative 1e-4,
+    # still 700x below the smallest effect the report states (0.069)
+    for column, rtol in (("activation", 1e-6), ("intact_activation", 1e-6),
+                         ("similarity", 1e-4), ("similarity_full", 1e-4),
+                         ("spectral_slope", 1e-4)):
+        np.testing.assert_allclose(rows[column], committed[column], rtol=rtol, atol=1e-9,
                                    err_msg=column)

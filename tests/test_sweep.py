@@ -63,13 +63,14 @@ def test_similarity_is_the_held_out_ensembles_and_similarity_full_the_whole(tmp_
 
 def test_interrupted_sweep_resumes_from_the_store(tmp_path, monkeypatch):
     store = ResultStore(tmp_path / "s")
-    asked = []
-    partial = run_sweep(SPEC, store=store, should_stop=lambda: asked.append(1) or len(asked) > 4)
+    done = []  # the stop is asked for once unit 1 is measured, however often it is polled
+    partial = run_sweep(SPEC, store=store, progress=done.append, should_stop=lambda: bool(done))
     assert partial.cancelled and set(partial.table.unit) == {1}
 
     runs, metric_calls = [], []
-    real_run, real_rows = vis_mod._run, sweep_mod.unit_rows
-    monkeypatch.setattr(vis_mod, "_run", lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    real_run, real_rows = vis_mod.evolve_conditions, sweep_mod.unit_rows
+    monkeypatch.setattr(vis_mod, "evolve_conditions",
+                        lambda *a, **k: runs.append(1) or real_run(*a, **k))
     monkeypatch.setattr(sweep_mod, "unit_rows",
                         lambda *a, **k: metric_calls.append(1) or real_rows(*a, **k))
     full = run_sweep(SPEC, store=store)
