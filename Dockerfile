@@ -21,5 +21,13 @@ RUN for f in docs/data/lite0_fourier_g60_r5_*.npz; do \
  && (SIGNSEG_OFFLINE=1 python -m signseg_core import-sweep \
        docs/data/reproduction/lite0_fourier.parquet || true)
 EXPOSE 8501
+# Served to visitors: no tracebacks in the browser (they name server paths and code); a developer
+# runs `docker run -e STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=full ...` to see them. Visitors load
+# neuron data by upload (server.maxUploadSize in .streamlit/config.toml, 200 MB a file); paths on
+# the server stay off unless the operator sets SIGNSEG_ALLOW_SERVER_PATHS=1 and
+# SIGNSEG_DATA_ROOTS=/data/a:/data/b (docs/security.md). There is no login: put the container
+# behind an authenticating reverse proxy (README, "Serving it safely").
+ENV STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none \
+    SIGNSEG_ALLOW_SERVER_PATHS=0
 # Inside the container the server must listen on all interfaces to be reachable.
 CMD ["python", "-m", "streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

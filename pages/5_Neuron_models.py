@@ -12,10 +12,10 @@ from signseg_core.neurons.study import response_table
 from signseg_ui.cached_models import require_model
 from signseg_ui.error_display import show_error
 from signseg_ui.navigation import sidebar_nav
+from signseg_ui.neuron_dataset import dataset_section
 from signseg_ui.neuron_page import (
     ablation_tab,
     dale_features_tab,
-    dataset_section,
     diverse_set_tab,
     fit_options,
     fits_tab,
@@ -23,7 +23,7 @@ from signseg_ui.neuron_page import (
     neuron_picker,
     neuron_tab,
 )
-from signseg_ui.neurons import cached_study
+from signseg_ui.neurons import cached_study, dataset_name
 from signseg_ui.pickers import model_picker
 
 st.set_page_config(page_title="Neuron models · signseg", layout="wide")
@@ -39,7 +39,7 @@ st.write(
 st.subheader("Data")
 data = dataset_section()
 if data is None:
-    st.info("Load a responses file with its images, or use the demo dataset.")
+    st.info("Upload a responses file with its images, or use the demo dataset.")
     st.stop()
 
 name = model_picker(key="neurons_model", label="Feature model")
@@ -51,7 +51,7 @@ except Exception as exc:  # the UI layer turns engine errors into messages
     show_error(exc, context="Cannot fit the neuron models")
     st.stop()
 stem = f"{name}_{Path(data[0]).stem}"
-st.caption(f"{data[0]}: {study.dataset.n_images} images, {len(study.neurons)} neurons; "
+st.caption(f"{dataset_name()}: {study.dataset.n_images} images, {len(study.neurons)} neurons; "
            f"{study.n_features} features of {name}.")
 
 neuron = neuron_picker(study)

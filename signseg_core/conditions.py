@@ -113,29 +113,38 @@ def parse_alpha(text: str, *, choices: Sequence[float] | None = None) -> float:
 def parse_alphas(text: str) -> tuple[float, ...]:
     """Ablation strengths from text: ``"0:1:0.1"`` (inclusive start:stop:step) or ``"0,0.5,1"``.
 
-    Every value is checked with :func:`check_alpha` and rounded to 6 decimals (the precision of a
-    :class:`Condition`); duplicates keep their first place. A range must rise (``stop >= start``,
-    ``step > 0``) and hold at most :data:`MAX_ALPHAS` values. Raises ``ValueError`` with one
-    sentence for anything else.
+    Every number must be finite; every value is checked with :func:`check_alpha` and rounded to 6
+    decimals (the precision of a :class:`Condition`); duplicates keep their first place. A range
+    must rise (``stop >= start``, ``step > 0``, both ends in [0, 1]); a range or a list holds at
+    most :data:`MAX_ALPHAS` values. Raises ``ValueError`` with one sentence for anything else,
+    before anything is allocated.
     """
     text = str(text).strip()
-    form = f"alphas must look like 0:1:0.1 or 0,0.5,1 (each in [0, 1]), got {text!r}"
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    form = f"alphas must look like 0:1:0.1 or 0,0.5,1 (each in [0, 1]), got {shown!r}"
+    items = text.split(":") if ":" in text else text.split(",")
+    if len(items) > MAX_ALPHAS:
+        raise ValueError(f"{form}: that is more than {MAX_ALPHAS} strengths")
     try:
-        if ":" in text:
-            start, stop, step = (float(x) for x in text.split(":"))
-        else:
-            values = [float(x) for x in text.split(",")]
+        numbers = [float(x) for x in items]
     except ValueError:
         raise ValueError(form) from None
+    if ":" in text and len(numbers) != 3:
+        raise ValueError(f"{form}: a range is start:stop:step")
+    if not all(math.isfinite(x) for x in numbers):
+        raise ValueError(f"{form}: every number must be finite")
     if ":" in text:
-        if not step > 0 or not stop >= start:  # also NaN
+        start, stop, step = numbers
+        for end in (start, stop):
+            check_alpha(end)
+        if not step > 0 or not stop >= start:
             raise ValueError(f"{form}: the range must rise by a positive step")
         n = (stop - start) / step
-        if not n < MAX_ALPHAS:  # also inf
+        if not n < MAX_ALPHAS:
             raise ValueError(f"{form}: that is more than {MAX_ALPHAS} strengths")
         # the last value never passes stop (a step that does not divide the range stops short)
-        values = [start + i * step for i in range(math.floor(n + 1e-9) + 1)]
-    alphas = [check_alpha(round(v, _ALPHA_DECIMALS)) for v in values]
+        numbers = [start + i * step for i in range(math.floor(n + 1e-9) + 1)]
+    alphas = [check_alpha(round(v, _ALPHA_DECIMALS)) for v in numbers]
     return tuple(dict.fromkeys(alphas))
 
 

@@ -45,3 +45,7 @@ class UnknownNameError(SignsegError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class StoreError(SignsegError):
+    """The result store cannot be opened where it was asked for (one sentence saying why)."""

@@ -19,25 +19,35 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def cache_dir() -> Path:
     """Root of the result store; created on first use."""
-    path = Path(os.environ.get("SIGNSEG_CACHE_DIR", REPO_ROOT / "cache")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    return _folder(os.environ.get("SIGNSEG_CACHE_DIR", REPO_ROOT / "cache"), "SIGNSEG_CACHE_DIR")
+
+
+def _folder(where: str | Path, env: str) -> Path:
+    """``where`` as a folder, created when missing; a file or an unwritable place in its way is
+    one sentence naming ``env``, the variable that moves it (``NotADirectoryError`` or
+    ``PermissionError``, which the CLI and the dashboard show as such)."""
+    path = Path(where).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise NotADirectoryError(f"{path} must be a folder, but it (or a folder above it) is a "
+                                 f"file; set {env} to a folder") from exc
+    except PermissionError as exc:
+        raise PermissionError(f"{path} cannot be created here (permission denied); set {env} "
+                              "to a folder you can write") from exc
     return path
 
 
 def weights_dir() -> Path:
     """Folder for weights that no package ships (robust ResNets, DeePSiM, converted files)."""
     default = cache_dir() / "weights"
-    path = Path(os.environ.get("SIGNSEG_WEIGHTS_DIR", default)).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(os.environ.get("SIGNSEG_WEIGHTS_DIR", default), "SIGNSEG_WEIGHTS_DIR")
 
 
 def packages_dir() -> Path:
     """Folder for weights taken from registry packages (``fetch-weights``); created on use."""
     default = weights_dir() / "packages"
-    path = Path(os.environ.get("SIGNSEG_PACKAGES_DIR", default)).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(os.environ.get("SIGNSEG_PACKAGES_DIR", default), "SIGNSEG_PACKAGES_DIR")
 
 
 _NO_DOWNLOADS: ContextVar[bool] = ContextVar("signseg_no_downloads", default=False)

@@ -4,7 +4,10 @@ Each entry is keyed by a frozen dataclass holding everything that determines it 
 fingerprint, unit, sign, alpha, generator, optimizer settings, seed, code version) and stored as
 one self-describing blob: an ``.npz`` of plain arrays (images as PNG bytes, scores, codes) plus a
 JSON header. No pickles are read back, so a tampered cache cannot run code; an entry that fails to
-parse is deleted and reported as missing, so the caller recomputes it.
+parse, or whose header names another key than the one asked for (blobs swapped on disk), is
+deleted and reported as missing, so the caller recomputes it. An index (``cache.db``) that SQLite
+cannot read is moved aside (``cache.db.unreadable-<time>``, named in the warning) and a fresh store
+is opened; a store path that is not a folder is a one-sentence :class:`StoreError`.
 
 diskcache writes a value's file before committing its row, so a reader in another process sees
 either the whole old entry or the whole new one, never half of one. ``Cache`` (not
@@ -19,15 +22,19 @@ import hashlib
 import io
 import json
 import logging
+import os
+import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import diskcache
 import numpy as np
-from diskcache.core import MODE_PICKLE
+from diskcache.core import DBNAME, MODE_PICKLE
 
 from signseg_core import paths
+from signseg_core.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +120,9 @@ class ResultStore:
     """
 
     def __init__(self, directory: str | Path | None = None, *, timeout: float = 60.0):
-        self.directory = Path(directory) if directory else paths.cache_dir() / "results"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(str(self.directory), timeout=timeout, disk=_SafeDisk,
-                                      size_limit=2**36, eviction_policy="none")
+        self.directory = Path(directory) if directory else results_dir()
+        _make_folder(self.directory)
+        self._cache = _open_index(self.directory, timeout)
         try:
             self._cache.check(fix=True)
         except Exception as exc:  # a damaged index must not stop the tool; entries recompute
@@ -129,6 +135,7 @@ class ResultStore:
         return self._k(key) in self._cache
 
     def get_raw(self, key: Any) -> bytes | None:
+        """The stored blob as it is on disk (not checked: :meth:`get` checks it), or None."""
         try:
             raw = self._cache.get(self._k(key), default=None, retry=True)
         except (ValueError, OSError) as exc:  # refused pickle, vanished value file
@@ -136,6 +143,11 @@ class ResultStore:
             self.delete(key)
             return None
         if raw is None:
+            # a row whose value file vanished; read again first: another writer may have just
+            # replaced the file (diskcache reads a missing file as absent)
+            if self._k(key) in self._cache and self._cache.get(self._k(key), retry=True) is None:
+                log.warning("dropping %s: its value file is gone", self._k(key)[:12])
+                self.delete(key)
             return None
         if not isinstance(raw, (bytes, bytearray)):
             self.delete(key)
@@ -143,16 +155,20 @@ class ResultStore:
         return bytes(raw)
 
     def get(self, key: Any):
-        """``(arrays, meta, blobs)`` or None when absent or corrupt (a corrupt entry is deleted)."""
+        """``(arrays, meta, blobs)`` or None when absent, corrupt, or holding another key's entry
+        (its header's key differs from ``key``): such an entry is deleted, so it is recomputed."""
         raw = self.get_raw(key)
         if raw is None:
             return None
         try:
-            return decode_entry(raw)
+            entry = decode_entry(raw)
+            if not same_key(entry[1].get("key"), key):
+                raise ValueError("it holds the entry of another key (blobs swapped on disk?)")
         except ValueError as exc:
             log.warning("dropping %s: %s", self._k(key)[:12], exc)
             self.delete(key)
             return None
+        return entry
 
     def put(self, key: Any, arrays: dict[str, np.ndarray], meta: dict | None = None,
             blobs: dict[str, list[bytes]] | None = None) -> None:
@@ -186,6 +202,66 @@ def _jsonable(key: Any) -> Any:
     return json.loads(json.dumps(key, default=str))
 
 
+def same_key(stored: Any, key: Any) -> bool:
+    """True when an entry's header key ``stored`` is ``key`` as :meth:`ResultStore.put` wrote it
+    (compared as canonical JSON, so NaN equals NaN and tuples equal lists)."""
+    def canonical(value):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return stored is not None and canonical(stored) == canonical(_jsonable(key))
+
+
+def results_dir() -> Path:
+    """``<cache_dir>/results``, the default store's folder; a cache path that is not a folder is
+    a :class:`StoreError`."""
+    try:
+        return paths.cache_dir() / "results"
+    except (FileExistsError, NotADirectoryError):
+        raise StoreError(f"The cache folder {os.environ.get('SIGNSEG_CACHE_DIR', 'cache')} must "
+                         "be a folder, but it or a folder above it is a file: move that file "
+                         "or set SIGNSEG_CACHE_DIR to a folder.") from None
+
+
+def _make_folder(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StoreError(f"The result store {directory} must be a folder, but it or a folder "
+                         "above it is a file: move that file or set SIGNSEG_CACHE_DIR to a "
+                         "folder.") from None
+    except PermissionError:
+        raise StoreError(f"The result store folder {directory} cannot be created here "
+                         "(permission denied): set SIGNSEG_CACHE_DIR to a writable "
+                         "folder.") from None
+
+
+def _diskcache(directory: Path, timeout: float) -> diskcache.Cache:
+    return diskcache.Cache(str(directory), timeout=timeout, disk=_SafeDisk, size_limit=2**36,
+                           eviction_policy="none")
+
+
+def _open_index(directory: Path, timeout: float) -> diskcache.Cache:
+    """The diskcache of ``directory``; an index SQLite cannot read is moved aside (kept for a
+    post-mortem) and a fresh one made, so a damaged store costs recomputation, not the tool."""
+    try:
+        return _diskcache(directory, timeout)
+    except sqlite3.OperationalError as exc:  # locked, busy, unreadable file: not damage
+        raise StoreError(f"The result store index {directory / DBNAME} cannot be opened "
+                         f"({exc}).") from None
+    except sqlite3.DatabaseError as first:
+        try:  # another process may have replaced it meanwhile
+            return _diskcache(directory, timeout)
+        except sqlite3.DatabaseError:
+            pass
+        aside = directory / f"{DBNAME}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            if (directory / (DBNAME + suffix)).exists():
+                os.replace(directory / (DBNAME + suffix), f"{aside}{suffix}")
+        log.warning("the result store index %s could not be read (%s): moved it to %s and started "
+                    "an empty store; results are recomputed as they are needed",
+                    directory / DBNAME, first, aside)
+        return _diskcache(directory, timeout)
+
+
 _default: ResultStore | None = None
 _default_lock = threading.Lock()
 
@@ -194,7 +270,7 @@ def default_store() -> ResultStore:
     """The process-wide store under the current cache dir (re-opened if the dir changed)."""
     global _default
     with _default_lock:
-        want = paths.cache_dir() / "results"
+        want = results_dir()
         if _default is None or _default.directory != want:
             _default = ResultStore(want)
         return _default

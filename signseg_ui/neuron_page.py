@@ -1,9 +1,11 @@
-"""The Neuron models page's sections: the dataset, the neuron picker, and one function per tab
-(fits, one neuron, its ablation, Dale-like features, diverseSet, localization).
+"""The Neuron models page's sections: the fit options, the neuron picker, and one function per
+tab (fits, one neuron, its ablation, Dale-like features, diverseSet, localization); the data
+section is :mod:`signseg_ui.neuron_dataset`'s.
 
 Each section draws its widgets (stable ``neurons_*`` keys), reads cached results through
 :mod:`signseg_ui.neurons` and keeps its own ``st.session_state`` bookkeeping; the page file only
-lays the sections out. A dataset is ``(responses file, image folder or "")``.
+lays the sections out. A dataset is ``(responses file, image folder or "")``, server paths shown
+to visitors by name only unless the operator turned server paths on (:mod:`signseg_ui.serving`).
 """
 
 from __future__ import annotations
@@ -46,72 +48,20 @@ from .neurons import (
     ABLATION_DEFAULTS,
     ALPHA_GRID_LABELS,
     ALPHA_GRIDS,
-    QUERY_DATA,
     R2_COLUMNS,
-    SESSION_DATA,
     ablation_request,
     cached_diverse_set,
     cached_lasso,
     cached_localization,
     cached_population,
-    choose_data,
     default_neuron,
-    demo_dataset,
     diverse_sheet,
     images_by_response,
     neuron_label,
     strip_rows,
 )
+from .serving import server_path, server_paths_enabled
 from .widget_choices import keep_choice
-
-#: ``st.session_state`` key of the last dataset error (Markdown), shown until the next load.
-DATA_ERROR = "_neurons_data_error"
-
-
-# -- the dataset -------------------------------------------------------------------------------
-
-def use_demo_dataset() -> None:
-    """Write the demo dataset (once, with a progress bar) and load it; call before the path
-    inputs are drawn."""
-    bar = st.progress(0.0, text="Writing the demo dataset…")
-    try:
-        csv = demo_dataset(progress=lambda d, n: bar.progress(d / n, text=f"features {d}/{n}"))
-    except Exception as exc:  # the UI layer turns engine errors into messages
-        show_error(exc, context="Cannot write the demo dataset")
-        st.stop()
-    bar.empty()
-    st.session_state["neurons_path"], st.session_state["neurons_images"] = str(csv), ""
-    st.session_state[DATA_ERROR] = choose_data(str(csv))
-
-
-def dataset_section() -> tuple[str, str] | None:
-    """The demo button, the responses file and image folder, and Load; the dataset in use, or
-    None. A first visit loads the URL's ``?data=``; a failed load shows its problems."""
-    if SESSION_DATA not in st.session_state and st.query_params.get(QUERY_DATA):
-        st.session_state["neurons_path"] = st.query_params[QUERY_DATA]
-        st.session_state[DATA_ERROR] = choose_data(st.query_params[QUERY_DATA])
-    if st.button("Use the demo dataset", key="neurons_demo",
-                 help="Synthetic neurons planted on EfficientNet-Lite0 features of 120 images; "
-                      "written once into the cache folder."):
-        use_demo_dataset()
-    chosen = st.session_state.get(SESSION_DATA)
-    if chosen is not None:  # a revisit: the widgets show the dataset in use
-        st.session_state.setdefault("neurons_path", chosen[0])
-        st.session_state.setdefault("neurons_images", chosen[1])
-    col_path, col_images = st.columns(2)
-    col_path.text_input("Responses file (.csv or .npz)", key="neurons_path",
-                        help="CSV: one row per (image, neuron) with columns image, neuron, "
-                             "response and optionally session, area, monkey. NPZ: responses "
-                             "(n_images, n_neurons) and images.")
-    col_images.text_input("Images folder", key="neurons_images",
-                          placeholder="default: the responses file's folder")
-    if st.button("Load", key="neurons_load", type="primary"):
-        st.session_state[DATA_ERROR] = choose_data(st.session_state.get("neurons_path", ""),
-                                                   st.session_state.get("neurons_images", ""))
-    if st.session_state.get(DATA_ERROR):
-        st.error(st.session_state[DATA_ERROR])
-    return st.session_state.get(SESSION_DATA)
-
 
 def fit_options() -> float:
     """The fits' feature filter ``min_sd_ratio`` (key ``neurons_min_sd_ratio``; default 0, the
@@ -305,15 +255,20 @@ def dale_features_tab(study: NeuronStudy, *, stem: str) -> None:
 # -- diverseSet and localization ---------------------------------------------------------------
 
 def diverse_set_tab(study: NeuronStudy, name: str, data: tuple[str, str]) -> None:
-    """An image folder and k (by default the dataset's), and on request the diverse set as a
-    contact sheet."""
+    """k (by default the dataset's count, up to 12), an image folder where server paths are on
+    (else the dataset's own images), and on request the diverse set as a contact sheet."""
+    own = str(study.dataset.images[0].parent)
     if st.session_state.get("_neurons_diverse_for") != data:  # a new dataset: its own defaults
-        st.session_state["neurons_diverse_folder"] = str(study.dataset.images[0].parent)
+        st.session_state["neurons_diverse_folder"] = own
         st.session_state["neurons_diverse_k"] = min(12, study.dataset.n_images)
         st.session_state["_neurons_diverse_for"] = data
         st.session_state.pop("_neurons_diverse_request", None)
     left, right = st.columns([3, 1])
-    folder = left.text_input("Image folder", key="neurons_diverse_folder")
+    folder = own
+    if server_paths_enabled():
+        folder = left.text_input("Image folder", key="neurons_diverse_folder")
+    else:
+        left.caption(f"From the folder of the dataset's {study.dataset.n_images} images.")
     k = right.number_input("k (images)", 1, 1000, step=1, key="neurons_diverse_k")
     if st.button("Choose the diverse set", key="neurons_diverse_run"):
         st.session_state["_neurons_diverse_request"] = (folder, int(k))
@@ -321,7 +276,8 @@ def diverse_set_tab(study: NeuronStudy, name: str, data: tuple[str, str]) -> Non
     if request is None:
         return
     try:
-        selection = cached_diverse_set(name, request[0], k=request[1])
+        where = own if request[0] == own else str(server_path(request[0], what="image folder"))
+        selection = cached_diverse_set(name, where, k=request[1])
         sheet = diverse_sheet(selection)
     except Exception as exc:  # the UI layer turns engine errors into messages
         show_error(exc, context="Cannot choose the diverse set")

@@ -3,8 +3,12 @@ the neuron model's ablation job, and cached lasso, diverseSet and localization r
 page's sections, which draw these, are :mod:`signseg_ui.neuron_page`'s.
 
 The dataset chosen is kept in ``st.session_state["neurons_data"]`` as ``(responses file, image
-folder or "")`` and in the URL as ``?data=<responses file>``. Cached results are keyed by the
-files' :func:`data_signature` (paths, sizes, modification times), so editing a file refits.
+folder or "")``, server paths of the demo, of an upload's own folder
+(:func:`~signseg_core.neurons.uploads.save_upload`) or, when the operator turned server paths on
+(:mod:`signseg_ui.serving`), of a file under a data root, which alone goes into the URL as
+``?data=<responses file>``. Visitors see the dataset by name only
+(``st.session_state["neurons_data_name"]``). Cached results are keyed by the files'
+:func:`data_signature` (paths, sizes, modification times), so editing a file refits.
 Streamlit glue only: every computation is :mod:`signseg_core.neurons.study` and friends.
 """
 
@@ -32,6 +36,7 @@ from signseg_core.neurons.study import (
     localize_and_clear,
     neuron_readout_model,
 )
+from signseg_core.neurons.uploads import UploadError, save_upload
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import VisualizeSettings
@@ -41,8 +46,12 @@ from signseg_core.store import key_digest
 
 from .cached_models import cached_generator, cached_model
 from .device import current_device
+from .error_display import error_message
+from .serving import server_path, server_paths_enabled, shown_path
 
 SESSION_DATA = "neurons_data"
+#: ``st.session_state`` key of the dataset's name as visitors see it.
+SESSION_NAME = "neurons_data_name"
 QUERY_DATA = "data"
 #: Options of the demo dataset (:func:`~signseg_core.neurons.demo.write_demo_dataset`).
 DEMO_OPTIONS: dict = {"model_name": "efficientnet_lite0"}
@@ -124,34 +133,83 @@ def folder_signature(folder: str) -> str:
                            if e.is_file()])
 
 
-def problems_markdown(exc: NeuronDataError) -> str:
-    """The error as Markdown: what failed, then one bullet per problem."""
+def problems_markdown(exc: NeuronDataError, *, name: str | None = None,
+                      hidden: dict[str, str] | None = None) -> str:
+    """The error as Markdown: what failed (``name``, default the file), then one bullet per
+    problem, with each server path in ``hidden`` replaced by its words."""
     shown = exc.problems[:25]
     more = len(exc.problems) - len(shown)
     lines = [f"- {p}" for p in shown] + ([f"- … and {more} more"] if more > 0 else [])
     n = len(exc.problems)
-    return f"Cannot load {exc.source}: {n} problem{'s' * (n != 1)}\n\n" + "\n".join(lines)
+    text = (f"Cannot load {name or exc.source}: {n} problem{'s' * (n != 1)}\n\n"
+            + "\n".join(lines))
+    for path, words in sorted((hidden or {}).items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(path, words)
+    return text
 
 
-def choose_data(path: str, image_dir: str = "") -> str | None:
-    """Load the dataset; on success remember it (session and ``?data=``) and return None, else
-    forget the previous choice and return the error message (nothing is half-loaded)."""
-    path, image_dir = path.strip(), image_dir.strip()
+def choose_data(path: str, image_dir: str = "", *, name: str | None = None,
+                link: bool = False) -> str | None:
+    """Load the dataset at ``path`` (a server path the dashboard checked or wrote itself: the
+    demo's, an upload's, or one under a data root); on success remember it as ``name`` (default:
+    the file's name), in the URL too when ``link``, and return None; else forget the previous
+    choice and return the error message (nothing is half-loaded; server paths are shown by name
+    only unless server paths are on)."""
+    path, image_dir = str(path).strip(), str(image_dir).strip()
+    name = name or shown_path(path)
+    folder = image_dir or str(Path(path).parent)
+    hidden = {} if server_paths_enabled() else {path: name, folder: "the image folder"}
     try:
-        if not path:
-            raise ValueError("enter the path of a responses file (.csv or .npz)")
         load_dataset(path, image_dir)
     except NeuronDataError as exc:
-        message = problems_markdown(exc)
+        message = problems_markdown(exc, name=name, hidden=hidden)
     except Exception as exc:  # the UI layer turns engine errors into messages
-        message = f"Cannot load {path or 'the data'}: {exc}"
+        message = problems_markdown(NeuronDataError(path, [error_message(exc)]), name=name,
+                                    hidden=hidden)
     else:
         st.session_state[SESSION_DATA] = (path, image_dir)
-        st.query_params[QUERY_DATA] = path
+        st.session_state[SESSION_NAME] = name
+        if link:
+            st.query_params[QUERY_DATA] = path
+        else:
+            st.query_params.pop(QUERY_DATA, None)
         return None
     st.session_state.pop(SESSION_DATA, None)
     st.query_params.pop(QUERY_DATA, None)
     return message
+
+
+def choose_upload(responses, images) -> str | None:
+    """Write the uploaded responses file and images (Streamlit ``UploadedFile`` objects) into an
+    upload folder of the server's own and load them as :func:`choose_data` does; None on
+    success, else the error message. The images may unpack to 4x ``server.maxUploadSize``."""
+    budget = 4 * int(st.get_option("server.maxUploadSize")) << 20
+    try:
+        path, folder = save_upload((responses.name, responses.getvalue()),
+                                   [(f.name, f.getvalue()) for f in images], max_bytes=budget)
+    except UploadError as exc:
+        st.session_state.pop(SESSION_DATA, None)
+        return f"Cannot use the upload: {exc}"
+    return choose_data(str(path), str(folder), name=responses.name)
+
+
+def choose_server_data(path: str, image_dir: str = "") -> str | None:
+    """Load a responses file (and image folder) on the server, each checked to lie under a data
+    root (:func:`~signseg_ui.serving.server_path`), as :func:`choose_data` does, with a link."""
+    try:
+        resolved = server_path(path, what="responses file")
+        folder = server_path(image_dir, what="image folder") if image_dir.strip() else ""
+    except ValueError as exc:
+        st.session_state.pop(SESSION_DATA, None)
+        st.query_params.pop(QUERY_DATA, None)
+        return f"Cannot load {str(path).strip()!r}: {exc}"
+    return choose_data(str(resolved), str(folder), link=True)
+
+
+def dataset_name() -> str:
+    """The dataset in use as visitors see it (a file name, or "the demo dataset")."""
+    chosen = st.session_state.get(SESSION_DATA)
+    return st.session_state.get(SESSION_NAME) or (shown_path(chosen[0]) if chosen else "")
 
 
 # -- fits --------------------------------------------------------------------------------------

@@ -181,6 +181,26 @@ def test_empty_safetensors_and_unknown_suffix(tmp_path):
         load_state_dict_file(tmp_path / "w.npz")
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", ["w.pth", "w.safetensors"])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, name, bad):
+    state = _random_state()
+    state["fc.weight"][1, 2] = bad
+    save_state_dict(state, tmp_path / name)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite weights in fc\.weight,") as info:
+        load_state_dict_file(tmp_path / name)
+    assert "conv.weight" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_madry_checkpoint_of_nans_is_refused(tmp_path):
+    net = _tiny(3)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    _madry_file(tmp_path / "r.ckpt", net)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_madry_robust(tmp_path / "r.ckpt", cache_dir=tmp_path / "cache")
+
+
 # ------------------------------------------------------------------------------ malicious pickles
 
 

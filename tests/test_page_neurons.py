@@ -3,7 +3,9 @@ demo dataset (4 planted neurons, 24 images of 32 px): what it shows equals the e
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,13 @@ pytestmark = pytest.mark.usefixtures("tiny_dashboard", "small_demo")
 
 
 @pytest.fixture
+def server_paths(monkeypatch, tmp_path_factory):
+    """Server paths turned on, under the tests' temporary root (demo_csv and tmp_path)."""
+    monkeypatch.setenv("SIGNSEG_ALLOW_SERVER_PATHS", "1")
+    monkeypatch.setenv("SIGNSEG_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
 def small_demo(monkeypatch):
     import signseg_ui.neurons
 
@@ -48,6 +57,7 @@ def run_page(**query) -> AppTest:
 
 
 def load(at: AppTest, path, images: str = "") -> AppTest:
+    """Load through the server-path boxes (tests using it turn them on: ``server_paths``)."""
     at.text_input(key="neurons_path").input(str(path))
     at.text_input(key="neurons_images").input(images)
     at.button(key="neurons_load").click().run(timeout=120)
@@ -73,10 +83,12 @@ def traces(fig: dict) -> dict[str, dict]:
     return {t.get("name"): t for t in fig["data"]}
 
 
-def test_a_first_visit_offers_the_demo_and_shows_nothing_half_loaded():
+def test_a_first_visit_offers_the_demo_and_uploads_and_no_server_paths():
     at = run_page()
-    assert [b.key for b in at.button] == ["neurons_demo", "neurons_load"]
-    assert at.text_input(key="neurons_path").value == ""
+    assert [b.key for b in at.button] == ["neurons_demo", "neurons_upload_load"]
+    assert [u.key for u in at.file_uploader] == ["neurons_upload_responses",
+                                                "neurons_upload_images"]
+    assert not at.text_input  # no server path boxes unless the operator turns them on
     assert "use the demo dataset" in at.info[0].value and not at.dataframe
     assert not at.get("plotly_chart")
 
@@ -86,8 +98,9 @@ def test_the_demo_button_fits_every_neuron_as_fit_study_does(tiny):
     at.button(key="neurons_demo").click().run(timeout=120)
     assert not at.exception, at.exception
     csv = cache_dir() / "neuron_demo" / "responses.csv"
-    assert at.text_input(key="neurons_path").value == str(csv)
-    assert at.query_params["data"] == str(csv)
+    assert at.query_params["data"] == "demo"  # a link that names no server path
+    assert any(c.value.startswith("the demo dataset: 24 images, 4 neurons") for c in at.caption)
+    assert str(cache_dir()) not in " ".join(c.value for c in at.caption)
     study = fit_study(tiny, load_neuron_data(csv), store=False)
     table = frame(at, "r2_test")
     assert list(table["neuron"]) == ["n00", "n01", "n02", "n03"]
@@ -113,7 +126,7 @@ def test_the_demo_button_fits_every_neuron_as_fit_study_does(tiny):
     assert len(frame(at, "agreement")) == 16
 
 
-def test_min_sd_ratio_refits_and_says_which_r2_is_which(demo_csv, tiny):
+def test_min_sd_ratio_refits_and_says_which_r2_is_which(server_paths, demo_csv, tiny):
     at = load(run_page(), demo_csv)
     paper = fit_study(tiny, load_neuron_data(demo_csv), store=False)
     np.testing.assert_allclose(frame(at, "r2_test")["r2_test"], paper.table["r2_test"])
@@ -129,7 +142,8 @@ def test_min_sd_ratio_refits_and_says_which_r2_is_which(demo_csv, tiny):
     assert not np.allclose(filtered.table["r2_test"], paper.table["r2_test"])  # a real change
 
 
-def test_a_bad_csv_is_an_error_listing_its_row_and_forgets_the_last_dataset(demo_csv, tmp_path):
+def test_a_bad_csv_is_an_error_listing_its_row_and_forgets_the_last_dataset(server_paths,
+                                                                           demo_csv, tmp_path):
     lines = demo_csv.read_text().splitlines()
     lines[2] = lines[2].replace(lines[2].split(",")[2], "abc")
     bad = tmp_path / "bad.csv"
@@ -143,7 +157,86 @@ def test_a_bad_csv_is_an_error_listing_its_row_and_forgets_the_last_dataset(demo
     assert not at.dataframe and not at.get("plotly_chart") and "data" not in at.query_params
 
 
-def test_choosing_another_neuron_redraws_its_predictions_and_lasso(demo_csv, tiny):
+def _zip_of(folder: Path, names) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.write(folder / name, name)
+    return buffer.getvalue()
+
+
+def upload(at: AppTest, responses: tuple[str, bytes], images: list[tuple[str, bytes]]):
+    at.file_uploader(key="neurons_upload_responses").set_value((*responses, "text/csv"))
+    at.file_uploader(key="neurons_upload_images").set_value(
+        [(name, data, "application/octet-stream") for name, data in images])
+    at.run(timeout=120)
+    at.button(key="neurons_upload_load").click().run(timeout=120)
+    assert not at.exception, at.exception
+    return at
+
+
+def test_an_uploaded_csv_and_zip_fit_as_the_same_files_on_disk(demo_csv, tiny):
+    names = sorted(p.relative_to(demo_csv.parent).as_posix()
+                   for p in (demo_csv.parent / "images").iterdir())
+    at = upload(run_page(), ("my_neurons.csv", demo_csv.read_bytes()),
+                [("pics.zip", _zip_of(demo_csv.parent, names))])
+    want = fit_study(tiny, load_neuron_data(demo_csv), store=False)
+    np.testing.assert_allclose(frame(at, "r2_test")["r2_test"], want.table["r2_test"], rtol=1e-9)
+    assert any(c.value.startswith("my_neurons.csv: 24 images") for c in at.caption)
+    assert "data" not in at.query_params  # an upload is no link
+
+
+def test_uploaded_image_files_are_taken_by_name(demo_csv, tiny):
+    csv = demo_csv.read_text().replace("images/", "")  # bare file names
+    images = sorted((demo_csv.parent / "images").iterdir())
+    at = upload(run_page(), ("r.csv", csv.encode()), [(p.name, p.read_bytes()) for p in images])
+    assert len(frame(at, "r2_test")) == 4
+
+
+def test_a_bad_upload_names_its_rows_and_no_server_path(demo_csv):
+    lines = demo_csv.read_text().splitlines()
+    lines[2] = lines[2].replace(lines[2].split(",")[2], "abc")
+    lines[3] = "../../etc/passwd" + lines[3][lines[3].index(","):]
+    at = upload(run_page(), ("mine.csv", "\n".join(lines).encode()),
+                [("pics.zip", _zip_of(demo_csv.parent, ["images/img_000.png"]))])
+    error = at.error[0].value
+    assert error.startswith("Cannot load mine.csv: ") and "line 3: response 'abc'" in error
+    assert "image '../../etc/passwd' (first on line 4) must be a file name inside" in error
+    assert "not found in the image folder" in error
+    assert str(cache_dir()) not in error and not at.dataframe
+
+
+def test_a_zip_reaching_out_of_its_folder_is_refused(demo_csv):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../evil.png", b"x")
+    at = upload(run_page(), ("r.csv", demo_csv.read_bytes()), [("evil.zip", buffer.getvalue())])
+    assert "evil.zip: member '../evil.png' would be written outside" in at.error[0].value
+    assert not (cache_dir() / "uploads" / "evil.png").exists() and not at.dataframe
+
+
+def test_links_to_server_files_are_off_unless_the_operator_turns_them_on(demo_csv, monkeypatch,
+                                                                        tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("db_user,db_password\nroot,hunter2\n")
+    at = run_page(data=str(secret))
+    assert "turned off" in at.error[0].value and "hunter2" not in at.error[0].value
+    assert "data" not in at.query_params and not at.text_input
+    monkeypatch.setenv("SIGNSEG_ALLOW_SERVER_PATHS", "1")
+    monkeypatch.setenv("SIGNSEG_DATA_ROOTS", str(demo_csv.parent))
+    at = run_page(data=str(secret))  # outside the data root: refused unread
+    assert "not inside the data folders" in at.error[0].value
+    assert "db_password" not in at.error[0].value and "hunter2" not in at.error[0].value
+    (demo_csv.parent / "link.csv").unlink(missing_ok=True)
+    (demo_csv.parent / "link.csv").symlink_to(secret)  # a link out of the root: refused too
+    at = load(run_page(), demo_csv.parent / "link.csv")
+    assert "not inside the data folders" in at.error[0].value
+    (demo_csv.parent / "link.csv").unlink()
+    at = load(run_page(), demo_csv)
+    assert len(frame(at, "r2_test")) == 4 and at.query_params["data"] == str(demo_csv)
+
+
+def test_choosing_another_neuron_redraws_its_predictions_and_lasso(server_paths, demo_csv, tiny):
     study = fit_study(tiny, load_neuron_data(demo_csv), store=False)
     at = load(run_page(), demo_csv)
     first = at.selectbox(key="neurons_neuron").value
@@ -162,7 +255,8 @@ def test_choosing_another_neuron_redraws_its_predictions_and_lasso(demo_csv, tin
         traces(chart(at, "neurons_lasso_fig")))
 
 
-def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(demo_csv, tiny):
+def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(server_paths, demo_csv,
+                                                                        tiny):
     at = load(run_page(), demo_csv)
     neuron = at.selectbox(key="neurons_neuron").value
     at.number_input(key="neurons_generations").set_value(2)
@@ -209,7 +303,7 @@ def test_the_ablation_job_shows_the_strip_and_a_revisit_reads_the_store(demo_csv
     assert again["from_store"].all() and mine == jobs  # no second job
 
 
-def test_localization_shows_the_mask_and_the_clearing_effect(demo_csv, tiny):
+def test_localization_shows_the_mask_and_the_clearing_effect(server_paths, demo_csv, tiny):
     at = load(run_page(), demo_csv)
     neuron = at.selectbox(key="neurons_neuron").value
     image_path = at.selectbox(key="neurons_loc_image").value
@@ -241,7 +335,7 @@ def test_localization_shows_the_mask_and_the_clearing_effect(demo_csv, tiny):
         f"Export tiny_test_responses_{neuron}_{Path(image_path).stem}_mask"}
 
 
-def test_the_diverse_set_is_a_contact_sheet_of_k_images(demo_csv):
+def test_the_diverse_set_is_a_contact_sheet_of_k_images(server_paths, demo_csv):
     at = load(run_page(), demo_csv)
     assert at.text_input(key="neurons_diverse_folder").value == str(demo_csv.parent / "images")
     at.number_input(key="neurons_diverse_k").set_value(5)

@@ -115,3 +115,61 @@ def test_readers_in_another_process_never_see_half_an_entry(tmp_path):
             break
     proc.join()
     assert proc.exitcode == 0 and seen > 0
+
+
+def _big(value: float) -> dict:
+    """Arrays large enough that diskcache keeps them in their own ``.val`` file."""
+    return {"x": np.full(20_000, value)}
+
+
+def test_swapped_blobs_on_disk_are_misses_not_the_wrong_entry(tmp_path, caplog):
+    store = ResultStore(tmp_path / "s")
+    half, whole = Key("m", 1, "positive", 0.5), Key("m", 1, "positive", 1.0)
+    store.put(half, _big(0.5))
+    store.put(whole, _big(1.0))
+    files = sorted((tmp_path / "s").rglob("*.val"))
+    assert len(files) == 2
+    a, b = files[0].read_bytes(), files[1].read_bytes()
+    files[0].write_bytes(b)
+    files[1].write_bytes(a)
+    assert store.get(half) is None and store.get(whole) is None
+    assert half not in store and whole not in store  # dropped, so they are recomputed
+    assert "another key" in caplog.text
+    store.put(half, _big(0.5))
+    assert store.get(half)[0]["x"][0] == 0.5
+
+
+def test_a_small_entry_under_another_key_is_a_miss(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    a, b = Key("m", 1, "positive", 0.5), Key("m", 1, "negative", 0.5)
+    store.put(a, {"x": np.zeros(3)})
+    store._cache.set(key_digest(b), store.get_raw(a))  # a's blob filed under b's key
+    assert store.get(b) is None and b not in store
+    assert store.get(a) is not None
+
+
+def test_an_unreadable_index_is_moved_aside_and_a_fresh_store_made(tmp_path, caplog):
+    directory = tmp_path / "s"
+    store = ResultStore(directory)
+    store.put(Key("m", 1, "positive", 0.5), {"x": np.zeros(3)})
+    store.close()
+    garbage = np.random.default_rng(0).bytes(50_000)
+    (directory / "cache.db").write_bytes(garbage)
+    again = ResultStore(directory)
+    assert len(again) == 0 and again.get(Key("m", 1, "positive", 0.5)) is None
+    kept = list(directory.glob("cache.db.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage
+    assert kept[0].name in caplog.text
+    again.put(Key("m", 1, "positive", 0.5), {"x": np.ones(3)})
+    assert ResultStore(directory).get(Key("m", 1, "positive", 0.5))[0]["x"][0] == 1.0
+
+
+@pytest.mark.parametrize("where", ["itself", "parent"])
+def test_a_store_path_that_is_a_file_is_one_sentence(tmp_path, where):
+    from signseg_core.errors import StoreError
+
+    (tmp_path / "f").write_text("not a folder")
+    path = tmp_path / "f" if where == "itself" else tmp_path / "f" / "results"
+    with pytest.raises(StoreError, match="must be a folder") as info:
+        ResultStore(path)
+    assert "\n" not in str(info.value)

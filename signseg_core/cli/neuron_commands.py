@@ -32,6 +32,7 @@ from signseg_core.neurons.population import (
     read_conditions,
     recorded_population_table,
 )
+from signseg_core.neurons.response_files import image_problem
 from signseg_core.neurons.study import (
     ablate_neuron,
     dale_features_table,
@@ -260,6 +261,8 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
     if not Path(args.image).is_file():
         raise ValueError(f"image {args.image!r} not found")
+    if problem := image_problem(Path(args.image)):  # before any model loads
+        raise ValueError(f"image {args.image!r} {problem}")
     if args.data is not None and args.neuron is None:
         raise ValueError("--data needs --neuron ID (the neuron model to localize)")
     if args.neuron is not None and args.data is None:
@@ -300,6 +303,9 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
 
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ValueError(f"{args.out_dir} is a file, not a folder: give the folder to write the "
+                         "demo dataset into (it is created if missing)")
     bar, progress = _bar(args, args.n_images, "features", "img")
     with bar:
         path = write_demo_dataset(args.out_dir, n_images=args.n_images, n_neurons=args.n_neurons,

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 from collections.abc import Callable
 
+import torch
+
+from signseg_core.checks import check_int
 from signseg_core.conditions import DEFAULT_ALPHAS, SIGNS, parse_alphas
+from signseg_core.generators.catalog import check_generator_options
 from signseg_core.optimize.settings import COVARIANCE_NAMES, PRECISIONS, VisualizeSettings
+
+#: The largest ``--batch-size`` taken: a 4096-image batch of 224-px float32 images is 2.5 GB.
+MAX_BATCH_SIZE = 4096
 
 
 def alphas_arg(text: str) -> tuple[float, ...]:
@@ -24,21 +32,60 @@ def alphas_arg(text: str) -> tuple[float, ...]:
 
 
 def generator_options(items: list[str]) -> dict:
-    """``["size=128", "decay=1.5"]`` → ``{"size": 128, "decay": 1.5}``."""
+    """``["size=128", "decay=1.5"]`` → ``{"size": 128, "decay": 1.5}``; values that are neither
+    ints nor finite floats stay text (the generator's own check then names them)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
             raise ValueError(f"generator option must look like KEY=VALUE, got {item!r}")
         for cast in (int, float):
             try:
-                out[key] = cast(value)
-                break
+                number = cast(value)
             except ValueError:
                 continue
+            if isinstance(number, int) or math.isfinite(number):
+                out[key] = number
+                break
         else:
             out[key] = value
     return out
+
+
+def available_devices() -> list[str]:
+    """Device names this machine offers torch: ``auto``, ``cpu``, and ``cuda``/``cuda:N`` or
+    ``mps`` where present."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(name: str) -> str:
+    """``name`` when this machine offers it (:func:`available_devices`), else a ValueError naming
+    the choices: ``tpu``, ``meta`` or ``cuda`` without a GPU are one sentence, not a traceback."""
+    choices = available_devices()
+    if str(name).strip().lower() not in choices:
+        raise ValueError(f"device {name!r} is not available on this machine; choose from "
+                         f"{', '.join(choices)}")
+    return str(name).strip().lower()
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Check the options several commands share, before a command loads anything: the device,
+    ``--batch-size`` (1 to :data:`MAX_BATCH_SIZE`) and the generator options (bounded by
+    :mod:`signseg_core.generators.options`). Raises ValueError with one sentence."""
+    if isinstance(getattr(args, "device", None), str):
+        args.device = check_device(args.device)
+    if getattr(args, "batch_size", None) is not None:
+        check_int("--batch-size", args.batch_size, low=1, high=MAX_BATCH_SIZE)
+    if getattr(args, "generator_option", None):
+        options = generator_options(args.generator_option)
+        for name in getattr(args, "generators", None) or [args.generator]:
+            check_generator_options(name, options)
 
 
 def signs_from_args(args: argparse.Namespace) -> tuple[str, ...]:

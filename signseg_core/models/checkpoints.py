@@ -2,15 +2,16 @@
 
 Every pickle is read with ``torch.load(path, map_location="cpu", weights_only=True)``, so a file
 that would import anything beyond tensors and plain containers is refused, never run. Failures
-are one-sentence engine errors: ``WeightsNotFoundError`` (no file), ``CheckpointError``
-(truncated, corrupt, no tensors, or not fitting the architecture) and ``UnsafeCheckpointError``
-(the pickle would run code). MadryLab ``robustness`` checkpoints (the robust ResNet-50s of
-Salman et al. 2020) hold non-tensor objects, so :func:`load_madry_robust` converts them once.
+are one-sentence engine errors: ``WeightsNotFoundError`` (no file), ``CheckpointError`` (truncated,
+corrupt, no tensors, NaN or infinite weights, not fitting the architecture) and
+``UnsafeCheckpointError`` (the pickle would run code). MadryLab ``robustness`` checkpoints (robust
+ResNet-50s, Salman et al. 2020) hold non-tensor objects: :func:`load_madry_robust` converts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -54,8 +55,7 @@ def state_fingerprint(state_or_module: Mapping[str, Tensor] | nn.Module) -> str:
     of tensors that are not contiguous or not on the CPU).
     """
     state = state_or_module
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
+    state = state.state_dict() if isinstance(state, nn.Module) else state
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name]
@@ -118,13 +118,23 @@ def load_state_dict_file(
         if state is None:
             raise CheckpointError(
                 f"{path} holds no state dict: expected a mapping from names to tensors, or one "
-                f"under {', '.join(map(repr, NESTED_KEYS))}, but found {_describe(obj)}."
-            )
+                f"under {', '.join(map(repr, NESTED_KEYS))}, but found {_describe(obj)}.")
     else:
         raise CheckpointError(f"cannot load {path}: unknown weight-file extension {suffix!r}; "
                               f"choose from {', '.join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))}.")
     if strip_data_parallel and all(key.startswith("module.") for key in state):
         state = strip_prefix(state, "module.")
+    return check_finite(state, path)
+
+
+def check_finite(state: Mapping[str, Tensor], source: str | Path) -> Mapping[str, Tensor]:
+    """``state`` when its floating-point tensors are all finite, else a ``CheckpointError`` naming
+    those holding NaN or infinity (a trained network has none: the file is damaged)."""
+    bad = [name for name, t in state.items() if isinstance(t, Tensor)
+           and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or infinite weights in {_shown(bad)}, so it "
+                              "cannot be used: a trained network has none; fetch the file again.")
     return state
 
 
@@ -184,10 +194,7 @@ def load_into(
     each), so a module is never half-loaded; unexpected checkpoint keys raise too unless
     ``strict=False``, which ignores them (e.g. a dropped classifier head). Missing
     ``*.num_batches_tracked`` counters are tolerated, as torch does. ``state`` is not modified.
-
-    Returns
-    -------
-    tuple[str, ...] : the sorted checkpoint keys that were ignored (empty when ``strict``).
+    Returns the sorted checkpoint keys that were ignored (empty when ``strict``).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
@@ -216,12 +223,11 @@ def convert_madry_checkpoint(src: str | Path, dst: str | Path) -> dict[str, str]
     The source pickles ``{"model": state, "optimizer": ..., "epoch": int, ...}``; ``state`` holds
     the network under ``module.model.`` (kept, prefix stripped), a copy under
     ``module.attacker.model.`` (dropped) and ``module.normalizer.new_mean``/``new_std`` (3, 1, 1).
-    Safety: torch's weights-only unpickler imports nothing but tensors and plain containers, and
-    inside ``torch.serialization.safe_globals`` we add only :data:`MADRY_SAFE_GLOBALS`
-    (``argparse.Namespace`` has no ``__reduce__``/``__setstate__`` of its own: unpickling one only
-    fills an attribute dict). Anything else, even inside a ``Namespace``, raises
-    ``UnsafeCheckpointError`` unrun. (``safe_globals`` is process-wide while active, so a thread
-    loading meanwhile may also accept a ``Namespace``: harmless.) ``dst`` is written atomically.
+    Safety: torch's weights-only unpickler imports nothing but tensors and plain containers; we
+    add only :data:`MADRY_SAFE_GLOBALS` (``argparse.Namespace`` has no ``__reduce__`` or
+    ``__setstate__``: unpickling one only fills an attribute dict). Anything else raises
+    ``UnsafeCheckpointError`` unrun (``safe_globals`` is process-wide while active, so a thread
+    loading meanwhile may also accept a ``Namespace``: harmless). ``dst`` is written atomically.
 
     Returns
     -------
@@ -263,10 +269,8 @@ def load_madry_robust(
     ``cache_dir``: ``weights_dir() / "converted"``); later calls read that file, and a cached file
     that is corrupt or stale is converted again.
 
-    Returns
-    -------
-    state : dict[str, Tensor], the network's weights (torchvision ResNet names).
-    mean, std : per-channel RGB normalisation of inputs in [0, 1], applied before the network.
+    Returns ``(state, mean, std)``: the network's weights (torchvision ResNet names) and the
+    per-channel RGB normalisation of inputs in [0, 1], applied before the network.
     """
     src = _existing_file(src, what=what, hint="")
     digest = sha256_file(src)
@@ -278,6 +282,7 @@ def load_madry_robust(
         loaded = _load_converted(cached, digest)
     if loaded is None:  # what we just wrote does not read back (or src changed meanwhile)
         raise CheckpointError(f"the converted weights at {cached} could not be read back.")
+    check_finite(loaded[0], src)
     return loaded
 
 
@@ -304,8 +309,7 @@ def _first_line(exc: BaseException) -> str:
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
     return CheckpointError(
         f"{path} could not be read: the file looks truncated or corrupt "
-        f"({path.stat().st_size:,} bytes; {_first_line(exc)}), so download or copy it again."
-    )
+        f"({path.stat().st_size:,} bytes; {_first_line(exc)}), so download or copy it again.")
 
 
 def _torch_load(path: Path, *, allowed: tuple = ()) -> object:
@@ -323,10 +327,8 @@ def _torch_load(path: Path, *, allowed: tuple = ()) -> object:
 def _unsafe(path: Path, exc: BaseException, allowed: tuple) -> UnsafeCheckpointError:
     # torch names the first refused global; a static scan of a zip file's pickle names them all.
     names = [n.rstrip(".") for n in re.findall(r"GLOBAL ([\w.]+)", str(exc))]
-    try:
+    with contextlib.suppress(Exception):  # not a torch.save zip file
         names += torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a torch.save zip file
-        pass
     safe = {f"{g.__module__}.{g.__qualname__}" for g in allowed}
     names = [name for name in dict.fromkeys(names) if name not in safe]
     if names:
@@ -337,8 +339,7 @@ def _unsafe(path: Path, exc: BaseException, allowed: tuple) -> UnsafeCheckpointE
                   + (f" ({detail.group(0).strip()})" if detail else ""))
     return UnsafeCheckpointError(
         f"Refused to load {path} because {reason}, which a plain weights file never needs, so no "
-        "code from it was run; use a file from a trusted source (or a .safetensors file)."
-    )
+        "code from it was run; use a file from a trusted source (or a .safetensors file).")
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

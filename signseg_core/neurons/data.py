@@ -11,7 +11,10 @@ Two file formats, both next to a folder of the images:
 
 Loading is all-or-nothing: every problem found (with its CSV line or NPZ index) is collected into
 one :class:`NeuronDataError`, and no dataset is returned unless the whole file is valid (the
-parsers themselves are in :mod:`signseg_core.neurons.response_files`).
+parsers themselves are in :mod:`signseg_core.neurons.response_files`, with the limits a file must
+keep: finite responses of magnitude at most 1e18, image names inside the image folder, every
+image decoded in full within its size limits). Nothing here needs a model, so bad data fails
+before one loads.
 
 :func:`dataset_features` computes the penultimate features of the dataset's images once per
 (model fingerprint, image-set content hash) and keeps them in the result store.
@@ -152,18 +155,23 @@ def load_neuron_data(path: str | Path, *, image_dir: str | Path | None = None,
     Raises
     ------
     NeuronDataError
-        Listing every problem: missing columns or arrays, an empty file, non-numeric, NaN or
-        infinite responses, duplicate (image, neuron) rows, conflicting metadata for a neuron,
-        image files missing or unreadable, neurons with fewer than ``min_images`` images.
+        Listing every problem: missing columns or arrays, an empty file, non-numeric, NaN,
+        infinite or too large responses, duplicate (image, neuron) rows, conflicting metadata for
+        a neuron, image names outside the image folder, image files missing, truncated, too small
+        or too large, neurons with fewer than ``min_images`` images.
     """
     if isinstance(min_images, bool) or not isinstance(min_images, int) or min_images < 1:
         raise ValueError(f"min_images must be an int >= 1, got {min_images!r}")
     path = Path(path).expanduser()
     folder = Path(image_dir).expanduser() if image_dir is not None else path.parent
+    if path.is_dir():
+        raise NeuronDataError(path, [f"{path} is a folder, not a file: give the responses file "
+                                     "(.csv or .npz) itself"])
     if not path.is_file():
         raise NeuronDataError(path, [f"file not found: {path}"])
     if not folder.is_dir():
-        raise NeuronDataError(path, [f"image folder not found: {folder}"])
+        problem = "is a file, not a folder" if folder.exists() else "not found"
+        raise NeuronDataError(path, [f"image folder {problem}: {folder}"])
     suffix = path.suffix.lower()
     if suffix == ".csv":
         parsed = parse_csv(path)

@@ -4,23 +4,46 @@ The two formats are described in :mod:`signseg_core.neurons.data`. A parser neve
 file: it returns a :class:`ParsedResponses` whose ``problems`` name each bad CSV line or NPZ
 index, and :func:`~signseg_core.neurons.data.load_neuron_data` accepts the file only when there
 are none (all-or-nothing).
+
+What a file may hold is bounded, so bad data fails here, naming its row, and never later inside
+a model: a response must be finite with ``|response| <=`` :data:`MAX_ABS_RESPONSE` (1e18, so its
+square, 1e36, stays finite even in float32, where neuron models' readouts compute; 1e308 passes
+``isfinite`` but its square overflows float64); an NPZ's arrays are read only by name, each at
+most :data:`MAX_NPZ_BYTES` by its header before any is loaded; an image name must stay inside the
+image folder (no ``..``, not absolute, not a link out of it) and every image is decoded in full,
+:data:`MIN_IMAGE_SIDE` to :data:`MAX_IMAGE_SIDE` px a side and at most :data:`MAX_IMAGE_PIXELS`
+pixels (decompression bombs are refused before they are decoded).
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-__all__ = ["METADATA_COLUMNS", "REQUIRED_COLUMNS", "ParsedResponses", "check_image_files",
-           "parse_csv", "parse_npz"]
+from signseg_core.checks import check_inside, is_plain_relative
+
+__all__ = ["MAX_ABS_RESPONSE", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_NPZ_BYTES",
+           "METADATA_COLUMNS", "MIN_IMAGE_SIDE", "REQUIRED_COLUMNS", "ParsedResponses",
+           "check_image_files", "parse_csv", "parse_npz"]
 
 REQUIRED_COLUMNS = ("image", "neuron", "response")
 METADATA_COLUMNS = ("session", "area", "monkey")
+NPZ_ARRAYS = ("responses", "images", "neurons", *(name + "s" for name in METADATA_COLUMNS))
+#: The largest response magnitude taken: its square stays finite in float32 (max 3.4e38).
+MAX_ABS_RESPONSE = 1e18
+#: The largest array an NPZ may declare, in bytes (1 GiB: a million images x 128 neurons).
+MAX_NPZ_BYTES = 1 << 30
+#: Image sides and area taken: the engine's smallest localization disk needs 16 px; a 24-MP
+#: photograph passes; larger images would take over 300 MB each as float32.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS = 16, 10_000, 25_000_000
+_CELLS_SHOWN = 100  # bad NPZ cells listed one by one; the rest are counted
 
 
 class ParsedResponses(NamedTuple):
@@ -59,11 +82,14 @@ def parse_csv(path: Path) -> ParsedResponses:
         return _unreadable(f"the file is empty; expected a header with columns "
                            f"{list(REQUIRED_COLUMNS)}")
     reader = csv.reader(text.splitlines(keepends=True))
-    header = [h.strip().lower() for h in next(reader)]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        return _unreadable(f"line 1: missing column(s) {missing}; the header has {header}")
-    return _parse_rows(reader, header)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            return _unreadable(f"line 1: missing column(s) {missing}; the header has {header}")
+        return _parse_rows(reader, header)
+    except csv.Error as exc:  # e.g. a field over csv's size limit
+        return _unreadable(f"line {reader.line_num}: it is not a readable CSV ({exc})")
 
 
 def _parse_rows(reader, header: list[str]) -> ParsedResponses:
@@ -122,6 +148,9 @@ def _check_row(row: list[str], col: dict[str, int], line: int,
     if value is not None and not np.isfinite(value):
         bad.append(f"response is {raw!r}; every row needs a finite response (leave out the "
                    "rows of images a neuron was not shown)")
+    elif value is not None and abs(value) > MAX_ABS_RESPONSE:
+        bad.append(f"response {raw!r} is too large: |response| must be at most "
+                   f"{MAX_ABS_RESPONSE:g}, so that its square stays finite")
     if (image, neuron) in seen and image and neuron:
         bad.append(f"duplicate of line {seen[(image, neuron)]} (image {image!r}, "
                    f"neuron {neuron!r})")
@@ -142,7 +171,12 @@ def parse_npz(path: Path) -> ParsedResponses:
     ``sessions``, ``areas``, ``monkeys`` (each ``(n_neurons,)``); object arrays are refused."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+            files = list(npz.files)
+            too_big = [f"{n} ({size:,} bytes)" for n, size in _npz_sizes(npz)
+                       if size > MAX_NPZ_BYTES]
+            if too_big:
+                return _unreadable(f"arrays larger than {MAX_NPZ_BYTES:,} bytes: {too_big}")
+            arrays = {name: npz[name] for name in NPZ_ARRAYS if name in files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             return _unreadable("it holds object arrays, which are never unpickled; save names as "
@@ -152,7 +186,7 @@ def parse_npz(path: Path) -> ParsedResponses:
         return _unreadable(f"it is not a readable .npz ({type(exc).__name__}: {exc})")
     missing = [k for k in ("responses", "images") if k not in arrays]
     if missing:
-        return _unreadable(f"missing array(s) {missing}; the file has {sorted(arrays)}")
+        return _unreadable(f"missing array(s) {missing}; the file has {sorted(files)[:20]}")
     r = arrays["responses"]
     if r.ndim != 2 or r.size == 0:
         return _unreadable(f"responses must be a non-empty (n_images, n_neurons) matrix, got "
@@ -191,28 +225,88 @@ def _check_npz_arrays(arrays: dict[str, np.ndarray], r: np.ndarray) -> ParsedRes
             elif item in first:
                 problems.append(f"{what}[{k}] duplicates {what}[{first[item]}] ({item!r})")
             first.setdefault(item, k)
-    for i, j in zip(*np.nonzero(np.isinf(r))):
-        problems.append(f"responses[{i}, {j}] (image {names[i]!r}, neuron {neurons[j]!r}) is "
-                        f"{r[i, j]}; use NaN for images a neuron was not shown")
+    problems += _bad_cells(r, names, neurons)
     where = {name: f"images[{k}]" for k, name in reversed(list(enumerate(names)))}
     return ParsedResponses(problems, names, where, neurons, r, meta)
+
+
+def _bad_cells(r: np.ndarray, names: list[str], neurons: list[str]) -> list[str]:
+    """One problem per infinite or too large response (the first :data:`_CELLS_SHOWN`), then a
+    count of the rest."""
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(r) | (np.abs(r) > MAX_ABS_RESPONSE)
+    problems = []
+    for i, j in list(zip(*np.nonzero(bad)))[:_CELLS_SHOWN]:
+        what = ("use NaN for images a neuron was not shown" if np.isinf(r[i, j]) else
+                f"|response| must be at most {MAX_ABS_RESPONSE:g}, so that its square stays finite")
+        problems.append(f"responses[{i}, {j}] (image {names[i]!r}, neuron {neurons[j]!r}) is "
+                        f"{r[i, j]}; {what}")
+    if int(bad.sum()) > _CELLS_SHOWN:
+        problems.append(f"... and {int(bad.sum()) - _CELLS_SHOWN} more infinite or too large "
+                        "responses")
+    return problems
+
+
+def _npz_sizes(npz) -> list[tuple[str, int]]:
+    """``(array name, bytes)`` of every array of an open NPZ, from its ``.npy`` header alone."""
+    fmt, sizes = np.lib.format, []
+    for info in npz.zip.infolist():
+        with npz.zip.open(info) as handle:
+            read = {(1, 0): fmt.read_array_header_1_0,
+                    (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(handle))
+            if read is None:  # a newer header: its stored size bounds it
+                sizes.append((info.filename.removesuffix(".npy"), info.file_size))
+                continue
+            shape, _, dtype = read(handle)
+        sizes.append((info.filename.removesuffix(".npy"), math.prod(shape) * dtype.itemsize))
+    return sizes
 
 
 # -- images ------------------------------------------------------------------------------------
 
 def check_image_files(folder: Path, names: Sequence[str], where: dict[str, str]) -> list[str]:
-    """One problem per image of ``names`` that is missing from ``folder`` or not an image PIL
-    can open; ``where`` (from the parser) says where each name first occurs in the file."""
+    """One problem per image of ``names`` that is not a plain name inside ``folder`` (``..``, an
+    absolute path, a link out of the folder), is missing, or does not decode in full within the
+    size limits; ``where`` (from the parser) says where each name first occurs in the file."""
     problems = []
     for name in names:
+        at = f"image {name!r} ({where[name]})"
+        if not is_plain_relative(name):
+            problems.append(f"{at} must be a file name inside the image folder (no '..', not "
+                            "an absolute path)")
+            continue
         path = folder / name
         if not path.is_file():
-            problems.append(f"image {name!r} ({where[name]}) not found in {folder}")
+            problems.append(f"{at} not found in {folder}")
             continue
         try:
-            with Image.open(path):
-                pass
-        except (UnidentifiedImageError, OSError) as exc:
-            problems.append(f"image {name!r} ({where[name]}) is not an image PIL can read "
-                            f"({type(exc).__name__})")
+            check_inside(path, folder, what="image")
+        except ValueError:
+            problems.append(f"{at} is a link to a file outside the image folder")
+            continue
+        problem = image_problem(path)
+        if problem:
+            problems.append(f"{at} {problem}")
     return problems
+
+
+def image_problem(path: Path) -> str:
+    """Why the image file at ``path`` cannot be used ("" when it can): decoded in full (a
+    truncated file fails here, not in a model), its size checked from the header first, so a
+    decompression bomb is refused before it is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if min(width, height) < MIN_IMAGE_SIDE or max(width, height) > MAX_IMAGE_SIDE \
+                        or width * height > MAX_IMAGE_PIXELS:
+                    return (f"is {width}x{height} px; images must be {MIN_IMAGE_SIDE} to "
+                            f"{MAX_IMAGE_SIDE:,} px a side and at most {MAX_IMAGE_PIXELS:,} px")
+                im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return (f"is larger than PIL decodes safely (a decompression bomb?); images must be at "
+                f"most {MAX_IMAGE_PIXELS:,} px")
+    except Exception as exc:  # any decoder failure: truncated, corrupt, foreign
+        return f"is not an image PIL can read in full ({type(exc).__name__})"
+    return ""
