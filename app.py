@@ -18,6 +18,7 @@ from signseg_ui.export_widgets import export_panel
 from signseg_ui.jobs_widget import running_jobs
 from signseg_ui.navigation import sidebar_nav
 from signseg_ui.pickers import model_picker, models_table
+from signseg_ui.serving import hide_host_paths
 
 st.set_page_config(page_title="signseg", layout="wide")
 sidebar_nav()
@@ -28,6 +29,9 @@ st.write(
     "signseg ablates a unit's positive or negative input weights, finds the unit's preferred "
     "images before and after, and measures what changed."
 )
+st.page_link("pages/0_Ablation_explorer.py", icon="👉",
+             label="Start here: the Ablation explorer — pick a unit, drag α and watch its "
+                   "preferred image change as its positive or its negative weights are removed.")
 
 table = models_table()
 choice = model_picker(key="home_model")
@@ -42,8 +46,8 @@ expected = expected_untrained_dale_index(n_out)
 col2.metric(f"Untrained expectation ({n_out} outgoing weights)", f"{expected:.4f}")
 col3.metric("Readout size", f"{model.n_features} → {n_out}")
 st.caption(
-    f"{model.name}: weights {model.weights_source}; fingerprint {model.fingerprint[:16]}; "
-    f"cache at {paths.cache_dir()}"
+    hide_host_paths(f"{model.name}: weights {model.weights_source}; fingerprint "
+                    f"{model.fingerprint[:16]}; cache at {paths.cache_dir()}")
 )
 hist = readout_dale_histogram(model)
 st.plotly_chart(hist, key="home_dale_hist")

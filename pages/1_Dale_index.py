@@ -7,6 +7,7 @@ import streamlit as st
 
 from signseg_core.figures.plots import dale_vs_accuracy_figure, layer_dale_figure
 from signseg_core.metrics.stats import correlation, describe_correlation
+from signseg_core.models.imagenet import class_names
 from signseg_core.signs import expected_untrained_dale_index
 from signseg_ui.cached_models import require_model
 from signseg_ui.dale_tables import dale_comparison, dale_layer_table, readout_table
@@ -14,6 +15,7 @@ from signseg_ui.error_display import show_error
 from signseg_ui.export_widgets import export_panel
 from signseg_ui.navigation import sidebar_nav
 from signseg_ui.pickers import model_picker, picker_options
+from signseg_ui.serving import hide_host_paths
 
 st.set_page_config(page_title="Dale index · signseg", layout="wide")
 sidebar_nav()
@@ -25,9 +27,9 @@ st.write(
     "expectation; training pushes channels towards one sign."
 )
 
-name = model_picker(key="dale_model")
+name = model_picker(key="dale_model", needs_readout=False)
 model = require_model(name)
-st.caption(f"{model.name}: {model.description}. Weights: {model.weights_source}.")
+st.caption(hide_host_paths(f"{model.name}: {model.description}. Weights: {model.weights_source}."))
 
 left, right = st.columns([2, 1])
 compare = left.toggle("Compare with the untrained network", key="dale_compare",
@@ -46,6 +48,9 @@ st.subheader(f"Mean Dale index per layer, {name}")
 layers_fig = layer_dale_figure(summary, comparison=comparison)
 st.plotly_chart(layers_fig, key="dale_layers_fig")
 export_panel(layers_fig, name=f"{name}_layer_dale", key="dale_layers_export")
+for layer in model.absent_layers:
+    st.info(f"{layer.name} ({layer.kind}, {layer.in_channels} → {layer.out_channels}): "
+            f"{layer.note}.", icon="ℹ️")
 if comparison is None:
     columns = ["layer", "kind", "in_channels", "out_channels", "groups", "n_outgoing",
                "mean_dale", "std_dale", "expected_untrained", "note"]
@@ -62,7 +67,9 @@ readouts, problems = readout_table(picker_options())
 for problem in problems:
     st.warning(problem)
 scored = readouts.dropna(subset=["top1"])
-n_classes = model.n_classes
+n_classes = model.n_classes if model.has_readout else len(class_names())
+if not model.has_readout:
+    st.caption(f"{name} has no readout ({model.no_readout}), so it is not among these models.")
 fit = correlation(scored.mean_dale, scored.top1)
 acc_fig = dale_vs_accuracy_figure(
     scored, expected_untrained=expected_untrained_dale_index(n_classes), highlight=name,

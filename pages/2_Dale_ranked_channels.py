@@ -32,7 +32,7 @@ st.write(
     "what each kind of channel responds to."
 )
 
-name = model_picker(key="rank_model")
+name = model_picker(key="rank_model", needs_readout=False)
 model = require_model(name)
 layer = layer_picker(model, key="rank_layer")
 try:

@@ -35,8 +35,9 @@ from signseg_core.sweeps.tables import FAMILIES, METRIC_LABELS, family_models
 
 from .cached_models import cached_metrics, cached_model
 from .device import current_device
-from .evolution_settings import evolution_settings
+from .evolution_settings import evolution_settings, settings_fields
 from .pickers import picker_options
+from .widget_choices import carry_across_pages
 
 CUSTOM = "custom"
 DEFAULT_FAMILY = "lite"
@@ -124,7 +125,8 @@ def family_picker(*, key: str) -> list[str]:
     if f"{key}_models" not in st.session_state:
         _initial_models(key)
     chosen = list(st.session_state[f"{key}_models"])
-    options = list(dict.fromkeys([*picker_options(only_present=False), *chosen]))
+    options = list(dict.fromkeys([*picker_options(only_present=False, needs_readout=True),
+                                  *chosen]))
     left, right = st.columns([1, 3])
     family = left.selectbox(
         "Family", [*FAMILIES, CUSTOM], key=f"{key}_family", persist_state=SESSION,
@@ -150,6 +152,8 @@ def sweep_settings(models: Sequence[str]) -> SweepSpec | None:
     :data:`SWEEP_DEFAULTS`."""
     for name, value in SWEEP_DEFAULTS.items():
         st.session_state.setdefault(name, value)
+    carry_across_pages([*SWEEP_DEFAULTS,
+                        *(f"sweep_{f}" for f in settings_fields(population=False))])
     ensemble_options = list(dict.fromkeys([*picker_options(), *st.session_state["sweep_ensemble"]]))
     with st.expander("Sweep settings (stored results are found only at the settings they were "
                      "computed with)"):
@@ -248,4 +252,16 @@ def show_coverage(stored: StoredSweep, spec: SweepSpec, *, key: str) -> None:
         st.info(f"Not computed yet at these settings: {', '.join(stored.to_compute)}. This "
                 "command computes them (results go to the store; minutes per unit on a CPU, "
                 "add --device cuda on a GPU), then press Re-read:")
-        st.code(sweep_command(spec, stored.to_compute), language="bash")
+        st.code(sweep_command(spec, stored.to_compute), language="bash", wrap_lines=True)
+
+
+def full_stop(text: str) -> str:
+    """``text`` ending in exactly one full stop (statuses and reasons often end in their own)."""
+    return text.rstrip().rstrip(".") + "."
+
+
+def metric_setup_note(statuses: dict) -> str:
+    """``"Metric setup: LPIPS off; objectness ok: ..."`` from a stored sweep's metric statuses,
+    one sentence."""
+    lpips, objectness = (full_stop(statuses.get(k, "?"))[:-1] for k in ("lpips", "objectness"))
+    return f"Metric setup: LPIPS {lpips}; objectness {objectness}."

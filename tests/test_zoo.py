@@ -326,3 +326,14 @@ def test_the_package_exposes_the_main_entry_points():
     w = model.readout.weight
     assert signseg_core.dale_index(w).shape == (16,)
     assert torch.equal(signseg_core.ablate_weights(w[0], "positive", 0.0), w[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a CPU machine")
+@pytest.mark.parametrize("device, phrase", [
+    ("cuda", "has no CUDA device"), ("cuda:3", "has no CUDA device"),
+    ("mps", "has no Apple GPU"), ("gpu0", "unknown device 'gpu0'")])
+def test_a_device_this_machine_lacks_is_one_sentence(device, phrase):
+    from signseg_core.models.zoo import resolve_device
+    with pytest.raises(ValueError, match=phrase):
+        resolve_device(device)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")

@@ -22,11 +22,11 @@ from signseg_core.generators.catalog import make_generator
 from signseg_core.metrics.stats import correlation, describe_correlation
 from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.models.registry import get_entry, list_models, load_model, registry
-from signseg_core.models.zoo import resolve_device
+from signseg_core.models.zoo import note_absent_layers, resolve_device
 from signseg_core.optimize.bench import configure_cuda, main_bench
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import summary_table
-from signseg_core.optimize.settings import describe_optimizer
+from signseg_core.optimize.settings import describe_run
 from signseg_core.optimize.visualize import run_request
 from signseg_core.signs import (
     compare_trained_untrained,
@@ -51,8 +51,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not args.all:
         table = table[table.family != "test"]
     table["weights"] = table.weights_present.map({True: "present", False: "missing"})
-    cols = ["name", "family", "input_size", "top1", "weights", "weights_path"]
+    table["readout"] = table.has_readout.map({True: "yes", False: "no (Dale pages only)"})
+    cols = ["name", "family", "input_size", "top1", "weights", "readout", "weights_path"]
     print(table[cols].to_string(index=False))
+    # Weights a command fetches: say which command, as loading them would.
+    for sentence in table[~table.weights_present & (table.family == "packaged")].weights_missing:
+        print(sentence)
     return 0
 
 
@@ -72,13 +76,21 @@ def cmd_dale(args: argparse.Namespace) -> int:
     if args.compare_untrained and not args.untrained:
         untrained = load_model(args.model, device=args.device, untrained=True, seed=args.seed)
         table = compare_trained_untrained(model.layers, untrained.layers)
+    table = note_absent_layers(table, model)  # e.g. alexnet_conv's fc6: said, not left out
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} layers to {args.csv}", file=sys.stderr)
     shown = table.drop(columns=[c for c in ("hist",) if c in table.columns])
+    absent = shown.layer.isin([layer.name for layer in model.absent_layers])
+    shown.loc[absent, "note"] = "absent (see below)"  # the CSV keeps the whole sentence
     print(f"{model.name} ({model.weights_source}), fingerprint {model.fingerprint}")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for layer in model.absent_layers:
+        print(f"{layer.name}: {layer.note}")
+    if not model.has_readout:
+        print(f"no readout, so no readout sign ratio (Table 2): {model.no_readout}")
+        return 0
     mean, std = ratio_summary(model.readout.weight.detach())
     print(f"readout positive/negative weight ratio per unit: {mean:.3f} ± {std:.3f} (Table 2)")
     return 0
@@ -114,6 +126,8 @@ def dale_top1_rows(names, top1: dict[str, float]) -> tuple[list, list[str], list
         if not info["weights_present"]:
             where = info["weights_path"] or "no file"
             skipped.append(f"{name}: skipped, its weights are not on this machine ({where}).")
+        elif not entry.has_readout:
+            skipped.append(f"{name}: skipped, it has no readout layer ({entry.no_readout}).")
         elif acc is None:
             skipped.append(f"{name}: skipped, the zoo has no top-1 for it (give one with "
                            "--top1-csv).")
@@ -173,8 +187,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     stored = sum(r.from_store for r in results)
     print(f"{len(results)} conditions ({stored} from the store) × {settings.restarts} restarts")
-    print(f"optimiser: {describe_optimizer(settings, generator.dim)}, "
-          f"{settings.generations} generations")
+    steps = "" if getattr(generator, "method", "") == "gradient" else \
+        f", {settings.generations} generations"  # a gradient generator's words count its steps
+    print(f"optimiser: {describe_run(settings, generator)}{steps}")
     return 0
 
 

