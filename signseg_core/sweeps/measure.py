@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from signseg_core.metrics.objectness import objectness, torchvision_detector
+from signseg_core.metrics.objectness import objectness, objectness_detector
 from signseg_core.metrics.perceptual import lpips_distances, lpips_metric
 from signseg_core.metrics.similarity import ensemble_similarity
 from signseg_core.metrics.spectra import radial_power_spectrum, spectral_slope
@@ -72,7 +72,7 @@ class Metrics:
                                   "activations)")
         lp = lpips_metric(device=device) if spec.lpips else None
         statuses["lpips"] = lp.status if lp is not None else "off"
-        det = torchvision_detector(spec.detector, device=device) if spec.detector else None
+        det = objectness_detector(spec.detector, device=device) if spec.detector else None
         statuses["objectness"] = det.status if det is not None else "off"
         lp = lp if lp is not None and lp.available else None
         det = det if det is not None and det.available else None
