@@ -13,13 +13,14 @@ step-size adaptation, not CMA-ES).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import streamlit as st
 
 from signseg_core.errors import SignsegError
 from signseg_core.generators.catalog import list_generators, make_generator
-from signseg_core.optimize.settings import VisualizeSettings, describe_optimizer
+from signseg_core.optimize.settings import VisualizeSettings, describe_optimizer, describe_run
 
 from .error_display import show_error
 
@@ -48,8 +49,20 @@ def code_dim(settings: VisualizeSettings) -> int:
 
 
 def optimizer_caption(settings: VisualizeSettings) -> str:
-    """"Optimiser: isotropic (μ/μ_w, λ)-ES with ...; λ = 40, μ = 20 at d = 4096." """
+    """"Optimiser: isotropic (μ/μ_w, λ)-ES with ...; λ = 40, μ = 20 at d = 4096.", or a
+    gradient generator's own words (MACO: Adam on the phases of a fixed spectrum)."""
+    listed = {g["name"]: g for g in list_generators()}
+    if listed.get(settings.generator, {}).get("method") == "gradient":
+        generator = gradient_generator(settings.generator, settings.generator_options)
+        return f"Optimiser: {describe_run(settings, generator)}."
     return f"Optimiser: {describe_optimizer(settings, code_dim(settings))}."
+
+
+@functools.lru_cache(maxsize=4)
+def gradient_generator(name: str, options: tuple):
+    """A gradient generator, built once per process (MACO's spectrum takes ~2 s): only its
+    description is read here."""
+    return make_generator(name, **dict(options))
 
 
 def settings_fields(*, population: bool) -> tuple[str, ...]:

@@ -489,7 +489,7 @@ def test_biggan_loads_from_package_cache_names_without_a_torch_suffix(tmp_path, 
 # ------------------------------------------------------------------ registry
 
 def test_unknown_generator_lists_the_choices():
-    with pytest.raises(UnknownNameError, match="choose from: biggan, deepsim, fourier, pixel"):
+    with pytest.raises(UnknownNameError, match="choose from: biggan, deepsim, fourier, maco, pixel"):
         G.make_generator("stylegan")
 
 
@@ -506,7 +506,7 @@ def test_options_are_checked():
 @pytest.mark.usefixtures("no_weight_caches")
 def test_list_generators_reports_dims_and_weights():
     listed = {row["name"]: row for row in G.list_generators()}
-    assert set(listed) == {"deepsim", "biggan", "fourier", "pixel"}
+    assert set(listed) == {"deepsim", "biggan", "fourier", "pixel", "maco"}
     assert (listed["deepsim"]["dim"], listed["deepsim"]["sigma0"]) == (4096, 3.0)
     assert (listed["biggan"]["dim"], listed["biggan"]["sigma0"]) == (256, 0.2)
     assert listed["fourier"]["dim"] == G.FourierGenerator().dim

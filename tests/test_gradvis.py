@@ -16,13 +16,13 @@ from signseg_core.optimize.gradvis import (
     LUCENT_ROTATIONS,
     LUCENT_SCALES,
     GradVisConfig,
-    _affine_matrices,
-    _draw_transforms,
     _fft_scale,
-    _transform,
+    affine_matrices,
     channel_objective,
+    draw_transforms,
     extreme_sender_channels,
     layer_channels,
+    transform_images,
     visualize_channels,
 )
 from signseg_core.optimize.layer_capture import capture_layer
@@ -89,11 +89,11 @@ def test_affine_geometry_identity_shift_rotation_and_pad():
     img = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
 
     def move(shift, angle_deg=0.0, scale=1.0, pad=0):
-        theta = _affine_matrices(torch.tensor([shift], dtype=torch.float64),
+        theta = affine_matrices(torch.tensor([shift], dtype=torch.float64),
                                  torch.tensor([scale], dtype=torch.float64),
                                  torch.tensor([math.radians(angle_deg)], dtype=torch.float64),
                                  size=6, canvas=6 + 2 * pad)
-        return _transform(img, theta, 6 + 2 * pad)
+        return transform_images(img, theta, 6 + 2 * pad)
 
     torch.testing.assert_close(move((0, 0)), img)
     shifted = move((1, 2))  # content moves right 1 px, down 2 px; grey comes in
@@ -115,7 +115,7 @@ def test_transform_draws_are_seeded_and_in_range():
     cfg = GradVisConfig(steps=50, jitter=3, scales=(0.5, 2.0), rotate_degrees=(-90, 90))
 
     def draw(seed):
-        return _draw_transforms(cfg, [torch.Generator().manual_seed(seed) for _ in range(2)])
+        return draw_transforms(cfg, [torch.Generator().manual_seed(seed) for _ in range(2)])
 
     shift, scale, angle = draw(0)
     assert shift.shape == (50, 2, 2) and scale.shape == angle.shape == (50, 2)

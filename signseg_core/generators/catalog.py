@@ -1,12 +1,13 @@
 """Image generators: codes ``(B, d)`` to images ``(B, 3, H, W)`` in [0, 1].
 
-Four generators, built by name with :func:`make_generator`:
+Five generators, built by name with :func:`make_generator`:
 
 ``deepsim``  DeePSiM fc6 (Dosovitskiy & Brox 2016), d = 4096, sigma0 = 3.0, 256 px (paper).
 ``biggan``   BigGAN-deep (Brock et al. 2019) via ``pytorch_pretrained_biggan``: d = 256 = 128 noise
              + 128 class embedding fed straight to the generator, truncation 0.7, sigma0 = 0.2.
 ``fourier``  weight-free low-frequency Fourier image with decorrelated colour (Lucid style).
 ``pixel``    weight-free pyramid of coarse pixel grids (4, 8, 16, 32) with the same colour model.
+``maco``     weight-free phases of a fixed natural spectrum (:mod:`~signseg_core.generators.maco`).
 
 A generator is an ``nn.Module`` that is always in eval mode and whose weights never need grad;
 ``forward`` is differentiable w.r.t. the codes, :meth:`Generator.generate` is the no-grad batched
@@ -24,7 +25,14 @@ from torch import nn
 
 from signseg_core.checks import check_int
 from signseg_core.errors import UnknownNameError
-from signseg_core.generators import biggan, deepsim
+from signseg_core.generators import biggan, deepsim, maco
+from signseg_core.generators.options import (
+    MAX_FREQ,
+    MAX_IMAGE_SIZE,
+    OPTION_CHECKS,
+    check_decay,
+    check_grids,
+)
 
 # Lucid's colour_correlation_svd_sqrt (ImageNet colour covariance, square root), rows R, G, B.
 COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
@@ -189,11 +197,10 @@ class FourierGenerator(Generator):
     sigma0_default = 1.5
 
     def __init__(self, *, size: int = 224, max_freq: int = 12, decay: float = 1.5):
-        k = check_int("max_freq", max_freq, low=1)
-        if check_int("size", size, low=1) < 2 * k + 2:
+        k = check_int("max_freq", max_freq, low=1, high=MAX_FREQ)
+        if check_int("size", size, low=1, high=MAX_IMAGE_SIZE) < 2 * k + 2:
             raise ValueError(f"size {size} is too small for max_freq {k}; need >= {2 * k + 2}")
-        if not decay >= 0:
-            raise ValueError(f"decay must be >= 0; got {decay!r}")
+        check_decay(decay)
         self.canvas = min(size, max(32, 8 * k))
         n_real = sum(1 for fy in range(-k, k + 1) for fx in range(-k, k + 1)
                      if fx * fx + fy * fy <= k * k)
@@ -254,11 +261,10 @@ class PixelPyramidGenerator(Generator):
 
     def __init__(self, *, size: int = 224, grids: tuple[int, ...] = (4, 8, 16, 32),
                  decay: float = 1.0):
-        grids = tuple(check_int("grid", g, low=1) for g in grids)
-        if not grids or max(grids) > check_int("size", size, low=1):
-            raise ValueError(f"grids must be non-empty and at most size={size}; got {grids}")
-        if not decay >= 0:
-            raise ValueError(f"decay must be >= 0; got {decay!r}")
+        grids = check_grids(grids)
+        if max(grids) > check_int("size", size, low=1, high=MAX_IMAGE_SIZE):
+            raise ValueError(f"grids must be at most size={size}; got {grids}")
+        check_decay(decay)
         super().__init__(name="pixel", dim=3 * sum(g * g for g in grids),
                          sigma0=self.sigma0_default, image_size=size,
                          fingerprint=f"pixel:v1:size={size}:grids={list(grids)}:decay={decay}")
@@ -278,6 +284,19 @@ class PixelPyramidGenerator(Generator):
             total = total + w * nn.functional.interpolate(
                 grid, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         return torch.sigmoid(decorrelate_colour(total, self.colour))
+
+
+def check_generator_options(name: str, options: dict) -> dict:
+    """``options`` of generator ``name`` checked against the names it takes and each option's
+    bounds (:data:`MAX_IMAGE_SIZE`, :data:`MAX_FREQ`, ...), without building anything: the
+    command line checks them before a model loads. Returns the options with checked values."""
+    if name not in _REGISTRY:
+        raise UnknownNameError("generator", name, _REGISTRY)
+    allowed = _REGISTRY[name][1]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"generator {name!r} takes no option {unknown}; allowed: {list(allowed)}")
+    return {key: OPTION_CHECKS[key](value) for key, value in options.items()}
 
 
 # ---------------------------------------------------------------- registry
@@ -315,6 +334,7 @@ _REGISTRY = {  # name: (builder, allowed options, needs weights)
     "biggan": (_make_biggan, ("truncation", "resolution"), True),
     "fourier": (_weight_free(FourierGenerator), ("size", "max_freq", "decay"), False),
     "pixel": (_weight_free(PixelPyramidGenerator), ("size", "grids", "decay"), False),
+    "maco": (_weight_free(maco.MacoGenerator), ("size",), False),  # gradient ascent only
 }
 
 
@@ -324,7 +344,7 @@ def make_generator(name: str, *, device="cpu", weights=None, untrained: bool = F
 
     Parameters
     ----------
-    name : {"deepsim", "biggan", "fourier", "pixel"}
+    name : {"deepsim", "biggan", "fourier", "pixel", "maco"}
     device : str or torch.device
     weights : path, optional
         DeePSiM: a state-dict file; BigGAN: a folder with pytorch_model.bin and config.json.
@@ -334,7 +354,8 @@ def make_generator(name: str, *, device="cpu", weights=None, untrained: bool = F
         Seed of the untrained weights.
     **options
         biggan: truncation (0.7), resolution (256); fourier: size (224), max_freq (12),
-        decay (1.5); pixel: size (224), grids ((4, 8, 16, 32)), decay (1.0).
+        decay (1.5); pixel: size (224), grids ((4, 8, 16, 32)), decay (1.0); maco: size
+        (224, at most 427; :mod:`signseg_core.generators.maco`, optimised by gradient ascent).
 
     Raises
     ------
@@ -345,26 +366,26 @@ def make_generator(name: str, *, device="cpu", weights=None, untrained: bool = F
     WeightsNotFoundError, CheckpointError
         From the weight loaders.
     """
-    if name not in _REGISTRY:
-        raise UnknownNameError("generator", name, _REGISTRY)
+    options = check_generator_options(name, options)
     if untrained and weights is not None:
         raise ValueError(f"give weights={weights!r} or untrained=True, not both")
-    builder, allowed, _ = _REGISTRY[name]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"generator {name!r} takes no option {unknown}; allowed: {list(allowed)}")
+    builder = _REGISTRY[name][0]
     return builder(weights=weights, untrained=untrained, seed=seed, **options).to(device)
 
 
 def list_generators() -> list[dict]:
-    """One dict per generator: name, dim, sigma0, image_size, needs_weights, weights_present."""
+    """One dict per generator: name, dim, sigma0, image_size, needs_weights, weights_present,
+    and method (``"evolution"``, or ``"gradient"`` for one optimised by gradient ascent)."""
     present = {"deepsim": deepsim.find_deepsim_weights() is not None,
                "biggan": biggan.find_biggan_files(256) is not None}
     fourier, pixel = FourierGenerator(), PixelPyramidGenerator()
     shape = {"deepsim": (deepsim.CODE_DIM, DeePSiMGenerator.sigma0_default, 256),
              "biggan": (256, BigGANGenerator.sigma0_default, 256),
              "fourier": (fourier.dim, fourier.sigma0, fourier.image_size),
-             "pixel": (pixel.dim, pixel.sigma0, pixel.image_size)}
+             "pixel": (pixel.dim, pixel.sigma0, pixel.image_size),
+             "maco": (maco.code_dim(224), maco.MacoGenerator.sigma0, 224)}
+    methods = {"maco": maco.MacoGenerator.method}  # the others evolve under CMA-ES
     return [dict(name=name, dim=shape[name][0], sigma0=shape[name][1], image_size=shape[name][2],
-                 needs_weights=needs, weights_present=present.get(name, True))
+                 needs_weights=needs, weights_present=present.get(name, True),
+                 method=methods.get(name, "evolution"))
             for name, (_builder, _options, needs) in _REGISTRY.items()]

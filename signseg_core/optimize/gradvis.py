@@ -41,8 +41,9 @@ from signseg_core.models.zoo import ZooModel, shared_copy
 from signseg_core.optimize.layer_capture import SITES, capture_layer
 from signseg_core.signs import rank_channels
 
-__all__ = ["GradVisConfig", "GradVisResult", "channel_objective",
-           "extreme_sender_channels", "layer_channels", "visualize_channels"]
+__all__ = ["GradVisConfig", "GradVisResult", "affine_matrices", "channel_objective",
+           "draw_transforms", "extreme_sender_channels", "layer_channels", "transform_images",
+           "visualize_channels"]
 
 PARAMS = ("fft", "fourier")
 # Lucent's defaults: scales 0.9..1.1, rotations -10..10 degrees with 0 weighted six times.
@@ -237,9 +238,14 @@ def _make_param(config: GradVisConfig, gens: list[torch.Generator], device: torc
     return (start * _FFT_INIT_STD).to(device), render
 
 
-def _draw_transforms(config: GradVisConfig, gens: list[torch.Generator]
-                     ) -> tuple[Tensor, Tensor, Tensor]:
-    """Every step's shift (steps, N, 2) in px (x, y), scale (steps, N), angle (steps, N) in rad."""
+def draw_transforms(config, gens: list[torch.Generator]) -> tuple[Tensor, Tensor, Tensor]:
+    """Every step's random transform of each of N images, image i drawn from ``gens[i]`` alone.
+
+    ``config``: a :class:`GradVisConfig` or any object with ``steps``, ``jitter`` (px),
+    ``scales`` and ``rotate_degrees`` (the choices, each drawn uniformly). Returns the shift
+    (steps, N, 2) in px (x, y), uniform over the integers in [-jitter, jitter], the scale
+    (steps, N) and the angle (steps, N) in radians, float64.
+    """
     steps, scales = config.steps, torch.tensor(config.scales, dtype=torch.float64)
     angles = torch.tensor(config.rotate_degrees, dtype=torch.float64) * (math.pi / 180)
     draws = torch.stack([torch.cat([
@@ -250,8 +256,8 @@ def _draw_transforms(config: GradVisConfig, gens: list[torch.Generator]
     return draws[..., :2].double(), scales[draws[..., 2]], angles[draws[..., 3]]
 
 
-def _affine_matrices(shift: Tensor, scale: Tensor, angle: Tensor, *, size: int, canvas: int
-                     ) -> Tensor:
+def affine_matrices(shift: Tensor, scale: Tensor, angle: Tensor, *, size: int, canvas: int
+                    ) -> Tensor:
     """``affine_grid`` matrices (..., 2, 3), float32: content at centred pixel x of an S-px image
     lands at ``scale * R(angle) x + shift`` on a P-px canvas (S = size, P = canvas)."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -260,8 +266,9 @@ def _affine_matrices(shift: Tensor, scale: Tensor, angle: Tensor, *, size: int, 
     return torch.cat([inverse * (canvas / size), offset], -1).float()
 
 
-def _transform(images: Tensor, theta: Tensor, canvas: int) -> Tensor:
-    """Resample images (N, 3, S, S) onto (N, 3, P, P) through ``theta`` (N, 2, 3); grey fill."""
+def transform_images(images: Tensor, theta: Tensor, canvas: int) -> Tensor:
+    """Resample images (N, 3, S, S) onto (N, 3, P, P) through ``theta`` (N, 2, 3) from
+    :func:`affine_matrices` (bilinear); what falls outside the image is grey (0.5)."""
     grid = F.affine_grid(theta, [images.shape[0], 3, canvas, canvas], align_corners=False)
     return F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False) + 0.5
@@ -354,7 +361,7 @@ def _ascend(score: Callable[[Tensor], Tensor], render: Callable[[Tensor], Tensor
     transform (drawn from ``gens``); returns each step's objective (N,) and whether
     ``should_stop`` ended the run early."""
     canvas = config.image_size + 2 * config.pad
-    thetas = _affine_matrices(*_draw_transforms(config, gens), size=config.image_size,
+    thetas = affine_matrices(*draw_transforms(config, gens), size=config.image_size,
                               canvas=canvas).to(param.device)
     optimizer = torch.optim.Adam([param.requires_grad_(True)], lr=config.lr)
     trajectory: list[Tensor] = []
@@ -362,7 +369,7 @@ def _ascend(score: Callable[[Tensor], Tensor], render: Callable[[Tensor], Tensor
         if should_stop is not None and should_stop():
             return trajectory, True
         optimizer.zero_grad(set_to_none=True)
-        objective = score(_transform(render(param), thetas[step], canvas))
+        objective = score(transform_images(render(param), thetas[step], canvas))
         (-objective.sum()).backward()
         optimizer.step()
         trajectory.append(objective.detach().float())  # on the device: no sync per step

@@ -130,8 +130,11 @@ class VisualizeRequest:
 
     @property
     def popsize(self) -> int:
-        """Samples per generation of each evolution (the settings', or the evolution strategy's
-        default rule ``4 + floor(3 log2 d)`` for the generator's code size ``d``)."""
+        """Images scored per generation (step) of each restart: the evolution strategy's
+        population (the settings', or its default rule ``4 + floor(3 log2 d)`` for the
+        generator's code size ``d``), or a gradient generator's ``images_per_step``."""
+        if getattr(self.generator, "method", "evolution") == "gradient":
+            return int(self.generator.images_per_step)
         config = self.settings.cma_config(self.generator.sigma0)
         return config.strategy_parameters(self.generator.dim)["popsize"]
 

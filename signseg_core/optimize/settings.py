@@ -96,10 +96,14 @@ class ConditionKey:
 def condition_key(model: ZooModel, generator, condition: Condition,
                   settings: VisualizeSettings, precision: str | None = None) -> ConditionKey:
     """The store key of ``condition``'s result. ``precision`` defaults to what runs on the
-    model's device (:meth:`VisualizeSettings.precision_on`), the one a run there stores under."""
+    model's device (:meth:`VisualizeSettings.precision_on`), the one a run there stores under.
+    ``optimizer`` is the JSON of the resolved CMAConfig, or the generator's own description
+    (``generator.optimizer_key(settings)``) for one that has it (the gradient-ascent maco)."""
     precision = precision or settings.precision_on(model.device)
     sign = "control" if condition.is_control else condition.sign
-    optimizer = json.dumps(settings.cma_config(generator.sigma0).to_dict(), sort_keys=True)
+    own = getattr(generator, "optimizer_key", None)
+    optimizer = own(settings) if own is not None else \
+        json.dumps(settings.cma_config(generator.sigma0).to_dict(), sort_keys=True)
     return ConditionKey(model.name, model.fingerprint, condition.unit, sign, condition.alpha,
                         generator.name, generator.fingerprint, optimizer, settings.generations,
                         settings.restarts, settings.seed, precision)
@@ -109,6 +113,14 @@ def evolution_seed(key: ConditionKey, restart: int) -> int:
     """A 31-bit seed from the condition and restart: independent of what else is batched."""
     text = f"{key.seed}|{key.unit}|{key.sign}|{key.alpha:.6f}|{restart}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def describe_run(settings: VisualizeSettings, generator) -> str:
+    """What ``settings`` run on ``generator``, in words: a gradient generator's own description
+    (e.g. MACO's Adam on phases), else :func:`describe_optimizer` at the generator's ``dim``."""
+    if getattr(generator, "method", "evolution") == "gradient":
+        return generator.describe(settings)
+    return describe_optimizer(settings, generator.dim)
 
 
 def describe_optimizer(settings: VisualizeSettings | CMAConfig, dim: int) -> str:

@@ -23,6 +23,7 @@ from signseg_core.conditions import Condition
 from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.ask_tell import EvolutionStopped
 from signseg_core.optimize.evolve import run_cmaes
+from signseg_core.optimize.readout_gradient import ascend_conditions
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import (
     ConditionResult,
@@ -165,7 +166,14 @@ def evolve_conditions(model, generator, todo, settings, precision, batch_size, p
     """Evolve ``todo`` (pairs of Condition and ConditionKey) in lockstep; one ConditionResult
     each, in order (marked ``cancelled`` when stopped). ``progress(done, total)`` per
     generation, ``on_batch(n)`` per scored chunk, ``observe(done, es, images_of)`` after each
-    generation, where ``images_of(codes)`` decodes codes to uint8 images (live previews)."""
+    generation, where ``images_of(codes)`` decodes codes to uint8 images (live previews).
+    A generator whose ``method`` is ``"gradient"`` (maco) runs
+    :func:`~signseg_core.optimize.readout_gradient.ascend_conditions` instead, with these
+    arguments (generations = steps)."""
+    if getattr(generator, "method", "cmaes") == "gradient":
+        return ascend_conditions(model, generator, todo, settings, precision, batch_size,
+                                 progress, should_stop, compile, on_batch=on_batch,
+                                 observe=observe)
     device = model.device
     R = settings.restarts
     conds = [c for c, _ in todo]
