@@ -18,6 +18,7 @@ from signseg_ui.compare import (
     family_picker,
     forget_stored,
     metric_picker,
+    metric_setup_note,
     placed_models,
     placement_picker,
     show_coverage,
@@ -98,9 +99,8 @@ export_panel(change_fig, name=f"{metric}_{show}_vs_model_alpha{alpha:g}", key="c
 curves_fig = family_curves_figure(changes, value=show, y_title=label)
 st.plotly_chart(curves_fig, key="cmp_curves_fig")
 export_panel(curves_fig, name=f"{metric}_{show}_vs_alpha", key="cmp_curves_export")
-st.caption(f"Mean over units (each the mean of its images), 95% t-intervals over units. "
-           f"Metric setup: LPIPS {stored.statuses.get('lpips', '?')}; objectness "
-           f"{stored.statuses.get('objectness', '?')}.")
+st.caption("Mean over units (each the mean of its images), 95% t-intervals over units. "
+           + metric_setup_note(stored.statuses))
 
 st.subheader("Spearman ρ against robustness (Table 1)")
 positions = placement_picker(models, key="cmp_against")

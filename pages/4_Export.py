@@ -10,7 +10,9 @@ from signseg_ui.compare import SESSION, metric_picker, sweep_settings
 from signseg_ui.error_display import show_error
 from signseg_ui.explorer import last_unit, unit_text
 from signseg_ui.export_page import (
+    DEFAULT_STRIP_TILE,
     PANEL_KINDS,
+    STRIP_TILES,
     model_panels,
     parse_panel_kind,
     show_panel,
@@ -37,7 +39,7 @@ restore_choice("export_kind", "panel", list(PANEL_KINDS), parse_panel_kind, "dal
 kind = st.selectbox("Panel", list(PANEL_KINDS), format_func=PANEL_KINDS.get, key="export_kind")
 remember_choice("export_kind", "panel", kind)
 
-col_layer, col_metric, col_unit = st.columns(3)
+col_layer, col_metric, col_unit, col_tile = st.columns([3, 3, 3, 2])
 with col_layer:
     layer = layer_picker(model, key="export_layer", label="Layer (channel ranking)")
 metric = metric_picker(key="export_metric", label="Metric (sweep panel)", container=col_metric)
@@ -45,9 +47,12 @@ units = list(range(model.n_classes))
 keep_choice("export_strip_unit", units, last_unit(units))  # at first the explorer's last unit
 unit = col_unit.selectbox("Unit (image strip)", units, format_func=unit_text,
                           key="export_strip_unit", persist_state=SESSION)
+keep_choice("export_strip_tile", STRIP_TILES, DEFAULT_STRIP_TILE)
+tile = col_tile.select_slider("Strip thumbnails (px)", STRIP_TILES, key="export_strip_tile",
+                              persist_state=SESSION)
 spec = sweep_settings((name,))
 try:
-    panels = model_panels(name, layer=layer, metric=metric, unit=unit, spec=spec)
+    panels = model_panels(name, layer=layer, metric=metric, unit=unit, spec=spec, tile=tile)
 except Exception as exc:  # the UI layer turns engine errors into messages
     show_error(exc, context=f"Cannot build the panels of {name}")
     st.stop()

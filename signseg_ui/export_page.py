@@ -5,13 +5,16 @@ preview, and several panels as one zip."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import html
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from signseg_core.figures.compare import alpha_strip
+from signseg_core.figures.export import ExportSize, export_layout, image_png
 from signseg_core.figures.plots import (
     channel_ranking_figure,
     layer_dale_figure,
@@ -44,6 +47,13 @@ PANEL_KINDS = {
 }
 
 
+#: Thumbnail sides (px) the strip panel offers; the default is the explorer's export size.
+STRIP_TILES = (112, 160, 224, 320)
+DEFAULT_STRIP_TILE = 160
+#: The interactive preview's size when the export size is invalid.
+SCREEN_SIZE = ExportSize(width_px=700, height_px=525)
+
+
 def parse_panel_kind(raw: str) -> str:
     """``?panel=`` → a key of :data:`PANEL_KINDS`; ValueError naming the choices otherwise."""
     if raw not in PANEL_KINDS:
@@ -69,11 +79,13 @@ class Panel:
             raise ValueError("a panel has either content or a reason it is missing, not both")
 
 
-def model_panels(name: str, *, layer: str, metric: str, unit: int, spec) -> dict[str, Panel]:
+def model_panels(name: str, *, layer: str, metric: str, unit: int, spec,
+                 tile: int = DEFAULT_STRIP_TILE) -> dict[str, Panel]:
     """Every panel of :data:`PANEL_KINDS` for model ``name``: ``layer``'s channel ranking,
     ``metric`` against alpha from the stored sweep ``spec`` (its models are ignored), and the
-    alpha strip of ``unit``'s stored conditions at ``spec.settings``. Nothing is computed that
-    is not cheap: missing sweeps and units come back as panels with ``missing`` and ``command``.
+    alpha strip of ``unit``'s stored conditions at ``spec.settings`` with ``tile``-px images.
+    Nothing is computed that is not cheap: missing sweeps and units come back as panels with
+    ``missing`` and ``command``.
     """
     model = cached_model(name)
     panels = {
@@ -100,7 +112,7 @@ def model_panels(name: str, *, layer: str, metric: str, unit: int, spec) -> dict
     found = stored_unit(name, unit, spec.settings)
     if found:
         panels["strip"] = Panel("strip", f"{name}_unit{unit}_strip",
-                                alpha_strip(list(found.values())))
+                                alpha_strip(list(found.values()), tile=tile))
     else:
         panels["strip"] = Panel("strip", f"{name}_unit{unit}_strip", None,
                                 f"unit {unit} of {name} has no stored conditions at these "
@@ -109,23 +121,38 @@ def model_panels(name: str, *, layer: str, metric: str, unit: int, spec) -> dict
     return panels
 
 
+def show_strip(image: np.ndarray, *, name: str) -> None:
+    """An image strip at its own size (one image pixel per screen pixel), scrolling sideways
+    when wider than the page, so its thumbnails stay as large as in the PNG."""
+    data = base64.b64encode(image_png(image)).decode("ascii")
+    height, width = image.shape[:2]
+    st.html(f'<div style="overflow-x:auto;max-width:100%"><img alt="{html.escape(name)}" '
+            f'src="data:image/png;base64,{data}" width="{width}" height="{height}" '
+            'style="max-width:none"></div>')
+    st.caption(f"{name}.png at full size ({width} × {height} px); scroll sideways for the "
+               "rest. The thumbnail size above sets the PNG's too.")
+
+
 def show_panel(panel: Panel, choice: ExportChoice | None) -> None:
-    """One panel's download buttons (keys ``export_png`` ...) and a preview at the export's
-    size; or why it is missing and the command that computes it."""
+    """One panel's download buttons (keys ``export_png`` ...) and a preview laid out as the
+    export is (:func:`~signseg_core.figures.render.export_layout`: at a print size, its type,
+    title and legend rows), so the preview agrees with the files; or why it is missing and the
+    command that computes it."""
     if panel.content is None:
         st.info(f"Not available yet: {panel.missing}.")
         if panel.command:
-            st.code(panel.command, language="bash")
+            st.code(panel.command, language="bash", wrap_lines=True)
         return
     download_buttons(panel.content, name=panel.stem, key="export", choice=choice, warn=False)
     if not isinstance(panel.content, go.Figure):
-        st.image(panel.content, caption=f"{panel.stem}.png")
+        show_strip(panel.content, name=panel.stem)
         return
     png_preview(panel.content, choice, key="export")
-    width, height = choice.size.layout_px() if choice is not None else (700, 525)
-    st.plotly_chart(go.Figure(panel.content).update_layout(width=width, height=height),
-                    width="content", key="export_preview_fig")
-    st.caption("Interactive preview at the export's layout size.")
+    size = choice.size if choice is not None else SCREEN_SIZE
+    st.plotly_chart(export_layout(panel.content, size), width="content", theme=None,
+                    key="export_preview_fig")
+    st.caption("Interactive preview laid out as the export: its size, type, title and legend "
+               "rows (the PNG toggle above shows the rendered file).")
 
 
 def zip_panels(panels: dict[str, Panel], choice: ExportChoice | None, *, file_name: str,

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from signseg_core.figures.image_checks import flat_indices, flat_warning
 from signseg_core.figures.plots import image_strip
 from signseg_core.jobs import Job, default_manager
 from signseg_core.models.zoo import ZooModel
@@ -48,4 +49,7 @@ def show_sender_images(arrays: dict, ranking: pd.DataFrame, *, k: int) -> np.nda
         st.markdown(f"**{label}**")
         st.image(list(images[part]), caption=captions[part], width=192)
         rows[label.split()[1]] = list(zip(images[part], captions[part]))
+    flat = flat_warning([f"channel {channels[i]}" for i in flat_indices(images)])
+    if flat:
+        st.warning(flat)
     return image_strip(rows, tile=160)

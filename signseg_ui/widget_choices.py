@@ -7,6 +7,34 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+#: Session key of ``{widget key: the page that last drew it}`` (:func:`carry_across_pages`).
+DRAWN_ON = "_widget_pages"
+
+
+def current_page() -> str:
+    """An id of the page running now (its script hash; ``""`` outside a Streamlit run)."""
+    ctx = get_script_run_ctx()
+    return "" if ctx is None else str(ctx.page_script_hash)
+
+
+def carry_across_pages(keys: Sequence[str]) -> None:
+    """Before the widgets ``keys`` are drawn: when another page drew them last, give this page's
+    widgets the values the session holds.
+
+    Streamlit gives a keyed widget a new id on each page. ``persist_state="session"`` keeps the
+    value under the key, but the first time the widget is drawn on a second page it is created
+    afresh and the browser is told its default (1, ``""``, ``[]``), which it then sends back.
+    Writing each value back under its key makes the new widget start from it. Only on a change
+    of page: on every rerun it would also undo an edit not yet applied in a form.
+    """
+    page = current_page()
+    drawn = st.session_state.setdefault(DRAWN_ON, {})
+    for key in keys:
+        if key in st.session_state and drawn.get(key, page) != page:
+            st.session_state[key] = st.session_state[key]
+        drawn[key] = page
 
 
 def keep_choice(key: str, options: Sequence, default) -> None:

@@ -22,6 +22,7 @@ from signseg_core.figures.compare import (
     family_curves_figure,
     readout_dale_figure,
 )
+from signseg_core.figures.plots import SIGN_COLORS, sign_shades
 from signseg_core.optimize.results import ConditionResult
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.optimize.visualize import visualize
@@ -171,7 +172,18 @@ def test_family_curves_and_readout_dale_figures():
     fig = family_curves_figure(changes)
     assert [t.name for t in fig.data][:2] == ["resnet50 · positive", "resnet50 · negative"]
     assert list(fig.data[0].x) == [0.0, 1.0] and list(fig.data[0].y) == [0.0, pytest.approx(-0.1)]
-    assert fig.data[1].line.dash == "dash" and fig.data[0].line.color == fig.data[1].line.color
+    assert fig.data[0].line.dash == "solid" and fig.data[1].line.dash == "dash"
+    # the signs' colours of every page: one model alone is drawn in exactly red and blue
+    one = family_curves_figure(changes[changes.model == "resnet50"])
+    assert [t.line.color for t in one.data] == [SIGN_COLORS["positive"], SIGN_COLORS["negative"]]
+    # several models: shades of red (positive) and blue (negative), one marker per model
+    reds = [t.line.color for t in fig.data if t.name.endswith("positive")]
+    blues = [t.line.color for t in fig.data if t.name.endswith("negative")]
+    n = len(dict.fromkeys(t.legendgroup for t in fig.data))
+    assert n >= 4 and reds == sign_shades("positive", n) and blues == sign_shades("negative", n)
+    assert all(int(c[1:3], 16) > int(c[5:7], 16) for c in reds)  # more red than blue
+    assert all(int(c[5:7], 16) > int(c[1:3], 16) for c in blues)
+    assert len(set(reds)) == n and fig.data[0].marker.symbol != fig.data[2].marker.symbol
     table = pd.DataFrame({"model": ["b", "a"], "mean_dale": [0.56, 0.58]})
     fig = readout_dale_figure(table, expected_untrained=0.5126)
     assert list(fig.data[0].x) == ["b", "a"] and list(fig.data[0].y) == [0.56, 0.58]
@@ -191,11 +203,14 @@ def test_alpha_strip_shows_the_best_image_per_alpha_with_the_control_first():
     results = [_result(3, "negative", 1.0, 40), _result(3, "control", 0.0, 10),
                _result(3, "positive", 0.5, 20), _result(3, "positive", 1.0, 30)]
     strip = alpha_strip(results, tile=16)
-    # rows of 16 + 14 (caption) + 4 px; tiles 20 px apart after a 90 px label column
-    assert strip.shape == (2 * 34 + 4, 90 + 3 * 20, 3) and strip.dtype == np.uint8
+    # two caption lines of 14 px over each 16-px image, rows 16 + 28 + 4 px apart, tiles 20 px
+    # apart after the label column, and the note beneath
+    label_w = strip.shape[1] - 3 * 20
+    assert label_w >= 90 and strip.dtype == np.uint8
+    assert strip.shape[0] >= 2 * 48 + 4 + 14
 
     def tile(row: int, col: int) -> np.ndarray:
-        y, x = row * 34 + 2 + 14, 90 + col * 20
+        y, x = row * 48 + 2 + 28, label_w + col * 20
         return strip[y + 4, x + 8]
 
     assert tile(0, 0).tolist() == [245] * 3 and tile(1, 0).tolist() == [245] * 3  # control
@@ -213,7 +228,8 @@ def test_a_stored_sweep_reads_back_exactly_and_names_what_is_missing(store, tiny
                                                                      monkeypatch):
     computed = run_sweep(TINY, store=store)
     # reading never evolves or measures anything
-    monkeypatch.setattr(vis_mod, "_run", lambda *a, **k: pytest.fail("evolution ran"))
+    monkeypatch.setattr(vis_mod, "evolve_conditions",
+                        lambda *a, **k: pytest.fail("evolution ran"))
     monkeypatch.setattr(sweep_mod, "unit_rows", lambda *a, **k: pytest.fail("metrics ran"))
     spec = dataclasses.replace(TINY, models=("tiny_test", "resnet50", "nope"))
     stored = read_stored_sweep(spec, store=store)

@@ -399,10 +399,16 @@ def test_zip_of_a_whole_figure(renderer):
 
 
 def test_print_layout_sets_print_type_and_makes_room_for_title_and_legend():
-    """A single-column panel (89 mm = 336 layout px): 7 pt text, the long title wrapped within
-    the width, the legend in the row below it, the top margin holding both."""
+    """A single-column panel (89 mm = 336 layout px): 7 pt text, the title on one line (it fits
+    at 8 pt), the legend horizontal in packed rows between the title and the plot, the top
+    margin holding both."""
     from signseg_core.figures.plots import dale_histogram_figure
-    from signseg_core.figures.print_layout import print_layout, pt_to_px
+    from signseg_core.figures.print_layout import (
+        LEGEND_ROW_PX,
+        print_layout,
+        pt_to_px,
+        text_width,
+    )
 
     fig = dale_histogram_figure(np.linspace(0.5, 0.6, 50), expected_untrained=0.5126,
                                 title="Readout Dale index per penultimate channel, "
@@ -412,9 +418,14 @@ def test_print_layout_sets_print_type_and_makes_room_for_title_and_legend():
     lay = out["layout"]
     assert before == fig.to_dict()  # the figure itself is not changed
     assert lay["font"]["size"] == pytest.approx(7 * 96 / 72)
-    lines = lay["title"]["text"].split("<br>")
-    assert len(lines) == 2 and all(len(line) * 0.55 * pt_to_px(8) <= 336 - 12 for line in lines)
-    assert lay["legend"]["orientation"] == "h" and lay["legend"]["y"] == 1.0
-    three_rows = 3 * 2.3 * pt_to_px(6.5)  # "untrained expectation 0.5126" leaves one entry a row
-    assert lay["margin"]["t"] >= 2 * 1.3 * pt_to_px(8) + three_rows
-    assert out["data"] == before["data"] and "height" not in lay
+    assert "Arial" in lay["font"]["family"]
+    assert "<br>" not in lay["title"]["text"] and lay["title"]["font"]["size"] <= pt_to_px(8)
+    assert text_width(lay["title"]["text"], lay["title"]["font"]["size"]) <= 336 - 12
+    rows = [lay[k] for k in ("legend", "legend2")]
+    assert "legend3" not in lay  # three entries, the long one alone: two rows, not three
+    assert all(r["orientation"] == "h" and r["yanchor"] == "top" for r in rows)
+    assert rows[0]["y"] - rows[1]["y"] == pytest.approx(LEGEND_ROW_PX / 254)
+    assert [t.get("legend") for t in out["data"]] == ["legend", "legend", "legend2"]
+    assert lay["margin"]["t"] >= 1.3 * lay["title"]["font"]["size"] + 2 * LEGEND_ROW_PX
+    assert [{k: v for k, v in t.items() if k != "legend"} for t in out["data"]] == before["data"]
+    assert "height" not in lay

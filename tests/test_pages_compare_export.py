@@ -3,6 +3,7 @@ with a tiny sweep in the store; downloaded files are opened (PNG, SVG, PDF, CSV,
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -30,6 +31,7 @@ from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.run import SweepSpec, run_sweep, summarize
 from signseg_core.sweeps.stored import read_stored_sweep, sweep_command
 from signseg_core.sweeps.tables import change_table, family_models
+from signseg_ui.export_page import DEFAULT_STRIP_TILE
 
 COMPARE = str(ROOT / "pages" / "3_Compare_models.py")
 EXPORT = str(ROOT / "pages" / "4_Export.py")
@@ -238,8 +240,15 @@ def test_export_page_offers_the_stored_strip_and_sweep_panels(stored, downloads)
     results = visualize(load_model("tiny_test"), condition_grid([1], alphas=SPEC.alphas),
                         settings=SPEC.settings, store=default_store())
     assert all(r.from_store for r in results)
-    np.testing.assert_array_equal(strip, alpha_strip(results))
-    assert len(at.get("image")) >= 1
+    np.testing.assert_array_equal(strip, alpha_strip(results, tile=DEFAULT_STRIP_TILE))
+    shown = [h.proto.body for h in at.get("html") if "data:image/png;base64," in h.proto.body]
+    assert len(shown) == 1  # at its own size, scrolling sideways: thumbnails as in the PNG
+    raw = base64.b64decode(shown[0].split("base64,")[1].split('"')[0])
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(raw))), strip)
+    at.select_slider(key="export_strip_tile").set_value(224).run()
+    bigger = np.asarray(Image.open(io.BytesIO(file_bytes(downloads,
+                                                          "tiny_test_unit1_strip.png"))))
+    np.testing.assert_array_equal(bigger, alpha_strip(results, tile=224))
 
     at.selectbox(key="export_kind").set_value("metric").run()
     assert at.query_params["panel"] == "metric"

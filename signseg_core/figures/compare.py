@@ -14,9 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from signseg_core.figures.plots import SIGN_COLORS, image_strip
+from signseg_core.figures.plots import SIGN_COLORS, sign_shades
+from signseg_core.figures.strips import image_strip
 
 _LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0}
+#: Marker symbols telling models apart in :func:`family_curves_figure` (and in print).
+MODEL_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star", "hexagon")
+#: What the number under each condition's α in :func:`alpha_strip` is.
+STRIP_NOTE = ("act: the unit's activation on the condition's best image, its weights ablated "
+              "by α")
 
 
 def readout_dale_figure(table: pd.DataFrame, *, expected_untrained: float | None = None,
@@ -79,21 +85,25 @@ def change_vs_model_figure(changes: pd.DataFrame, *, alpha: float, value: str = 
 
 def family_curves_figure(changes: pd.DataFrame, *, value: str = "delta", y_title: str = "",
                          title: str = "") -> go.Figure:
-    """Every model's curve against ablation strength: one colour per model, solid for positive
-    and dashed for negative ablation. Traces are named ``"<model> · <sign>"``."""
+    """Every model's curve against ablation strength, in the signs' colours of every other page
+    (:data:`~signseg_core.figures.plots.SIGN_COLORS`: positive red and solid, negative blue and
+    dashed), one shade (lighter first) and marker symbol per model. Traces are named
+    ``"<model> · <sign>"``."""
     if value not in ("delta", "mean"):
         raise ValueError(f"value must be 'delta' or 'mean'; got {value!r}")
     fig = go.Figure()
-    palette = qualitative.Plotly
-    for i, model in enumerate(dict.fromkeys(changes.model)):
+    models = list(dict.fromkeys(changes.model))
+    shades = {sign: sign_shades(sign, len(models)) for sign in SIGN_COLORS}
+    for i, model in enumerate(models):
         for sign, dash in (("positive", "solid"), ("negative", "dash")):
             rows = changes[(changes.model == model) & (changes.sign == sign)].sort_values("alpha")
             if rows.empty:
                 continue
-            fig.add_trace(go.Scatter(x=list(rows.alpha), y=list(rows[value]),
-                                     mode="lines+markers", name=f"{model} · {sign}",
-                                     legendgroup=model,
-                                     line={"color": palette[i % len(palette)], "dash": dash}))
+            fig.add_trace(go.Scatter(
+                x=list(rows.alpha), y=list(rows[value]), mode="lines+markers",
+                name=f"{model} · {sign}", legendgroup=model,
+                line={"color": shades[sign][i], "dash": dash},
+                marker={"symbol": MODEL_SYMBOLS[i % len(MODEL_SYMBOLS)]}))
     default_y = "change from control (ablated − control)" if value == "delta" else "value"
     fig.update_layout(title=title or None, xaxis_title="ablation strength α",
                       yaxis_title=y_title or default_y,
@@ -107,24 +117,25 @@ def alpha_strip(results: Sequence, *, tile: int = 112) -> np.ndarray:
     """A unit's best image per ablation strength, one row per sign, the control first.
 
     ``results``: :class:`~signseg_core.optimize.results.ConditionResult` of one unit (any subset
-    of its conditions). Captions are ``"a=0.5 12.3"`` (PIL's default font has no α; the number is
-    the best ablated activation). Returns uint8 (H, W, 3), as
-    :func:`~signseg_core.figures.plots.image_strip`.
+    of its conditions). Each image is captioned ``"α = 0.5"`` over ``"act 12.3"`` (the best
+    ablated activation), and :data:`STRIP_NOTE` beneath the strip says what ``act`` is. Returns
+    uint8 (H, W, 3), as :func:`~signseg_core.figures.strips.image_strip`.
     """
     if not results:
         raise ValueError("no conditions to draw: the strip needs at least one stored result")
     units = {r.key.unit for r in results}
     if len(units) != 1:
         raise ValueError(f"an alpha strip shows one unit; got units {sorted(units)}")
+
+    def cell(r) -> tuple:
+        return r.best_image, f"α = {r.key.alpha:g}\nact {r.best_scores[r.best_index]:.3g}"
+
     control = [r for r in results if r.key.sign == "control"]
     rows = {}
     for sign in ("positive", "negative"):
         own = sorted((r for r in results if r.key.sign == sign), key=lambda r: r.key.alpha)
         if own:
-            rows[f"{sign} ablated"] = [
-                (r.best_image, f"a={r.key.alpha:g} {r.best_scores[r.best_index]:.1f}")
-                for r in control[:1] + own]
+            rows[f"{sign} ablated"] = [cell(r) for r in control[:1] + own]
     if not rows:
-        rows["control"] = [(r.best_image, f"a=0 {r.best_scores[r.best_index]:.1f}")
-                           for r in control[:1]]
-    return image_strip(rows, tile=tile)
+        rows["control"] = [cell(r) for r in control[:1]]
+    return image_strip(rows, tile=tile, note=STRIP_NOTE)

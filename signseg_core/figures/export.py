@@ -25,6 +25,7 @@ from signseg_core.figures.render import (
     ChromiumNotFoundError,
     ExportSize,
     chromium_path,
+    export_layout,
     figure_bytes,
     render_figure,
     renderer_running,
@@ -34,9 +35,9 @@ from signseg_core.figures.render import (
 from signseg_core.store import CODE_VERSION
 
 __all__ = [
-    "FORMATS", "ChromiumNotFoundError", "ExportSize", "chromium_path", "figure_bytes",
-    "figure_data_csv", "figure_zip", "image_png", "renderer_running", "start_renderer",
-    "stop_renderer",
+    "FORMATS", "ChromiumNotFoundError", "ExportSize", "chromium_path", "export_layout",
+    "figure_bytes", "figure_data_csv", "figure_zip", "image_png", "renderer_running",
+    "start_renderer", "stop_renderer",
 ]
 
 

@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw
 from torch import Tensor
 
+from signseg_core.figures.strips import image_strip
 from signseg_core.signs import dale_index, expected_untrained_dale_index
+
+__all__ = [  # image_strip lives in figures.strips; pages import it from here too
+    "NEUTRAL", "SIGN_COLORS", "activation_vs_alpha_figure", "channel_ranking_figure",
+    "dale_histogram_figure", "dale_vs_accuracy_figure", "image_strip", "layer_dale_figure",
+    "metric_vs_alpha_figure", "readout_dale_histogram", "sign_shades", "spectrum_ratio_figure",
+    "unit_metric_vs_alpha_figure",
+]
 
 #: Colour of reference lines and "current" markers: a mid grey that reads on the light and the dark
 #: dashboard theme and in exported files alike (near-black vanished on the dark theme).
 NEUTRAL = "#8c8c8c"
+#: The colour of each sign on every page and export: positive weights red, negative blue.
+SIGN_COLORS = {"positive": "#d62728", "negative": "#1f77b4"}
+
+
+def sign_shades(sign: str, n: int) -> list[str]:
+    """``n`` shades of ``sign``'s colour (:data:`SIGN_COLORS`) from lighter to darker, the
+    colour itself alone when ``n`` is 1: one per model where several models' curves of one sign
+    share a plot, so that red still means positive and blue negative."""
+    base = np.array([int(SIGN_COLORS[sign][i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    shades = []
+    for t in (np.linspace(-0.5, 0.4, n) if n > 1 else [0.0]):
+        rgb = base + (255 - base) * -t if t < 0 else base * (1 - t)  # towards white / black
+        shades.append("#" + "".join(f"{int(round(v)):02x}" for v in rgb))
+    return shades
+
+
+def _title(title: str | None, default: str) -> str:
+    """The figure's title: ``default`` when none was given (None); ``""`` means no title."""
+    return default if title is None else title
 
 
 def _vline(x: float, name: str, color: str, dash: str, height: float) -> go.Scatter:
@@ -46,9 +72,6 @@ def dale_histogram_figure(dale: Tensor | np.ndarray, *, expected_untrained: floa
     return fig
 
 
-SIGN_COLORS = {"positive": "#d62728", "negative": "#1f77b4"}
-
-
 def readout_dale_histogram(model) -> go.Figure:
     """:func:`dale_histogram_figure` of a zoo model's readout: one Dale index per penultimate
     channel, its mean, and the untrained expectation for that many outgoing weights."""
@@ -64,12 +87,14 @@ def _band(x, low, high, color: str) -> go.Scatter:
                       hoverinfo="skip", showlegend=False)
 
 
-def metric_vs_alpha_figure(summary, metric: str, *, title: str = "",
+def metric_vs_alpha_figure(summary, metric: str, *, title: str | None = None,
                            y_title: str = "") -> go.Figure:
     """A metric against ablation strength, positive vs negative, with 95% CI bands over units.
 
-    ``summary`` is :func:`signseg_core.sweeps.run.summarize`'s table (one model).
+    ``summary`` is :func:`signseg_core.sweeps.run.summarize`'s table (one model). ``title``:
+    by default ``"<y_title or metric> vs ablation strength α"``; ``""`` for none.
     """
+    title = _title(title, f"{y_title or metric} vs ablation strength α")
     fig = go.Figure()
     for sign in ("positive", "negative"):
         part = summary[summary.sign == sign].sort_values("alpha")
@@ -89,12 +114,18 @@ def metric_vs_alpha_figure(summary, metric: str, *, title: str = "",
     return fig
 
 
-def spectrum_ratio_figure(spectra, *, alpha: float = 1.0, title: str = "") -> go.Figure:
+def spectrum_ratio_figure(spectra, *, alpha: float = 1.0,
+                          title: str | None = None) -> go.Figure:
     """Control / ablated mean radial power spectrum at ``alpha``, per sign (paper Fig 15).
 
     ``spectra``: :class:`signseg_core.sweeps.run.SweepResult.spectra` (model, unit, sign, alpha,
-    freq, power). Spectra are averaged over units before the ratio.
+    freq, power). Spectra are averaged over units before the ratio. ``title``: by default
+    ``"Power spectrum ratio, control / ablated at α = <alpha>"`` (with the unit when ``spectra``
+    hold one); ``""`` for none.
     """
+    units = sorted(set(spectra.unit)) if "unit" in spectra.columns else []
+    title = _title(title, f"Power spectrum ratio, control / ablated at α = {alpha:g}"
+                   + (f", unit {units[0]}" if len(units) == 1 else ""))
     mean = spectra.groupby(["sign", "alpha", "freq"]).power.mean().reset_index()
     control = mean[mean.sign == "control"].set_index("freq").power
     fig = go.Figure()
@@ -112,26 +143,6 @@ def spectrum_ratio_figure(spectra, *, alpha: float = 1.0, title: str = "") -> go
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
                       margin={"t": 80 if title else 40, "l": 60, "r": 20, "b": 50})
     return fig
-
-
-def image_strip(rows: dict[str, list], *, tile: int = 112, caption_px: int = 14) -> np.ndarray:
-    """A grid of images with captions: ``rows`` maps a row label to ``(image, caption)`` pairs.
-
-    Images are uint8 (H, W, 3); returns uint8 (H_total, W_total, 3) (white background).
-    """
-    n_cols = max(len(v) for v in rows.values())
-    label_w = 90
-    cell_h = tile + caption_px + 4
-    canvas = Image.new("RGB", (label_w + n_cols * (tile + 4), len(rows) * cell_h + 4), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r, (label, items) in enumerate(rows.items()):
-        y = r * cell_h + 2
-        draw.text((4, y + tile // 2), label, fill=(0, 0, 0))
-        for c, (image, caption) in enumerate(items):
-            x = label_w + c * (tile + 4)
-            canvas.paste(Image.fromarray(image).resize((tile, tile)), (x, y + caption_px))
-            draw.text((x + 2, y), caption, fill=(0, 0, 0))
-    return np.asarray(canvas)
 
 
 # -- Dale-index pages --------------------------------------------------------------------------
@@ -248,8 +259,24 @@ def channel_ranking_figure(ranking, *, title: str = "") -> go.Figure:
 
 # -- ablation explorer -------------------------------------------------------------------------
 
+def _unit_title(what: str, models, units) -> str:
+    """``"Similarity vs α, efficientnet_lite0 unit 373"`` (the model and unit when there is
+    exactly one of each)."""
+    models, units = sorted(set(models)), sorted(set(units))
+    where = " ".join([*([str(models[0])] if len(models) == 1 else []),
+                      *([f"unit {units[0]}"] if len(units) == 1 else [])])
+    return f"{what} vs α" + (f", {where}" if where else "")
+
+
+def _shown_ring(x: float, y: float) -> go.Scatter:
+    """The ring marking the condition on screen (trace ``"shown"``)."""
+    return go.Scatter(x=[x], y=[y], mode="markers", name="shown",
+                      marker={"size": 16, "color": "rgba(0,0,0,0)",
+                              "line": {"width": 2, "color": NEUTRAL}})
+
+
 def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = None,
-                               title: str = "") -> go.Figure:
+                               title: str | None = None) -> go.Figure:
     """A unit's best activation and intact logit against ablation strength, per sign (Fig 2).
 
     Parameters
@@ -263,7 +290,10 @@ def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = N
     Traces, per sign present: ``"<sign>: ablated activation"`` (the best ablated objective over
     restarts, solid) and ``"<sign>: intact logit"`` (the intact unit's logit on that same best
     image, dashed), both sorted by alpha; then ``"shown"`` when ``current`` has a result.
+    ``title``: by default ``"Best activation vs α, <model> unit <unit>"``; ``""`` for none.
     """
+    title = _title(title, _unit_title("Best activation", [r.key.model for r in results],
+                                      [r.key.unit for r in results]))
     points: dict[str, list[tuple[float, float, float]]] = {"positive": [], "negative": []}
     for r in results:
         best = r.best_index
@@ -285,10 +315,7 @@ def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = N
             hit = [a for a in alpha if np.isclose(a, current[1])]
             if hit:
                 i = alpha.index(hit[0])
-                fig.add_trace(go.Scatter(x=[alpha[i]], y=[ablated[i]], mode="markers",
-                                         name="shown", marker={"size": 16, "color": "rgba(0,0,0,0)",
-                                                               "line": {"width": 2,
-                                                                        "color": NEUTRAL}}))
+                fig.add_trace(_shown_ring(alpha[i], ablated[i]))
     fig.update_layout(title=title or None, xaxis_title="ablation strength α",
                       yaxis_title="activation of the best image", legend=_LEGEND_BELOW,
                       margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})
@@ -297,7 +324,7 @@ def activation_vs_alpha_figure(results, *, current: tuple[str, float] | None = N
 
 
 def unit_metric_vs_alpha_figure(rows, metric: str, *, current: tuple[str, float] | None = None,
-                                title: str = "", y_title: str = "") -> go.Figure:
+                                title: str | None = None, y_title: str = "") -> go.Figure:
     """One unit's image metric against ablation strength, per sign: every restart and their mean.
 
     Parameters
@@ -317,7 +344,8 @@ def unit_metric_vs_alpha_figure(rows, metric: str, *, current: tuple[str, float]
     the NaN-skipping mean of the condition's images, sorted by alpha) and ``"<sign>: restarts"``
     (one dot per finite image value, not in the legend: it toggles with its sign's mean); then
     ``"shown"`` when ``current`` has a mean. A condition
-    whose values are all NaN (e.g. objectness without a detector) is left out.
+    whose values are all NaN (e.g. objectness without a detector) is left out. ``title``: by
+    default ``"Similarity vs α, <model> unit <unit>"`` (the metric's name); ``""`` for none.
 
     Raises
     ------
@@ -329,6 +357,8 @@ def unit_metric_vs_alpha_figure(rows, metric: str, *, current: tuple[str, float]
         values = sorted(set(rows[column])) if column in rows.columns else []
         if len(values) > 1:
             raise ValueError(f"rows must hold one {column}; got {values}")
+    title = _title(title, _unit_title(metric.replace("_", " ").capitalize(),
+                                      rows.get("model", []), rows.get("unit", [])))
     fig = go.Figure()
     for sign in ("positive", "negative"):
         part = rows[rows.sign.isin(("control", sign))]
@@ -347,10 +377,7 @@ def unit_metric_vs_alpha_figure(rows, metric: str, *, current: tuple[str, float]
         if current is not None and current[0] == sign:
             hit = [i for i, a in enumerate(alpha) if np.isclose(a, current[1])]
             if hit:
-                fig.add_trace(go.Scatter(
-                    x=[alpha[hit[0]]], y=[mean[hit[0]]], mode="markers", name="shown",
-                    marker={"size": 16, "color": "rgba(0,0,0,0)",
-                            "line": {"width": 2, "color": NEUTRAL}}))
+                fig.add_trace(_shown_ring(alpha[hit[0]], mean[hit[0]]))
     fig.update_layout(title=title or None, xaxis_title="ablation strength α",
                       yaxis_title=y_title or metric, legend=_LEGEND_BELOW,
                       margin={"t": 60 if title else 20, "l": 60, "r": 20, "b": 110})

@@ -202,6 +202,20 @@ def figure_bytes(fig: go.Figure, fmt: str, *, width_px: float | None = None,
     return render_figure(fig, fmt, size)
 
 
+def export_layout(fig: go.Figure, size: ExportSize) -> go.Figure:
+    """A copy of ``fig`` laid out as :func:`render_figure` renders it at ``size`` (for a size in
+    inches, :func:`~signseg_core.figures.print_layout.print_layout`'s type, title, legend rows
+    and margins), with the layout's width and height: what an interactive preview should show,
+    so that it agrees with the exported file."""
+    if not isinstance(fig, go.Figure):
+        raise TypeError(f"expected a plotly Figure; got {type(fig).__name__}")
+    width, height = size.layout_px()
+    fig_dict = fig.to_dict()
+    if size.in_inches:
+        fig_dict = print_layout(fig_dict, width, height)
+    return go.Figure(fig_dict).update_layout(width=width, height=height)
+
+
 def render_figure(fig: go.Figure, fmt: str, size: ExportSize) -> bytes:
     """``fig`` as ``fmt`` bytes at ``size``: print type and margins for a size in inches, and a
     PNG that records its DPI; on the shared renderer if one runs, else a browser of its own."""

@@ -18,7 +18,8 @@ from PIL import Image
 
 from signseg_core import paths
 from signseg_core.conditions import Condition
-from signseg_core.figures.plots import image_strip, metric_vs_alpha_figure, spectrum_ratio_figure
+from signseg_core.figures.compare import alpha_strip
+from signseg_core.figures.plots import metric_vs_alpha_figure, spectrum_ratio_figure
 from signseg_core.generators.catalog import make_generator
 from signseg_core.metrics.stats import mean_ci, paired_difference
 from signseg_core.models.registry import load_model
@@ -51,15 +52,12 @@ def _write_figure(fig, path: Path) -> None:
 
 def image_strip_for(store, model, generator, unit: int,
                     alphas=(0.0, 0.3, 0.6, 1.0)) -> np.ndarray:
-    """Best image per alpha, one row per sign, with the ablated objective as caption."""
-    rows = {}
-    for sign in ("positive", "negative"):
-        conds = [Condition(unit, sign, a) for a in alphas]
-        results = visualize(model, conds, settings=REPORT_SETTINGS, generator=generator,
-                            store=store)
-        rows[f"{sign[:3]} {model.class_names[unit][:10]}"] = [
-            (r.best_image, f"a={r.key.alpha:g} {r.best_scores.max():.1f}") for r in results]
-    return image_strip(rows, tile=128)
+    """Best image per α, one row per sign with the control first, captioned ``"α = 0.3"`` over
+    ``"act 12.3"`` and the note saying what ``act`` is (:func:`~signseg_core.figures.compare.
+    alpha_strip`, as the explorer and the export draw it)."""
+    conds = [Condition(unit, sign, a) for sign in ("positive", "negative") for a in alphas]
+    results = visualize(model, conds, settings=REPORT_SETTINGS, generator=generator, store=store)
+    return alpha_strip(results, tile=128)
 
 
 def report_numbers(summary: pd.DataFrame, table: pd.DataFrame, spectra: pd.DataFrame) -> dict:
