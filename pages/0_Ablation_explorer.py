@@ -126,4 +126,5 @@ finished = job_panel(lambda: job, submit, key="explorer",
                           "condition is kept on disk as soon as it is done.")
 for result in finished or []:
     by_generator.setdefault(result.key.generator, {})[result.condition.key] = result
-show_unit_results(name, unit, sign, alpha, by_generator, restarts=settings.restarts)
+show_unit_results(name, unit, sign, alpha, by_generator,
+                  restarts=(full_budget(name) if showing_full else settings).restarts)

@@ -25,6 +25,7 @@ the run. Figures are printed and written as JSON; run it on an otherwise idle ma
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import tempfile
@@ -53,11 +54,14 @@ from signseg_core.sweeps.preview import CPU_PREVIEW, PRECOMPUTED  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Candidates of about 400 images per condition: (restarts, popsize, generations).
-CANDIDATES = {"r2_p10_g20": (2, 10, 20), "r1_p10_g40": (1, 10, 40), "r3_p12_g12": (3, 12, 12)}
+CANDIDATES = {"r2_p10_g20": (2, 10, 20), "r1_p10_g40": (1, 10, 40), "r3_p12_g12": (3, 12, 12),
+              "r1_p8_g50": (1, 8, 50), "r1_p12_g40": (1, 12, 40), "r2_p8_g30": (2, 8, 30),
+              "r1_p6_g66": (1, 6, 66)}
 
 
-def full_budget_controls(model, units) -> dict[int, np.ndarray]:
-    """The shipped full-budget control images per unit (regenerated from the bundles' codes)."""
+def full_budget_controls(model, units) -> dict[int, object]:
+    """The shipped full-budget control results per unit (images regenerated from the bundles'
+    codes, scores as the bundles carry them)."""
     generator = make_generator("fourier")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +69,7 @@ def full_budget_controls(model, units) -> dict[int, np.ndarray]:
         for path in sorted((ROOT / "docs" / "data").glob("lite0_fourier_g60_r5_*.npz")):
             for r in import_bundle(path, model, generator, store=store):
                 if r.key.sign == "control" and r.key.unit in units:
-                    out[r.key.unit] = r.images
+                    out[r.key.unit] = r
     return out
 
 
@@ -112,7 +116,8 @@ def cmd_quality(args) -> dict:
     model = load_model("efficientnet_lite0")
     judges = {"lite1": load_model("efficientnet_lite1"), "lite2": load_model("efficientnet_lite2")}
     units = tuple(args.units)
-    full = full_budget_controls(model, units)
+    full_results = full_budget_controls(model, units)
+    full = {u: r.images for u, r in full_results.items()}
     report = {"units": list(units), "threads": args.threads, "candidates": {}}
     ceiling = [ensemble_similarity(full[u], full[u], list(judges.values()),
                                    exclude_diagonal=True).similarity for u in units]
@@ -120,7 +125,15 @@ def cmd_quality(args) -> dict:
     report["full_vs_full"] = {"mean": float(mean), "ci95": [float(low), float(high)]}
     full_settings = PRECOMPUTED["efficientnet_lite0"]
     print(f"full budget among itself: similarity {mean:.3f} [{low:.3f}, {high:.3f}]")
-    for tag, (restarts, popsize, generations) in CANDIDATES.items():
+    judged_full = judge_candidate([full_results[u] for u in units], full, judges)
+    judged_full["per_unit"] = [{k: v for k, v in row.items() if k != "sim_to_full"}
+                               for row in judged_full["per_unit"]]  # itself, diagonal included
+    report["full_budget_judged"] = {k: v for k, v in judged_full.items() if k != "sim_to_full"}
+    print(f"full budget: Lite0 logit {judged_full['lite0_logit']['mean']:.2f}, Lite1/Lite2 "
+          f"median rank {judged_full['lite1_rank']['median']:.0f}/"
+          f"{judged_full['lite2_rank']['median']:.0f}")
+    for tag in args.candidates:
+        restarts, popsize, generations = CANDIDATES[tag]
         settings = VisualizeSettings(generator="fourier", restarts=restarts, popsize=popsize,
                                      generations=generations, seed=0)
         start = time.perf_counter()
@@ -176,6 +189,8 @@ def cmd_timing(args) -> dict:
               "settings": {"restarts": CPU_PREVIEW.restarts, "popsize": request.popsize,
                            "generations": CPU_PREVIEW.generations},
               "images_per_condition": request.images_per_condition,
+              # conditions evolved together after the first, as the explorer runs them
+              "group": inspect.signature(run_live).parameters["group"].default,
               **{k: round(v, 2) for k, v in marks.items()},
               "images_per_s": round(21 * request.images_per_condition / marks["strip_s"], 1),
               "stop_latency_s": [round(s, 2) for s in stops]}
@@ -188,6 +203,7 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     q = sub.add_parser("quality")
     q.add_argument("--units", type=int, nargs="+", default=list(DEFAULT_UNITS))
+    q.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
     t = sub.add_parser("timing")
     t.add_argument("--unit", type=int, default=1)  # goldfish: not precomputed
     for p in (q, t):

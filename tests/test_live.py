@@ -64,10 +64,14 @@ def _request(tiny, unit=4):
 
 
 def test_one_by_one_equals_lockstep_bit_for_bit(tiny):
-    alone = run_live(_request(tiny), store=False, lockstep=False)
+    alone = run_live(_request(tiny), store=False, lockstep=False, group=1)
+    grouped = run_live(_request(tiny), store=False, lockstep=False, group=2,
+                       first=Condition(4, "negative", 1.0))
     together = run_live(_request(tiny), store=False, lockstep=True)
     assert not alone.cancelled and len(alone.results) == 3
-    for a, b in zip(alone.results, together.results):
+    for a, b, c in zip(alone.results, together.results, grouped.results):
+        assert a.key == c.key
+        np.testing.assert_array_equal(a.images, c.images)
         assert a.key == b.key
         np.testing.assert_array_equal(a.images, b.images)
         np.testing.assert_array_equal(a.best_scores, b.best_scores)
@@ -83,7 +87,7 @@ def test_progress_counts_every_scored_batch_and_previews_the_running_condition(t
             previews.append(preview)
 
     run = run_live(request, store=False, batch_size=5, progress=progress,
-                   first=Condition(4, "negative", 1.0), preview_every=2)
+                   first=Condition(4, "negative", 1.0), preview_every=2, group=1)
     per_condition = 2 * 6 * 3  # restarts x popsize x generations
     total = 3 * per_condition
     assert {t for _, t in seen} == {total} and seen[-1][0] == total

@@ -1,9 +1,9 @@
 """Any unit, live: the condition on screen first, each condition stored as it finishes, a
 best-so-far image while it runs, progress per scored batch and a stop between batches.
 
-On a CPU the network is the whole cost (``docs/benchmarks.md``: lockstep batching gains ~3 %), so
-:func:`run_live` evolves one condition at a time, in the order a viewer needs them
-(:func:`condition_order`: the condition on the screen, then its neighbours along the α strip).
+On a CPU the network is the whole cost, so :func:`run_live` evolves one condition at a time
+(grouping them gained nothing on two cores: ``docs/benchmarks.md``), in the order a viewer needs
+them (:func:`condition_order`: the condition on the screen, then outwards along the α strip).
 On a GPU, where lockstep batching is the whole gain, every missing condition runs in one batch.
 Either way a result is the same: each restart's seed comes from its condition's key alone
 (:func:`~signseg_core.optimize.settings.evolution_seed`) and the batched optimiser is
@@ -81,7 +81,7 @@ def condition_order(conditions: Sequence[Condition], first: Condition | None = N
 def run_live(request: VisualizeRequest, *, first: Condition | None = None,
              store: ResultStore | None | bool = None, batch_size: int | None = None,
              progress: LiveProgress | None = None, should_stop: Callable[[], bool] | None = None,
-             lockstep: bool | None = None, preview_every: int = 2) -> LiveRun:
+             lockstep: bool | None = None, preview_every: int = 2, group: int = 1) -> LiveRun:
     """The request's results: stored ones read back, the rest evolved (``first`` and its strip
     neighbours first), each stored as soon as it finishes.
 
@@ -97,6 +97,9 @@ def run_live(request: VisualizeRequest, *, first: Condition | None = None,
     should_stop : asked before every scored batch; True ends the run: the condition running is
         dropped (never stored), those finished before stay stored.
     lockstep : evolve every missing condition in one batch (default: on CUDA only).
+    group : otherwise, after ``first`` alone, the next conditions run ``group`` at a time
+        (default one: on two cores, groups of 4 took 337 s for a strip against 323 s one at a
+        time, ``docs/benchmarks.md``, and one at a time stores each neighbour soonest).
     """
     resolved = default_store() if store is None else (None if store is False else store)
     keys = request.keys
@@ -106,7 +109,9 @@ def run_live(request: VisualizeRequest, *, first: Condition | None = None,
     todo = [(request.conditions[missing[j]], keys[missing[j]]) for j in order]
     if lockstep is None:
         lockstep = request.model.device.type == "cuda"
-    groups = [todo] if lockstep and todo else [[item] for item in todo]
+    groups = [todo] if lockstep and todo else [todo[:1]] + [
+        todo[i:i + group] for i in range(1, len(todo), group)]
+    groups = [g for g in groups if g]
     counter = _Counter(len(todo) * request.images_per_condition, progress)
     cancelled = False
     for group in groups:
