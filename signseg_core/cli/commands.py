@@ -236,7 +236,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             "similarity_full", "lpips_similarity", "objectness"]
     print(result.summary()[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for name, status in result.statuses.items():
-        if name != "spec":
+        if name not in ("spec", "identities"):
             print(f"{name}: {status}")
     print(f"{len(result.table)} images; wrote {', '.join(str(f) for f in files[:2])} ...")
     return 0

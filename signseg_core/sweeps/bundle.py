@@ -147,13 +147,16 @@ def import_sweep_rows(table_path: str | Path, *, store: ResultStore | None = Non
     models: dict = {}
     with no_downloads():
         metrics = Metrics.build(spec, device, models)
+    made_with = json.loads(status.get("identities", "{}"))  # weights' fingerprints, if recorded
     for name in ("lpips", "objectness"):
         there, here = status_kind(status.get(name, "off")), status_kind(metrics.statuses[name])
-        if there == "ok" or here == "ok":  # no fingerprint in the status: cannot be checked
+        measured = there == "ok" or here == "ok"
+        if measured and (there != here or made_with.get(name) != metrics.identities[name]):
             raise ValueError(
                 f"{name} was {status.get(name)!r} where the table was made and is "
-                f"{metrics.statuses[name]!r} here: the rows cannot be shown to come from this "
-                "setup; measure here instead (python -m signseg_core sweep ...)")
+                f"{metrics.statuses[name]!r} here, and the rows do not record the same weights: "
+                "they cannot be shown to come from this setup; measure here instead "
+                "(python -m signseg_core sweep ...)")
     lines = []
     for model_name in spec.models:
         model = models.get(model_name) or load_model(model_name, device=device)

@@ -72,8 +72,8 @@ def report_numbers(summary: pd.DataFrame, table: pd.DataFrame, spectra: pd.DataF
             out[f"{sign}_{alpha:g}"] = {
                 m: (row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"])
                 for m in REPORTED if m in row.index}
-    for column in ("similarity", "similarity_full"):
-        if column not in table.columns:
+    for column in ("similarity", "similarity_full", "lpips_similarity", "objectness"):
+        if column not in table.columns or not np.isfinite(table[column]).any():
             continue
         per_unit = table.groupby(["sign", "alpha", "unit"])[column].mean()
         try:
@@ -96,6 +96,10 @@ CURVES = (
      "Maximal activation reached vs ablation strength"),
     ("intact_activation", "intact unit's logit on the images",
      "Intact unit's response to the ablated preferred images"),
+    ("lpips_similarity", "LPIPS similarity to control images (1 - distance)",
+     "Perceptual similarity (LPIPS, AlexNet) vs ablation strength"),
+    ("objectness", "highest box score (COCO detector)",
+     "Objectness of the preferred images vs ablation strength"),
 )
 #: The summary's columns the report quotes (held-out similarity first).
 REPORTED = ("similarity", "similarity_full", "activation", "intact_activation",
@@ -142,9 +146,9 @@ def build_report(*, device: str = "cpu", out: Path | None = None,
     result = run_sweep(spec, device=device, store=store, progress=progress)
     result.save(data_dir, stem="lite0_fourier")
     summary, table, spectra = result.summary(), result.table, result.spectra
-    figures = {
+    figures = {  # a metric not measured here (all NaN) gets no figure
         metric: metric_vs_alpha_figure(summary, metric, y_title=y_title, title=title)
-        for metric, y_title, title in CURVES}
+        for metric, y_title, title in CURVES if np.isfinite(table[metric]).any()}
     figures |= {
         "spectrum_ratio": spectrum_ratio_figure(
             spectra, alpha=1.0, title="Power spectrum ratio, control / fully ablated"),
@@ -168,8 +172,7 @@ def _reading(numbers: dict) -> list[str]:
     d, full = numbers.get("similarity_neg_minus_pos_1"), numbers.get(
         "similarity_full_neg_minus_pos_1")
     if d and np.isfinite(d[1]):
-        verdict = ("further from" if d[1] > 0 else "closer to" if d[2] < 0 else
-                   "no further (the CI includes 0) from")
+        verdict = _verdict(d)
         out.append(f"**Similarity (Fig 2D):** on the held-out ensemble, full positive ablation "
                    f"moves the preferred images {verdict} the control images than full negative "
                    f"ablation: negative minus positive {_fmt(*d)} (paired over units); with the "
@@ -181,16 +184,42 @@ def _reading(numbers: dict) -> list[str]:
         out.append(f"**Activation (Fig 11):** at α = 1 the best activation reached is "
                    f"{_fmt(*pos['activation'], 2)} with the positive weights removed and "
                    f"{_fmt(*neg['activation'], 2)} with the negative weights removed.")
-    out.append("**Objects:** not measured. Objectness needs a detector's weights, which this "
-               "machine does not have, and the `fourier` generator's images contain no objects "
-               "(no edges, contours or object parts: `docs/generator_quality.md`). This report "
-               "therefore says nothing about the paper's finding that positive weights carry "
-               "objects and negative weights background; the intact unit's logit in the table is "
-               "a response, not an object measure.")
+    lp = numbers.get("lpips_similarity_neg_minus_pos_1")
+    if lp and np.isfinite(lp[0]):
+        out.append(f"**LPIPS similarity (Fig 13):** negative minus positive at α = 1 "
+                   f"{_fmt(*lp)}: full positive ablation moves the images "
+                   f"{_verdict(lp)} the control images perceptually than full negative ablation.")
+    out.append(_objects_sentence(numbers))
     out.append("The `fourier` generator has no Fourier content above 12 cycles/image before its "
                "sigmoid, so the spectrum ratio above ~12 cycles/image reflects that nonlinearity, "
                "not the network.")
     return [line + "\n" for line in out]
+
+
+def _verdict(d) -> str:
+    """How a paired difference (negative minus positive, mean and CI) reads."""
+    return ("further from" if d[1] > 0 else "closer to" if d[2] < 0 else
+            "no further (the CI includes 0) from")
+
+
+def _objects_sentence(numbers: dict) -> str:
+    """What the objectness numbers show, or that they were not measured; either way what the
+    `fourier` generator's images cannot show."""
+    caveat = ("the `fourier` generator's images contain no objects (no edges, contours or object "
+              "parts: `docs/generator_quality.md`), so this says little about the paper's finding "
+              "that positive weights carry objects and negative weights background; the intact "
+              "unit's logit in the table is a response, not an object measure.")
+    d = numbers.get("objectness_neg_minus_pos_1")
+    if not (d and np.isfinite(d[0])):
+        return f"**Objects:** not measured (no detector's weights here), and {caveat}"
+    pos, neg = numbers["positive_1"]["objectness"], numbers["negative_1"]["objectness"]
+    reading = ("lower with the positive weights removed, as the paper's reading predicts"
+               if d[1] > 0 else "higher with the positive weights removed, against the paper's "
+               "reading" if d[2] < 0 else "not shown to differ (the CI includes 0)")
+    return (f"**Objectness (Fig 2E):** the detector's highest box score at α = 1 is "
+            f"{_fmt(*pos)} with the positive and {_fmt(*neg)} with the negative weights removed "
+            f"(negative minus positive {_fmt(*d)}): {reading}. These are low scores and "
+            f"{caveat}")
 
 
 def _spectrum_line(numbers: dict) -> list[str]:
@@ -210,13 +239,15 @@ def status_words(status: str) -> str:
     kind = status_kind(status)
     if kind == "unavailable":
         return "unavailable here (weights not on this machine)"
-    return "computed" if kind == "ok" else kind
+    if kind == "ok":
+        return f"computed: {paths.without_paths(status.split(':', 1)[1].strip())}"
+    return kind
 
 
 def render_markdown(numbers: dict, statuses: dict, summary: pd.DataFrame, n_images: int) -> str:
     """``docs/reproduction.md``: the setting, the results table, the reading and the figures."""
     lines = [*_setting_lines(statuses, n_images), *_result_lines(numbers, summary),
-             *_figure_lines()]
+             *_figure_lines(numbers)]
     return "\n".join(lines)
 
 
@@ -259,8 +290,8 @@ def _setting_lines(statuses: dict, n_images: int) -> list[str]:
         "## Results (mean over units [95% CI over the 11 units])",
         "",
         "| condition | similarity to control, held-out | similarity, full ensemble | activation "
-        "(ablated) | intact unit's logit |",
-        "| --- | --- | --- | --- | --- |",
+        "(ablated) | intact unit's logit | LPIPS similarity | objectness |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
 
@@ -273,7 +304,7 @@ def _result_lines(numbers: dict, summary: pd.DataFrame) -> list[str]:
     lines = []
     for key, label in (("positive_0.5", "positive, α = 0.5"), ("negative_0.5", "negative, α = 0.5"),
                        ("positive_1", "positive, α = 1"), ("negative_1", "negative, α = 1")):
-        lines.append(f"| {label} | " + " | ".join(cell(key, m) for m in REPORTED[:4]) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(key, m) for m in REPORTED) + " |")
     ctrl = summary[(summary.sign == "positive") & (summary.alpha == 0.0)]
     if not ctrl.empty:
         c = ctrl.iloc[0]
@@ -283,19 +314,23 @@ def _result_lines(numbers: dict, summary: pd.DataFrame) -> list[str]:
 
         lines.append(f"| control (α = 0) | {ci('similarity')} (among controls) | "
                      f"{ci('similarity_full')} (among controls) | {ci('activation')} | "
-                     f"{ci('intact_activation')} |")
+                     f"{ci('intact_activation')} | {ci('lpips_similarity')} (among controls) | "
+                     f"{ci('objectness')} |")
     return [*lines, "", *_reading(numbers), *_spectrum_line(numbers)]
 
 
-def _figure_lines() -> list[str]:
-    """The figures and image strips, the choices made where the paper is ambiguous, and what the
-    paper's exact setting would take."""
+def _figure_lines(numbers: dict) -> list[str]:
+    """The figures (LPIPS and objectness where measured) and image strips, the choices made where
+    the paper is ambiguous, and what the paper's exact setting would take."""
+    measured = [m for m in ("lpips_similarity", "objectness")
+                if np.isfinite(numbers.get("positive_1", {}).get(m, (np.nan,))[0])]
     return [
         "",
         "![similarity](img/reproduction/similarity.png)",
         "![similarity, full ensemble](img/reproduction/similarity_full.png)",
         "![activation](img/reproduction/activation.png)",
         "![intact](img/reproduction/intact_activation.png)",
+        *[f"![{m}](img/reproduction/{m}.png)" for m in measured],
         "![spectrum](img/reproduction/spectrum_ratio.png)",
         "",
         "Best image of each condition (score = ablated objective), rows: positive / negative:",

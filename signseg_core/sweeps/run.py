@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from signseg_core.models.zoo import ZooModel
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.optimize.visualize import run_request
+from signseg_core.paths import without_paths
 from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.measure import METRIC_COLUMNS, Metrics, cached_unit_rows
 from signseg_core.sweeps.tables import spearman_table
@@ -156,14 +156,7 @@ class SweepResult:
         return paths
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s()/]+/)+([^\s()/]+)")
 
-
-def without_paths(text: str) -> str:
-    """``text`` with every absolute path of this machine cut to its file name, for files that
-    travel (``"missing (/home/x/.cache/alexnet.pth)"`` → ``"missing (alexnet.pth)"``); URLs are
-    left alone."""
-    return _ABSOLUTE_PATH.sub(r"\1", text)
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -219,6 +212,8 @@ def run_sweep(spec: SweepSpec = SweepSpec(), *, device="cpu", store: ResultStore
             break
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     spec_table = pd.concat(spectra, ignore_index=True) if spectra else pd.DataFrame()
-    statuses = {**metrics.statuses, "spec": json.dumps(dataclasses.asdict(spec), default=str)}
+    # the spec, and what LPIPS's and the detector's numbers depend on (their weights'
+    # fingerprints), so that another machine can tell whether it would measure the same
+    statuses = {**metrics.statuses, "spec": json.dumps(dataclasses.asdict(spec), default=str),
+                "identities": json.dumps(metrics.identities, sort_keys=True)}
     return SweepResult(table, spec_table, statuses, cancelled)
-
