@@ -331,7 +331,8 @@ def test_the_package_exposes_the_main_entry_points():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a CPU machine")
 @pytest.mark.parametrize("device, phrase", [
     ("cuda", "has no CUDA device"), ("cuda:3", "has no CUDA device"),
-    ("mps", "has no Apple GPU"), ("gpu0", "unknown device 'gpu0'")])
+    ("mps", "has no Apple GPU"), ("gpu0", "unknown device 'gpu0'"),
+    ("meta", "cannot run signseg")])
 def test_a_device_this_machine_lacks_is_one_sentence(device, phrase):
     from signseg_core.models.zoo import resolve_device
     with pytest.raises(ValueError, match=phrase):

@@ -72,6 +72,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(device)
     except RuntimeError as exc:  # torch's message lists every backend; one sentence instead
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: nothing here computes there
+        raise ValueError(f"device {str(device)!r} cannot run signseg; use auto, cpu, cuda or "
+                         "cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but this machine has no CUDA device")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
