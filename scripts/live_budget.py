@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Candidates of about 400 images per condition: (restarts, popsize, generations).
 CANDIDATES = {"r2_p10_g20": (2, 10, 20), "r1_p10_g40": (1, 10, 40), "r3_p12_g12": (3, 12, 12),
               "r1_p8_g50": (1, 8, 50), "r1_p12_g40": (1, 12, 40), "r2_p8_g30": (2, 8, 30),
-              "r1_p6_g66": (1, 6, 66)}
+              "r1_p8_g44": (1, 8, 44), "r1_p7_g50": (1, 7, 50)}
 
 
 def full_budget_controls(model, units) -> dict[int, object]:
@@ -160,7 +160,7 @@ def cmd_timing(args) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = load_model("efficientnet_lite0")
-    generator = make_generator("fourier")
+    generator = make_generator(CPU_PREVIEW.generator, **dict(CPU_PREVIEW.generator_options))
     loaded = time.perf_counter() - t0
     request = VisualizeRequest.for_unit(model, generator, args.unit, CPU_PREVIEW)
     first = Condition(args.unit, "positive", 0.5)

@@ -49,6 +49,11 @@ def unit_text(unit: int) -> str:
     return f"{unit} {class_names()[unit]}" if 0 <= unit < NUM_CLASSES else str(unit)
 
 
+def restarts_text(n: int) -> str:
+    """``"1 restart"``, ``"5 restarts"``."""
+    return f"{n} restart{'s' * (n != 1)}"
+
+
 # -- stored results and the unit's job ---------------------------------------------------------
 
 class _Missing(Exception):
@@ -105,7 +110,7 @@ def submit_unit(request: VisualizeRequest | Sequence[VisualizeRequest], *, label
     s, unit = requests[0].settings, requests[0].conditions[0].unit
     gens = " + ".join(r.settings.generator for r in requests)
     label = label or (f"{requests[0].model.name} unit {unit_text(unit)}: {gens} "
-                      f"{s.restarts} restarts × {s.generations} generations")
+                      f"{restarts_text(s.restarts)} × {s.generations} generations")
     return visualize_job(default_manager(), requests, store=default_store(), label=label,
                          first=first, expected_s=expected_s)
 

@@ -25,7 +25,7 @@ from signseg_core.sweeps.preview import (
     precomputed_units,
 )
 
-from .explorer import N_CONDITIONS, expected_time, unit_request, unit_text
+from .explorer import N_CONDITIONS, expected_time, restarts_text, unit_request, unit_text
 from .unit_images import condition_label
 
 #: What each budget choice is called on the page.
@@ -54,7 +54,7 @@ def budget_words(model_name: str, budget: str, unit: int, device: str) -> str:
     request = unit_request(model_name, unit, s)
     seconds = expected_time([request], N_CONDITIONS)
     where = "GPU" if device.startswith("cuda") else "CPU"
-    return (f"{BUDGET_NAMES[budget]}: {s.restarts} restarts × {s.generations} generations, "
+    return (f"{BUDGET_NAMES[budget]}: {restarts_text(s.restarts)} × {s.generations} generations, "
             f"population {request.popsize} — {say_duration(seconds)} for a unit on this {where}")
 
 

@@ -12,7 +12,7 @@ from signseg_core.figures.compare import alpha_strip
 from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.optimize.results import ConditionResult
 
-from .explorer import N_CONDITIONS, current_key, pooled_best, unit_text
+from .explorer import N_CONDITIONS, current_key, pooled_best, restarts_text, unit_text
 from .export_widgets import export_panel
 from .unit_images import condition_label, show_alpha_strip, show_current
 from .unit_metrics import sweep_ordered, unit_metrics_panel
@@ -26,12 +26,12 @@ def show_unit_results(name: str, unit: int, sign: str, alpha: float,
     pooled = len(by_generator) > 1
     shown = current_key(unit, sign, alpha)
     found = pooled_best(by_generator)
-    image_set = " + ".join(f"{g} {restarts}" for g in by_generator)
+    image_set = " + ".join(f"{g} {restarts_text(restarts)}" for g in by_generator)
 
     label = condition_label(sign, alpha)
     st.subheader(f"{unit_text(unit)} — {label}")
-    st.caption(f"Image set: {image_set} restarts (pooled); each generator's images below."
-               if pooled else f"Image set: {image_set} restarts (one generator, not pooled).")
+    st.caption(f"Image set: {image_set} (pooled); each generator's images below."
+               if pooled else f"Image set: {image_set} (one generator, not pooled).")
     for generator, results in by_generator.items():
         if shown in results:
             show_current(results[shown], label=label + (f" · {generator}" if pooled else ""))

@@ -67,7 +67,8 @@ def test_budget_choices_say_how_long_a_unit_takes_here():
     budget = at.radio(key="explorer_budget")
     assert budget.value == "preview" and budget.options[2].startswith("Custom")
     p = budgets.CPU_PREVIEW
-    assert budget.options[0].startswith(f"Preview: {p.restarts} restarts × {p.generations} "
+    restarts = f"{p.restarts} restart{'s' * (p.restarts != 1)}"  # "1 restart", "2 restarts"
+    assert budget.options[0].startswith(f"Preview: {restarts} × {p.generations} "
                                         f"generations, population {p.popsize} — about ")
     assert budget.options[0].endswith("for a unit on this CPU")
     assert budget.options[1].startswith("Full budget: 10 restarts × 100 generations")
@@ -142,7 +143,8 @@ def test_a_pooled_image_set_shows_every_generator_and_the_best_on_the_strip():
     assert not at.exception and "explorer_compute" not in [b.key for b in at.button]
     # each generator's best and restarts for the shown condition, then the strip of 2 x 11
     assert len(at.get("image")) == 2 * (1 + TINY["restarts"]) + 2 * 11
-    assert any("Image set: fourier 2 + pixel 2 restarts (pooled)" in c.value for c in at.caption)
+    assert any("Image set: fourier 2 restarts + pixel 2 restarts (pooled)" in c.value
+               for c in at.caption)
     key = Condition(373, "negative", 1.0).key
     best = max(fourier[key].best_scores.max(), pixel[key].best_scores.max())
     assert f"**{best:.2f}**" in [m.value for m in at.markdown]

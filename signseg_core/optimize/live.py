@@ -98,8 +98,8 @@ def run_live(request: VisualizeRequest, *, first: Condition | None = None,
         dropped (never stored), those finished before stay stored.
     lockstep : evolve every missing condition in one batch (default: on CUDA only).
     group : otherwise, after ``first`` alone, the next conditions run ``group`` at a time
-        (default one: on two cores, groups of 4 took 337 s for a strip against 323 s one at a
-        time, ``docs/benchmarks.md``, and one at a time stores each neighbour soonest).
+        (default one: on two cores groups of 4 gained nothing, 337 s for a strip against 323 s
+        one at a time, ``docs/benchmarks.md``, and one at a time stores each neighbour soonest).
     """
     resolved = default_store() if store is None else (None if store is False else store)
     keys = request.keys

@@ -24,10 +24,10 @@ PRECOMPUTED_UNITS: dict[str, tuple[int, ...]] = {"efficientnet_lite0": DEFAULT_U
 PAPER_BUDGET = VisualizeSettings(generator="fourier", restarts=10, generations=100, seed=0)
 #: The budget a CPU previews any unit with, chosen by measurement among budgets of ~400 images per
 #: condition (``docs/benchmarks.md``, "Any unit live"): on a 2-core CPU the condition on screen in
-#: ~12-17 s and a unit's 21 in ~5.5 min; its best images reach about half the full budget's logit
-#: (4.9 against 9.1) and resemble the full budget's images more than other units' (similarity
-#: 0.767 against 0.667; full against full: 0.790).
-CPU_PREVIEW = VisualizeSettings(generator="fourier", restarts=1, generations=50, popsize=8,
+#: 12 s and a unit's 21 in 4.2 min; its best images reach about half the full budget's logit (4.5
+#: against 9.1) and resemble the full budget's images more than other units' (similarity 0.759
+#: against 0.662; full against full: 0.790).
+CPU_PREVIEW = VisualizeSettings(generator="fourier", restarts=1, generations=44, popsize=8,
                                 seed=0)
 #: The budgets a page offers: ``"preview"`` (:data:`CPU_PREVIEW`) and ``"full"``.
 BUDGETS = ("preview", "full")
