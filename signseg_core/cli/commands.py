@@ -40,6 +40,7 @@ from signseg_core.stimuli.selection import (
     select_classes_by_clustering,
 )
 from signseg_core.sweeps.bundle import import_bundle, import_sweep_rows
+from signseg_core.sweeps.cluster import run_sweep_on_ray
 from signseg_core.sweeps.report import build_report
 from signseg_core.sweeps.run import SweepSpec, run_sweep
 
@@ -229,8 +230,11 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = sweep_spec_from_args(args)
     print(f"image set per condition: {spec.image_set}", file=sys.stderr)
-    result = run_sweep(spec, device=args.device, batch_size=args.batch_size,
-                       progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    say = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if args.cluster is False:
+        result = run_sweep(spec, device=args.device, batch_size=args.batch_size, progress=say)
+    else:
+        result = cluster_sweep(spec, args, say)
     files = result.save(args.out, stem=args.stem)
     cols = ["model", "sign", "alpha", "n_units", "activation", "intact_activation", "similarity",
             "similarity_full", "lpips_similarity", "objectness"]
@@ -240,6 +244,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{name}: {status}")
     print(f"{len(result.table)} images; wrote {', '.join(str(f) for f in files[:2])} ...")
     return 0
+
+
+def cluster_sweep(spec, args: argparse.Namespace, say):
+    """``sweep --cluster``: the evolutions on Ray under one bar (units done, images/s across
+    the cluster), then the metrics here."""
+    bar = None
+
+    def units_done(done: int, total: int, rate: float) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="unit", desc="cluster", disable=args.quiet)
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"{rate:.0f} img/s")
+
+    try:
+        return run_sweep_on_ray(spec, address=args.cluster, device=args.device,
+                                batch_size=args.batch_size, gpus_per_task=args.gpus_per_task,
+                                progress=say, units_done=units_done)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def cmd_select_classes(args: argparse.Namespace) -> int:

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sweep_out", help="folder for the CSV/Parquet tables")
     p.add_argument("--stem", default="sweep")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cluster", type=cluster_address, default=False, metavar="ray[=ADDRESS]",
+                   help="evolve on a Ray cluster, one task per model and unit (ray: a local "
+                        "Ray or $RAY_ADDRESS; ray=auto or ray=HOST:PORT: that cluster); the "
+                        "store and the tables stay on this machine")
+    p.add_argument("--gpus-per-task", type=float, default=1.0,
+                   help="with --cluster and --device cuda: GPUs a task asks for (0.5: two share)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=command("commands", "cmd_sweep"))
 
@@ -171,6 +177,15 @@ def user_message(exc: BaseException) -> str:
         where = f": {exc.filename}" if exc.filename is not None else ""
         return f"{exc.strerror}{where}"
     return str(exc) or type(exc).__name__
+
+
+def cluster_address(text: str) -> str | None:
+    """``--cluster`` 's value: ``"ray"`` → None (a local Ray, or ``$RAY_ADDRESS``),
+    ``"ray=ADDRESS"`` → ADDRESS; anything else is an argparse error."""
+    kind, _, address = text.partition("=")
+    if kind != "ray" or (_ and not address):
+        raise argparse.ArgumentTypeError(f"expected ray or ray=ADDRESS, got {text!r}")
+    return address or None
 
 
 def main(argv: list[str] | None = None) -> int:

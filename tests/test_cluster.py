@@ -1,0 +1,128 @@
+"""Sweeps on Ray (issue 15): a local Ray started here (``ray.init(num_cpus=2)``, no dashboard)
+gives the same bits as one process, survives a worker that dies, resumes from the store and
+fails, after storing the rest, with the sentence of a task that cannot succeed."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from signseg_core.cli.main import main
+from signseg_core.errors import SignsegError
+from signseg_core.models.registry import load_model
+from signseg_core.optimize.results import load_condition
+from signseg_core.optimize.settings import VisualizeSettings
+from signseg_core.store import ResultStore
+from signseg_core.sweeps.cluster import RUNTIME_ENV, evolve_on_ray, plan, run_sweep_on_ray
+from signseg_core.sweeps.run import SweepSpec, run_sweep
+
+ray = pytest.importorskip("ray")
+
+TINY = SweepSpec(models=("tiny_test",), units=(1, 2), alphas=(0.0, 1.0),
+                 ensemble=("tiny_test", "tiny_test_b"), lpips=False, detector=None,
+                 settings=VisualizeSettings(generations=2, restarts=2,
+                                            generator_options=(("size", 32),)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=RUNTIME_ENV)
+    # the drills below are functions of this module, which workers cannot import: send them whole
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.shutdown()
+
+
+def stored_arrays(spec: SweepSpec, store: ResultStore) -> list[dict]:
+    """Every condition's stored arrays (codes, scores, ...), in the sweep's order."""
+    out = []
+    for name in spec.models:
+        model = load_model(name)
+        generators = spec.generators_for(model)
+        for unit in spec.units:
+            for key in spec.unit_keys(model, generators, unit):
+                out.append(load_condition(store, key).arrays())
+    return out
+
+
+def test_a_sweep_on_ray_is_bit_identical_to_one_process(tmp_path):
+    # Lite0, fourier: 2 units x 3 conditions (control, +/- alpha 1) x 2 restarts x 3 generations
+    spec = SweepSpec(models=("efficientnet_lite0",), units=(1, 373), alphas=(0.0, 1.0),
+                     ensemble=("efficientnet_lite0", "efficientnet_lite1"), lpips=False,
+                     detector=None, settings=VisualizeSettings(generations=3, restarts=2,
+                                                               popsize=8))
+    on_ray = run_sweep_on_ray(spec, store=ResultStore(tmp_path / "ray"))
+    alone = run_sweep(spec, store=ResultStore(tmp_path / "one"))
+    pd.testing.assert_frame_equal(on_ray.table, alone.table, check_exact=True)
+    pd.testing.assert_frame_equal(on_ray.spectra, alone.spectra, check_exact=True)
+    ray_arrays = stored_arrays(spec, ResultStore(tmp_path / "ray"))
+    one_arrays = stored_arrays(spec, ResultStore(tmp_path / "one"))
+    assert len(ray_arrays) == 2 * 3
+    for a, b in zip(ray_arrays, one_arrays):
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def die_once(marker: Path):
+    """A drill: the first task to run kills its own worker process; later attempts run."""
+    def before(name: str, unit: int) -> None:
+        if not marker.exists():
+            marker.write_text(f"{name} {unit}")
+            os._exit(1)
+    return before
+
+
+def test_a_worker_that_dies_is_retried_and_nothing_is_lost_or_doubled(tmp_path):
+    store = ResultStore(tmp_path / "ray")
+    marker = tmp_path / "died"
+    done = evolve_on_ray(TINY, store=store, before=die_once(marker))
+    assert marker.exists()  # a worker did die
+    assert sorted(done.submit) == [("tiny_test", 1), ("tiny_test", 2)]
+    assert plan(TINY, store).submit == ()  # every condition stored, once each
+    alone = ResultStore(tmp_path / "one")
+    run_sweep(TINY, store=alone)
+    for a, b in zip(stored_arrays(TINY, store), stored_arrays(TINY, alone)):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_restarted_driver_submits_only_what_the_store_lacks(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    run_sweep(dataclasses.replace(TINY, units=(1,)), store=store)  # the first driver got this far
+    work = plan(TINY, store)
+    assert work.stored == (("tiny_test", 1),) and work.submit == (("tiny_test", 2),)
+    assert evolve_on_ray(TINY, store=store).submit == (("tiny_test", 2),)
+    assert evolve_on_ray(TINY, store=store).submit == ()  # nothing left: no task at all
+
+
+def refuse_unit_2(name: str, unit: int) -> None:
+    if unit == 2:
+        raise SignsegError(f"{name} unit {unit}: weights missing on this worker")
+
+
+def test_a_task_that_cannot_succeed_fails_the_sweep_after_the_rest_is_stored(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    with pytest.raises(SignsegError, match="tiny_test unit 2: weights missing on this worker"):
+        evolve_on_ray(TINY, store=store, before=refuse_unit_2)
+    assert plan(TINY, store).submit == (("tiny_test", 2),)  # unit 1 was stored all the same
+
+
+def test_the_command_line_runs_a_sweep_on_the_cluster(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIGNSEG_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["sweep", "--models", "tiny_test", "--units", "1", "--alphas", "0,1",
+            "--generations", "2", "--restarts", "2", "--generator-option", "size=32",
+            "--ensemble", "tiny_test", "tiny_test_b", "--no-lpips", "--detector", "none",
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*argv, "--cluster", "ray"]) == 0
+    on_ray = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    assert len(on_ray) == 3 * 2  # control and alpha 1 of both signs, 2 restarts each
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error
+        main([*argv, "--cluster", "slurm"])
+    assert exited.value.code == 2 and "expected ray or ray=ADDRESS" in capsys.readouterr().err
