@@ -126,3 +126,25 @@ def test_the_command_line_runs_a_sweep_on_the_cluster(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit) as exited:  # argparse's own usage error
         main([*argv, "--cluster", "slurm"])
     assert exited.value.code == 2 and "expected ray or ray=ADDRESS" in capsys.readouterr().err
+
+
+def test_a_dry_run_counts_the_sweep_and_projects_its_hours(tmp_path, monkeypatch, capsys):
+    from signseg_core.sweeps.cluster import dry_run_table
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # resnet50's weights: missing
+    monkeypatch.setenv("SIGNSEG_CACHE_DIR", str(tmp_path / "cache"))
+    spec = dataclasses.replace(TINY, models=("tiny_test", "resnet50"),
+                               settings=dataclasses.replace(TINY.settings, popsize=8))
+    table = dry_run_table(spec, "cpu").set_index("model")
+    # 2 units x 3 conditions x 2 restarts = 12 evolutions; x 8 images x 2 generations = 192
+    assert list(table.evolutions) == [12, 12] and list(table.images) == [192, 192]
+    tiny = table.loc["tiny_test"]
+    assert tiny.images_per_s > 0 and tiny.hours == pytest.approx(192 / tiny.images_per_s / 3600)
+    assert np.isnan(table.loc["resnet50"].hours)  # counted on random weights, never timed
+    argv = ["sweep", "--models", "tiny_test", "--units", "1", "2", "--alphas", "0,1",
+            "--generations", "2", "--restarts", "2", "--generator-option", "size=32",
+            "--dry-run", "--device", "cuda"]  # a plan for GPUs this machine lacks
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "12 evolutions" in out and "0 of 1 model x generator pairs measured here" in out
+    assert "tiny_test x fourier: no images/s on cuda here" in out

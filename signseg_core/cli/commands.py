@@ -40,7 +40,7 @@ from signseg_core.stimuli.selection import (
     select_classes_by_clustering,
 )
 from signseg_core.sweeps.bundle import import_bundle, import_sweep_rows
-from signseg_core.sweeps.cluster import run_sweep_on_ray
+from signseg_core.sweeps.cluster import dry_run_table, run_sweep_on_ray
 from signseg_core.sweeps.report import build_report
 from signseg_core.sweeps.run import SweepSpec, run_sweep
 
@@ -231,6 +231,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = sweep_spec_from_args(args)
     print(f"image set per condition: {spec.image_set}", file=sys.stderr)
     say = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if args.dry_run:
+        return print_plan(spec, args.device)
     if args.cluster is False:
         result = run_sweep(spec, device=args.device, batch_size=args.batch_size, progress=say)
     else:
@@ -243,6 +245,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if name not in ("spec", "identities"):
             print(f"{name}: {status}")
     print(f"{len(result.table)} images; wrote {', '.join(str(f) for f in files[:2])} ...")
+    return 0
+
+
+def print_plan(spec: SweepSpec, device: str) -> int:
+    """``sweep --dry-run``: the plan per model and generator, and its projected hours."""
+    table = dry_run_table(spec, device)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    measured = table.dropna(subset=["hours"])
+    print(f"{table.evolutions.sum():,} evolutions, {table.images.sum():,} images; "
+          f"{measured.hours.sum():,.1f} {device}-hours for the {len(measured)} of {len(table)} "
+          f"model x generator pairs measured here")
+    for row in table[table.hours.isna()].itertuples():
+        print(f"{row.model} x {row.generator}: no images/s on {device} here (run the same "
+              "--dry-run on a machine with that device and the weights: it measures there)")
     return 0
 
 

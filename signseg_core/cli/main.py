@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evolve on a Ray cluster, one task per model and unit (ray: a local "
                         "Ray or $RAY_ADDRESS; ray=auto or ray=HOST:PORT: that cluster); the "
                         "store and the tables stay on this machine")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the sweep's size per model and generator and its projected hours "
+                        "on --device from the images/s measured here (bench), then stop")
     p.add_argument("--gpus-per-task", type=float, default=1.0,
                    help="with --cluster and --device cuda: GPUs a task asks for (0.5: two share)")
     p.add_argument("--quiet", action="store_true")

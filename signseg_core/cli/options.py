@@ -78,8 +78,11 @@ def check_args(args: argparse.Namespace) -> None:
     """Check the options several commands share, before a command loads anything: the device,
     ``--batch-size`` (1 to :data:`MAX_BATCH_SIZE`) and the generator options (bounded by
     :mod:`signseg_core.generators.options`). Raises ValueError with one sentence."""
-    if isinstance(getattr(args, "device", None), str):
-        args.device = check_device(args.device)
+    elsewhere = getattr(args, "dry_run", False) or getattr(args, "cluster", False) is not False
+    if isinstance(getattr(args, "device", None), str) and not elsewhere:
+        args.device = check_device(args.device)  # a plan or a cluster's workers: not this machine
+    elif elsewhere and args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ValueError(f"device {args.device!r} for a plan or a cluster must be cpu or cuda")
     if getattr(args, "batch_size", None) is not None:
         check_int("--batch-size", args.batch_size, low=1, high=MAX_BATCH_SIZE)
     if getattr(args, "generator_option", None):

@@ -30,10 +30,11 @@ _LOCK = threading.Lock()
 FILE_NAME = "throughput.json"
 
 
-def rate_key(request: VisualizeRequest, batch_size: int) -> str:
-    """What a measured rate depends on, as one string."""
+def rate_key(request: VisualizeRequest, batch_size: int, device=None) -> str:
+    """What a measured rate depends on, as one string (on ``device``, default the model's)."""
     m, g = request.model, request.generator
-    return (f"{m.name}:{m.fingerprint[:12]}|{g.name}:{g.fingerprint[:12]}|{m.device}|"
+    device = m.device if device is None else torch.device(device)
+    return (f"{m.name}:{m.fingerprint[:12]}|{g.name}:{g.fingerprint[:12]}|{device}|"
             f"threads={torch.get_num_threads()}|batch={batch_size}|{request.precision}")
 
 
@@ -58,10 +59,13 @@ def _write(key: str, rate: float) -> None:
         os.replace(part, _file())
 
 
-def cached_rate(request: VisualizeRequest, batch_size: int | None = None) -> float | None:
-    """The stored images/s for ``request``'s model, generator and device, or None."""
-    batch = batch_size or default_batch_size(request.model.device)
-    entry = _read().get(rate_key(request, batch))
+def cached_rate(request: VisualizeRequest, batch_size: int | None = None,
+                device=None) -> float | None:
+    """The stored images/s for ``request``'s model and generator on ``device`` (default: the
+    model's), or None."""
+    device = request.model.device if device is None else torch.device(device)
+    batch = batch_size or default_batch_size(device)
+    entry = _read().get(rate_key(request, batch, device))
     rate = entry.get("images_per_s") if isinstance(entry, dict) else None
     return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
 

@@ -29,13 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from signseg_core.errors import SignsegError
-from signseg_core.models.registry import load_model
+from signseg_core.generators.catalog import list_generators, make_generator
+from signseg_core.models.registry import get_entry, load_model
 from signseg_core.models.zoo import resolve_device
+from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import save_condition
 from signseg_core.optimize.settings import condition_key
+from signseg_core.optimize.throughput import cached_rate, images_per_second
 from signseg_core.optimize.visualize import run_request
 from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.run import SweepResult, SweepSpec, run_sweep
@@ -116,8 +120,8 @@ def evolve_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu",
     results on this process as it returns.
 
     ``device`` is where the tasks run: ``"cuda"`` asks Ray for ``gpus_per_task`` GPUs a task
-    (a fraction shares a GPU), anything else for as many CPUs as this process's torch threads. ``progress(units_done, units_total,
-    images_per_second)`` after each task. Returns the plan that ran. Raises the first task's
+    (a fraction shares a GPU), anything else for as many CPUs as this process's torch threads.
+    ``progress(units_done, units_total, images_per_second)`` after each task. Returns the plan that ran. Raises the first task's
     exception (in its own words) once every other task has finished and been stored.
     """
     store = store if store is not None else default_store()
@@ -168,3 +172,43 @@ def run_sweep_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu
     evolve_on_ray(spec, address=address, device=device, store=store, batch_size=batch_size,
                   gpus_per_task=gpus_per_task, before=before, progress=units_done)
     return run_sweep(spec, device=here, store=store, batch_size=batch_size, progress=progress)
+
+
+def dry_run_table(spec: SweepSpec, device: str | torch.device = "cuda") -> pd.DataFrame:
+    """The sweep's size per (model, generator), with its projected hours on ``device``.
+
+    One row per pair: units, conditions per unit, restarts, generations, population,
+    evolutions, images scored, and ``hours`` = images / that pair's images/s on ``device``
+    (:func:`~signseg_core.optimize.throughput.images_per_second`: measured here on one chunk
+    when this machine has ``device``, else the figure a run here stored), NaN where there is
+    none. Networks and GANs whose weights are missing are counted on random weights of the same
+    architecture (the same sizes), and get no rate.
+    """
+    rows = []
+    here = torch.device(device).type == "cpu" or torch.cuda.is_available()
+    on = device if here else "cpu"
+    for name in spec.models:
+        real = get_entry(name).source().present
+        model = load_model(name, device=on, untrained=not real)
+        for g in spec.generator_names:
+            listed = {e["name"]: e for e in list_generators()}[g]
+            generator = make_generator(g, device=on, untrained=not listed["weights_present"],
+                                       **dict(spec.settings.generator_options))
+            request = VisualizeRequest.for_unit(model, generator, spec.units[0],
+                                                spec.settings_for(g), signs=spec.signs,
+                                                alphas=spec.alphas)
+            images = len(spec.units) * request.images_to_score
+            real_pair = real and listed["weights_present"]  # a random network's rate: no use
+            rate = (None if not real_pair else images_per_second(request) if here
+                    else cached_rate(request, device=device))
+            rows.append({"model": name, "generator": g, "units": len(spec.units),
+                         "conditions_per_unit": len(request.conditions),
+                         "restarts": request.settings.restarts,
+                         "generations": request.settings.generations,
+                         "popsize": request.popsize,
+                         "evolutions": len(spec.units) * len(request.conditions)
+                         * request.settings.restarts,
+                         "images": images, "images_per_s": rate,
+                         "hours": images / rate / 3600 if rate else float("nan")})
+    return pd.DataFrame(rows)
+
