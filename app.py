@@ -15,7 +15,7 @@ from signseg_core.store import default_store
 from signseg_ui.cached_models import require_model
 from signseg_ui.device import device_choices, device_picker
 from signseg_ui.export_widgets import export_panel
-from signseg_ui.jobs_widget import running_jobs
+from signseg_ui.jobs_widget import cluster_progress, running_jobs
 from signseg_ui.navigation import sidebar_nav
 from signseg_ui.pickers import model_picker, models_table
 from signseg_ui.serving import hide_host_paths
@@ -70,9 +70,10 @@ with c1:
 c2.metric("Stored results", f"{len(store)} entries")
 c3.metric("Cache size", f"{store.size_bytes() / 2**20:.1f} MiB")
 note = "" if len(device_choices()) > 1 else " No CUDA GPU is visible to this process."
-st.caption(f"Result store: {store.directory}. Models run on the "
-           f"{device_choices()[device]} when the dashboard computes.{note}")
+st.caption(hide_host_paths(f"Result store: {store.directory}. Models run on the "
+                           f"{device_choices()[device]} when the dashboard computes.{note}"))
 
 
 st.subheader("Running jobs")
 running_jobs(key="home_jobs")
+cluster_progress(key="home_cluster")

@@ -17,6 +17,7 @@ Widget keys: the button ``<key>_compute`` (or ``button_key``); while a job runs,
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ import pandas as pd
 import streamlit as st
 
 from signseg_core.jobs import Job, default_manager
+from signseg_core.sweeps.cluster import cluster_sweeps
 
 
 #: ``st.session_state`` keys: this browser session's watcher id, and the ids of the jobs it let go
@@ -102,6 +104,24 @@ def running_jobs(*, key: str) -> None:
         st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch", key=key)
     else:
         st.caption("No computations running.")
+
+
+@st.fragment(run_every=5)
+def cluster_progress(*, key: str, clock: Callable[[], float] = time.time) -> None:
+    """Cluster sweeps (``sweep --cluster``) that this machine's drivers ran in the last hours, as
+    their records say (:func:`~signseg_core.sweeps.cluster.cluster_sweeps`), refreshed every
+    5 s; nothing when there are none."""
+    records = cluster_sweeps(clock=clock)
+    if not records:
+        return
+    now = clock()
+    st.dataframe(pd.DataFrame([{
+        "sweep": r["sweep"], "units evolved": f"{r['units_done']}/{r['units_total']}",
+        "images/s": r["images_per_s"], "state": r["state"],
+        "updated": f"{now - r['updated']:.0f} s ago"} for r in records]),
+        hide_index=True, width="stretch", key=key)
+    st.caption("Sweeps on a Ray cluster, from their drivers' records on this machine; a driver "
+               "measures the metrics itself once its units are evolved.")
 
 
 def job_panel(find_job: Callable[[], Job | None], submit: Callable[[], Job], *, key: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -148,3 +149,28 @@ def test_a_dry_run_counts_the_sweep_and_projects_its_hours(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "12 evolutions" in out and "0 of 1 model x generator pairs measured here" in out
     assert "tiny_test x fourier: no images/s on cuda here" in out
+
+
+def test_a_cluster_sweep_leaves_a_progress_record_that_home_shows(tmp_path, monkeypatch,
+                                                                  tiny_dashboard):
+    from streamlit.testing.v1 import AppTest
+
+    from signseg_core.sweeps.cluster import cluster_sweeps, record_progress
+
+    monkeypatch.setenv("SIGNSEG_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SignsegError):
+        evolve_on_ray(TINY, store=ResultStore(tmp_path / "s"), before=refuse_unit_2)
+    (record,) = cluster_sweeps()
+    assert record["sweep"] == "tiny_test: 2 units, image set fourier 2"
+    assert (record["units_done"], record["units_total"]) == (1, 2)
+    assert record["state"] == "failed: tiny_test unit 2: weights missing on this worker"
+    assert cluster_sweeps(clock=lambda: record["updated"] + 7 * 3600) == []  # stale: not shown
+
+    import time
+    record_progress(TINY, 1, 2, 12.5, "running", started=0.0, clock=lambda: time.time() - 30)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"),
+                           default_timeout=120).run()
+    (table,) = [d.value for d in at.dataframe if "units evolved" in d.value.columns]
+    shown = table.iloc[0]
+    assert (shown["units evolved"], shown["images/s"], shown["state"]) == ("1/2", 12.5, "running")
+    assert re.fullmatch(r"3\d s ago", shown["updated"])  # 30 s, and the page's own seconds

@@ -24,6 +24,10 @@ initialised; ``address=None`` starts a local Ray, or joins ``$RAY_ADDRESS``).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from signseg_core import paths
 from signseg_core.errors import SignsegError
 from signseg_core.generators.catalog import list_generators, make_generator
 from signseg_core.models.registry import get_entry, load_model
@@ -76,6 +81,44 @@ def plan(spec: SweepSpec, store: ResultStore, device: str | torch.device = "cpu"
                     for r in requests for c in r.conditions]
             (stored if all(k in store for k in keys) else submit).append((name, unit))
     return ClusterPlan(tuple(submit), tuple(stored), images)
+
+
+def progress_file(spec: SweepSpec) -> Path:
+    """Where a cluster sweep of ``spec`` keeps its progress: ``<cache>/cluster/<digest>.json``
+    (one file per spec, so a resumed sweep continues its own record)."""
+    text = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+    return paths.cache_dir() / "cluster" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+
+
+def record_progress(spec: SweepSpec, done: int, total: int, rate: float, state: str,
+                    *, started: float, clock: Callable[[], float] = time.time) -> None:
+    """Write a cluster sweep's progress where any process on this machine reads it (the
+    dashboard's Home): written to a temporary file and renamed, so a reader never sees half."""
+    path = progress_file(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"sweep": f"{', '.join(spec.models)}: {len(spec.units)} units, image set "
+                       f"{spec.image_set}",
+              "units_done": done, "units_total": total, "images_per_s": round(rate, 1),
+              "state": state, "started": started, "updated": clock()}
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(json.dumps(record))
+    os.replace(part, path)
+
+
+def cluster_sweeps(*, within_s: float = 6 * 3600,
+                   clock: Callable[[], float] = time.time) -> list[dict]:
+    """The progress records of cluster sweeps updated in the last ``within_s`` seconds, newest
+    first (unreadable files are skipped: a record is a display, never an input)."""
+    folder = paths.cache_dir() / "cluster"
+    records = []
+    for path in folder.glob("*.json") if folder.is_dir() else ():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and clock() - record.get("updated", 0) <= within_s:
+            records.append(record)
+    return sorted(records, key=lambda r: r["updated"], reverse=True)
 
 
 def evolve_unit(spec: SweepSpec, name: str, unit: int, device: str, batch_size: int | None,
@@ -128,6 +171,8 @@ def evolve_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu",
     work = plan(spec, store, device)
     if not work.submit:
         return work
+    started = time.time()
+    record_progress(spec, 0, len(work.submit), 0.0, "running", started=started)
     ray = connect(address)
     cuda = torch.device(device).type == "cuda"
     threads = torch.get_num_threads()
@@ -148,8 +193,13 @@ def evolve_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu",
         for result in results:
             save_condition(store, result)
         done, images = done + 1, images + work.images_per_unit[pending_unit[0]]
+        rate = images / max(time.perf_counter() - start, 1e-9)
+        record_progress(spec, done, len(work.submit), rate, "running", started=started)
         if progress is not None:
-            progress(done, len(work.submit), images / max(time.perf_counter() - start, 1e-9))
+            progress(done, len(work.submit), rate)
+    state = f"failed: {failures[0]}" if failures else "evolved"
+    record_progress(spec, done, len(work.submit), images / max(time.perf_counter() - start,
+                                                               1e-9), state, started=started)
     if failures:
         raise failures[0]
     return work
