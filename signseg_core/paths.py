@@ -20,10 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def cache_dir() -> Path:
     """Root of the result store; created on first use."""
-    return _folder(os.environ.get("SIGNSEG_CACHE_DIR", REPO_ROOT / "cache"), "SIGNSEG_CACHE_DIR")
+    return folder(os.environ.get("SIGNSEG_CACHE_DIR", REPO_ROOT / "cache"), "SIGNSEG_CACHE_DIR")
 
 
-def _folder(where: str | Path, env: str) -> Path:
+def folder(where: str | Path, env: str) -> Path:
     """``where`` as a folder, created when missing; a file or an unwritable place in its way is
     one sentence naming ``env``, the variable that moves it (``NotADirectoryError`` or
     ``PermissionError``, which the CLI and the dashboard show as such)."""
@@ -42,13 +42,13 @@ def _folder(where: str | Path, env: str) -> Path:
 def weights_dir() -> Path:
     """Folder for weights that no package ships (robust ResNets, DeePSiM, converted files)."""
     default = cache_dir() / "weights"
-    return _folder(os.environ.get("SIGNSEG_WEIGHTS_DIR", default), "SIGNSEG_WEIGHTS_DIR")
+    return folder(os.environ.get("SIGNSEG_WEIGHTS_DIR", default), "SIGNSEG_WEIGHTS_DIR")
 
 
 def packages_dir() -> Path:
     """Folder for weights taken from registry packages (``fetch-weights``); created on use."""
     default = weights_dir() / "packages"
-    return _folder(os.environ.get("SIGNSEG_PACKAGES_DIR", default), "SIGNSEG_PACKAGES_DIR")
+    return folder(os.environ.get("SIGNSEG_PACKAGES_DIR", default), "SIGNSEG_PACKAGES_DIR")
 
 
 _NO_DOWNLOADS: ContextVar[bool] = ContextVar("signseg_no_downloads", default=False)

@@ -17,6 +17,7 @@ either the whole old entry or the whole new one, never half of one. ``Cache`` (n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -213,25 +214,22 @@ def same_key(stored: Any, key: Any) -> bool:
 def results_dir() -> Path:
     """``<cache_dir>/results``, the default store's folder; a cache path that is not a folder is
     a :class:`StoreError`."""
-    try:
+    with _as_store_error():
         return paths.cache_dir() / "results"
-    except (FileExistsError, NotADirectoryError):
-        raise StoreError(f"The cache folder {os.environ.get('SIGNSEG_CACHE_DIR', 'cache')} must "
-                         "be a folder, but it or a folder above it is a file: move that file "
-                         "or set SIGNSEG_CACHE_DIR to a folder.") from None
 
 
 def _make_folder(directory: Path) -> None:
+    with _as_store_error():
+        paths.folder(directory, "SIGNSEG_CACHE_DIR")
+
+
+@contextlib.contextmanager
+def _as_store_error():
+    """:mod:`signseg_core.paths`' one-sentence refusal of a folder, as a :class:`StoreError`."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise StoreError(f"The result store {directory} must be a folder, but it or a folder "
-                         "above it is a file: move that file or set SIGNSEG_CACHE_DIR to a "
-                         "folder.") from None
-    except PermissionError:
-        raise StoreError(f"The result store folder {directory} cannot be created here "
-                         "(permission denied): set SIGNSEG_CACHE_DIR to a writable "
-                         "folder.") from None
+        yield
+    except (NotADirectoryError, PermissionError) as exc:
+        raise StoreError(f"The result store cannot be opened: {exc}.") from None
 
 
 def _diskcache(directory: Path, timeout: float) -> diskcache.Cache:

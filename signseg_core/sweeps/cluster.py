@@ -181,7 +181,7 @@ def evolve_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu",
         max_retries=MAX_RETRIES, retry_exceptions=False)
     pending = {task.remote(spec, name, unit, str(device), batch_size, threads, before):
                (name, unit) for name, unit in work.submit}
-    failures, done, images, start = [], 0, 0, time.perf_counter()
+    failures, done, images, rate, start = [], 0, 0, 0.0, time.perf_counter()
     while pending:
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         pending_unit = pending.pop(ref)
@@ -198,8 +198,7 @@ def evolve_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu",
         if progress is not None:
             progress(done, len(work.submit), rate)
     state = f"failed: {failures[0]}" if failures else "evolved"
-    record_progress(spec, done, len(work.submit), images / max(time.perf_counter() - start,
-                                                               1e-9), state, started=started)
+    record_progress(spec, done, len(work.submit), rate, state, started=started)
     if failures:
         raise failures[0]
     return work
@@ -234,21 +233,21 @@ def dry_run_table(spec: SweepSpec, device: str | torch.device = "cuda") -> pd.Da
     none. Networks and GANs whose weights are missing are counted on random weights of the same
     architecture (the same sizes), and get no rate.
     """
-    rows = []
+    rows, listed = [], {e["name"]: e for e in list_generators()}
     here = torch.device(device).type == "cpu" or torch.cuda.is_available()
     on = device if here else "cpu"
     for name in spec.models:
         real = get_entry(name).source().present
         model = load_model(name, device=on, untrained=not real)
         for g in spec.generator_names:
-            listed = {e["name"]: e for e in list_generators()}[g]
-            generator = make_generator(g, device=on, untrained=not listed["weights_present"],
+            present = listed[g]["weights_present"]
+            generator = make_generator(g, device=on, untrained=not present,
                                        **dict(spec.settings.generator_options))
             request = VisualizeRequest.for_unit(model, generator, spec.units[0],
                                                 spec.settings_for(g), signs=spec.signs,
                                                 alphas=spec.alphas)
             images = len(spec.units) * request.images_to_score
-            real_pair = real and listed["weights_present"]  # a random network's rate: no use
+            real_pair = real and present  # a random network's rate: of no use
             rate = (None if not real_pair else images_per_second(request) if here
                     else cached_rate(request, device=device))
             rows.append({"model": name, "generator": g, "units": len(spec.units),
