@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from signseg_core.cli.benchmark_commands import add_benchmarks_parser
+from signseg_core.cli.dynamics_commands import add_dynamics_parser
 from signseg_core.cli.neurons import add_neurons_parser
+from signseg_core.cli.training_commands import add_training_parser
 from signseg_core.cli.options import PRECISIONS, add_evolution_args, check_args, command
 from signseg_core.errors import SignsegError
 from signseg_core.metrics.similarity import DEFAULT_ENSEMBLE
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     # the `neurons ...` subcommands
 
     add_neurons_parser(sub)
+    add_benchmarks_parser(sub)   # shape-texture, backgrounds (paper Figs 16, 17)
+    add_dynamics_parser(sub)     # weight dynamics (Fig 25)
+    add_training_parser(sub)     # train (section 4.3)
     return parser
 
 

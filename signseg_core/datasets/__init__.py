@@ -1,0 +1,1 @@
+"""Public benchmark datasets in their publishers' folder layouts, read and fingerprinted."""
