@@ -12,13 +12,14 @@ from signseg_core import paths
 from signseg_core.figures.plots import readout_dale_histogram
 from signseg_core.signs import dale_index, expected_untrained_dale_index
 from signseg_core.store import default_store
+from signseg_core.sweeps.ray_jobs import describe_cluster
 from signseg_ui.cached_models import require_model
 from signseg_ui.device import device_choices, device_picker
 from signseg_ui.export_widgets import export_panel
 from signseg_ui.jobs_widget import cluster_progress, running_jobs
 from signseg_ui.navigation import sidebar_nav
 from signseg_ui.pickers import model_picker, models_table
-from signseg_ui.serving import hide_host_paths
+from signseg_ui.serving import hide_host_paths, host_paths_visible
 
 st.set_page_config(page_title="signseg", layout="wide")
 sidebar_nav()
@@ -71,7 +72,8 @@ c2.metric("Stored results", f"{len(store)} entries")
 c3.metric("Cache size", f"{store.size_bytes() / 2**20:.1f} MiB")
 note = "" if len(device_choices()) > 1 else " No CUDA GPU is visible to this process."
 st.caption(hide_host_paths(f"Result store: {store.directory}. Models run on the "
-                           f"{device_choices()[device]} when the dashboard computes.{note}"))
+                           f"{device_choices()[device]} when the dashboard computes.{note} "
+                           f"{describe_cluster(show_address=host_paths_visible())}"))
 
 
 st.subheader("Running jobs")

@@ -81,7 +81,8 @@ def condition_order(conditions: Sequence[Condition], first: Condition | None = N
 def run_live(request: VisualizeRequest, *, first: Condition | None = None,
              store: ResultStore | None | bool = None, batch_size: int | None = None,
              progress: LiveProgress | None = None, should_stop: Callable[[], bool] | None = None,
-             lockstep: bool | None = None, preview_every: int = 2, group: int = 1) -> LiveRun:
+             lockstep: bool | None = None, preview_every: int = 2, group: int = 1,
+             on_result: Callable[[ConditionResult], None] | None = None) -> LiveRun:
     """The request's results: stored ones read back, the rest evolved (``first`` and its strip
     neighbours first), each stored as soon as it finishes.
 
@@ -100,6 +101,8 @@ def run_live(request: VisualizeRequest, *, first: Condition | None = None,
     group : otherwise, after ``first`` alone, the next conditions run ``group`` at a time
         (default one: on two cores groups of 4 gained nothing, 337 s for a strip against 323 s
         one at a time, ``docs/benchmarks.md``, and one at a time stores each neighbour soonest).
+    on_result : called with each condition's result as it finishes (after it is stored), e.g. to
+        send it from a cluster worker to the process that stores it.
     """
     resolved = default_store() if store is None else (None if store is False else store)
     keys = request.keys
@@ -129,6 +132,8 @@ def run_live(request: VisualizeRequest, *, first: Condition | None = None,
             found[result.key] = result
             if resolved is not None:
                 save_condition(resolved, result)
+            if on_result is not None:
+                on_result(result)
         counter.report(f"{len(found)}/{len(keys)} conditions stored")
     return LiveRun([found[k] for k in keys if found.get(k) is not None], cancelled)
 

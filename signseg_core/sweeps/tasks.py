@@ -16,6 +16,7 @@ from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.throughput import record_rate
 from signseg_core.store import CODE_VERSION, ResultStore, default_store, key_digest
 from signseg_core.sweeps.measure import cached_unit_rows, control_set, read_unit_rows
+from signseg_core.sweeps.ray_jobs import gradvis_on_ray, ray_address, run_live_on_ray
 
 
 def _resolve(store) -> ResultStore | None:
@@ -87,13 +88,18 @@ def visualize_job(manager: JobManager, request: VisualizeRequest | Sequence[Visu
         for r, n in zip(requests, sizes):
             def report(done, _total, message, preview=None, _before=before):
                 progress(_before + done, total, message, preview)
-            live = run_live(r, first=first, store=resolved if resolved is not None else False,
-                            batch_size=batch_size, progress=report, should_stop=should_stop)
+            if ray_address() is not None:  # on the cluster; stored here as results arrive
+                live = run_live_on_ray(r, first=first, store=resolved, batch_size=batch_size,
+                                       progress=report, should_stop=should_stop)
+            else:
+                live = run_live(r, first=first, store=resolved if resolved is not None else False,
+                                batch_size=batch_size, progress=report, should_stop=should_stop)
             if live.cancelled:
                 raise JobCancelled("cancelled")
             before += n * r.images_per_condition
             results += live.results
-        record_rate(requests[0], before, time.perf_counter() - start, batch_size)
+        if ray_address() is None:  # a cluster's rate is not this machine's
+            record_rate(requests[0], before, time.perf_counter() - start, batch_size)
         return sorted(results, key=lambda res: (res.condition.key, res.key.generator))
 
     return manager.submit(visualize_job_key(requests, store=store), run,
@@ -138,6 +144,11 @@ def gradvis_job(manager: JobManager, model, layer: str, channels: Sequence[int],
         label = f"{model.name} {layer}: {len(channels)} channels, {config.steps} steps"
 
     def run(progress: ProgressFn, should_stop: Callable[[], bool]):
+        if ray_address() is not None:  # on the cluster; stored here
+            arrays = gradvis_on_ray(model, layer, key["channels"], config, progress=progress,
+                                    should_stop=should_stop)
+            resolved.put(key, arrays, meta={"model": model.name, "layer": layer})
+            return arrays
         result = visualize_channels(
             model, layer, key["channels"], site="input", config=config, should_stop=should_stop,
             progress=lambda done, total, _objective: progress(done, total, f"step {done}/{total}"))
