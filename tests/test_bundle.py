@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from signseg_core.cli.main import main
 from signseg_core.conditions import condition_grid
 from signseg_core.generators.catalog import make_generator
 from signseg_core.models.registry import load_model
+from signseg_core.optimize.request import VisualizeRequest
+from signseg_core.optimize.results import load_condition
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.optimize.visualize import visualize
-from signseg_core.store import ResultStore
+from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.bundle import export_bundle, import_bundle
 
 SETTINGS = VisualizeSettings(generations=3, restarts=2, generator_options=(("size", 32),))
@@ -78,3 +81,32 @@ def test_import_keeps_the_bundles_intact_scores_unless_asked(tmp_path):
     assert (kept[0].intact_scores == 123.0).all()
     redone = import_bundle(path, model, gen, store=ResultStore(tmp_path / "b"), rescore=True)
     assert not (redone[0].intact_scores == 123.0).any()
+
+
+def test_visualize_writes_a_bundle_that_fills_another_store(tmp_path, monkeypatch, capsys):
+    # what scripts/remote_sweep.py did, now the CLI: visualize on the fast machine with --bundle,
+    # import-bundle at home; the second store then holds the first one's results, bit for bit
+    args = ["visualize", "tiny_test", "--unit", "1", "2", "--alphas", "0,0.5",
+            "--generations", "3", "--restarts", "2", "--generator-option", "size=32",
+            "--quiet", "--bundle", str(tmp_path / "out" / "b.npz")]
+    monkeypatch.setenv("SIGNSEG_CACHE_DIR", str(tmp_path / "away"))
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "bundle: 6 conditions" in said  # 2 units x (control + 2 signs x alpha 0.5)
+    assert "import-bundle b.npz --model tiny_test --generator fourier " \
+           "--generator-option size=32" in said
+    away = [r for r in VisualizeRequest.for_units(
+        load_model("tiny_test"), make_generator("fourier", size=32), [1, 2],
+        VisualizeSettings(generations=3, restarts=2, generator_options=(("size", 32),)),
+        alphas=(0.0, 0.5)).stored(default_store()).values()]
+    assert len(away) == 3 * 2
+
+    monkeypatch.setenv("SIGNSEG_CACHE_DIR", str(tmp_path / "home"))
+    assert main(["import-bundle", str(tmp_path / "out" / "b.npz"), "--model", "tiny_test",
+                 "--generator-option", "size=32"]) == 0
+    home = ResultStore()
+    assert len(home) == 6
+    for result in away:
+        there = load_condition(home, result.key)
+        np.testing.assert_array_equal(there.best_codes, result.best_codes)
+        np.testing.assert_array_equal(there.images, result.images)

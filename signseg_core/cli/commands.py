@@ -39,7 +39,7 @@ from signseg_core.stimuli.selection import (
     model_outputs_for_folder,
     select_classes_by_clustering,
 )
-from signseg_core.sweeps.bundle import import_bundle, import_sweep_rows
+from signseg_core.sweeps.bundle import export_bundle, import_bundle, import_sweep_rows
 from signseg_core.sweeps.cluster import dry_run_table, run_sweep_on_ray
 from signseg_core.sweeps.report import build_report
 from signseg_core.sweeps.run import SweepSpec, run_sweep
@@ -191,6 +191,12 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     steps = "" if getattr(generator, "method", "") == "gradient" else \
         f", {settings.generations} generations"  # a gradient generator's words count its steps
     print(f"optimiser: {describe_run(settings, generator)}{steps}")
+    if args.bundle:
+        path = export_bundle(results, args.bundle)
+        options = "".join(f" --generator-option {k}={v}" for k, v in settings.generator_options)
+        print(f"bundle: {len(results)} conditions in {path} (where they go: python -m "
+              f"signseg_core import-bundle {path.name} --model {model.name} --generator "
+              f"{settings.generator}{options})")
     return 0
 
 

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="a checkpoint to load instead of the model's own weights")
     p.add_argument("--untrained", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bundle", metavar="FILE.npz",
+                   help="also write the results (codes and scores, no images) to this bundle, "
+                        "for import-bundle into another machine's store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=command("commands", "cmd_visualize"))
 

@@ -3,7 +3,7 @@
 The central claim of the paper's Fig 2D–E and Fig 11 on the embedded model: for the 11 default
 units, representational similarity and activation against alpha for positive versus negative
 ablation, with 95% CIs over units, and the spectrum ratio. Visualizations are read from the store;
-bundles made on a GPU machine (``scripts/remote_sweep.py``) are imported first, so the command
+bundles made on a GPU machine (``visualize --bundle``) are imported first, so the command
 runs in minutes on a CPU when the bundles are present, and computes what is missing otherwise.
 """
 
@@ -284,8 +284,8 @@ def _setting_lines(statuses: dict, n_images: int) -> list[str]:
         f"| objectness | YOLOv7 | {status_words(statuses.get('objectness', 'off'))} |",
         "",
         f"{n_images} images: 11 units × 21 conditions × {s.restarts} restarts. The evolutions ran "
-        "on an NVIDIA H100 (`scripts/remote_sweep.py`, bundles in `docs/data/`), the metrics "
-        "on a 2-core CPU.",
+        "on an NVIDIA H100 (bundles in `docs/data/`, made with `visualize --bundle`'s "
+        "predecessor `scripts/remote_sweep.py`), the metrics on a 2-core CPU.",
         "",
         "## Results (mean over units [95% CI over the 11 units])",
         "",
