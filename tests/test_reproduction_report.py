@@ -122,3 +122,14 @@ def test_one_units_rows_follow_from_the_committed_bundle(tmp_path):
                          *((("lpips_similarity", 1e-4), ("objectness", 1e-4)) * packaged)):
         np.testing.assert_allclose(rows[column], committed[column], rtol=rtol, atol=1e-9,
                                    err_msg=column)
+
+
+def test_regenerating_the_report_keeps_the_hand_written_sections():
+    from signseg_core.sweeps.report import HAND_WRITTEN, with_hand_written
+
+    old = f"# old numbers\n0.1\n\n{HAND_WRITTEN}\n## Shape vs texture\nwhat was run\n"
+    new = with_hand_written("# new numbers\n0.2\n", old)
+    assert new == f"# new numbers\n0.2\n\n{HAND_WRITTEN}\n## Shape vs texture\nwhat was run\n"
+    assert "0.1" not in new
+    assert with_hand_written("# new\n", "# no marker\n") == "# new\n"
+    assert with_hand_written("# new\n", "") == "# new\n"

@@ -161,8 +161,22 @@ def build_report(*, device: str = "cpu", out: Path | None = None,
             img_dir / f"strip_{unit}.png")
     numbers = report_numbers(summary, table, spectra)
     (data_dir / "numbers.json").write_text(json.dumps(numbers, indent=2, default=float))
-    out.write_text(render_markdown(numbers, result.statuses, summary, len(table)))
+    old = out.read_text() if out.is_file() else ""
+    out.write_text(with_hand_written(render_markdown(numbers, result.statuses, summary,
+                                                     len(table)), old))
     return out
+
+
+#: The line after which ``docs/reproduction.md`` is written by hand (the analyses that are not
+#: this sweep's); :func:`build_report` rewrites what is above it and keeps the rest.
+HAND_WRITTEN = "<!-- Written by hand from here on: `report` keeps it. -->"
+
+
+def with_hand_written(generated: str, old: str) -> str:
+    """``generated`` followed by the hand-written part of ``old`` (from :data:`HAND_WRITTEN`
+    on), or ``generated`` alone when ``old`` has none."""
+    _, marker, tail = old.partition(HAND_WRITTEN)
+    return generated.rstrip("\n") + "\n\n" + marker + tail if marker else generated
 
 
 def _reading(numbers: dict) -> list[str]:
