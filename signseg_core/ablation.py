@@ -19,6 +19,16 @@ builds one new readout row per :class:`Condition` so one backbone pass scores ev
 
     rows, biases = ablated_readout(readout.weight, readout.bias, conditions)
     scores = score_conditions(features, rows, biases)        # (N, C)
+
+Whole-readout ablation (paper Figs 16, 17) applies the same rule to every unit at once: condition
+``(sign, alpha)`` ablates each unit's weights of that sign at ``alpha``, unit by unit (each row's
+own total, its own ``k``). :func:`whole_readout_ablation` builds the ``(conditions, units, in)``
+stack of ablated readouts, sorting each row once per sign, and :func:`score_whole_readout`
+scores every condition's full logit vector from one trunk pass::
+
+    conditions = whole_readout_conditions(DEFAULT_ALPHAS)    # control + 10 per sign: 21
+    stack = whole_readout_ablation(readout.weight, conditions)
+    logits = score_whole_readout(features, stack, readout.bias)   # (N, 21, 1000)
 """
 
 from __future__ import annotations
@@ -28,9 +38,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from signseg_core.conditions import Condition, check_alpha, check_sign
+from signseg_core.conditions import SIGNS, Condition, check_alpha, check_sign
 
-__all__ = ["ablate_weights", "ablated_readout", "score_conditions"]
+__all__ = [
+    "ablate_weights",
+    "ablated_readout",
+    "score_conditions",
+    "score_whole_readout",
+    "whole_readout_ablation",
+    "whole_readout_conditions",
+]
 
 _RTOL = 1e-9
 
@@ -42,30 +59,47 @@ def _check_matrix(weights: Tensor, what: str) -> None:
         raise ValueError(f"{what} contain NaN or infinite values; cannot rank them by magnitude")
 
 
+def _rank_by_magnitude(rows: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row's weights of its sign, ranked once: the rule's sort.
+
+    rows (G, in); positive (G,) bool, the sign ablated in each row. Returns ``order`` (G, in)
+    long (input index at each rank), ``cumulative`` (G, in) float64 (cumulative magnitude along
+    the ranks) and ``count`` (G,) long (how many weights the row has of its sign).
+    """
+    signed = torch.where(positive[:, None], rows > 0, rows < 0)
+    magnitude = torch.where(signed, rows.abs().double(), torch.zeros((), dtype=torch.float64,
+                                                                     device=rows.device))
+    # Weights of the sign have |w| > 0 and come first; stable, so ties keep index order.
+    ranked, order = torch.sort(magnitude, dim=1, descending=True, stable=True)
+    return order, ranked.cumsum(dim=1), signed.sum(dim=1)
+
+
+def _removal_counts(cumulative: Tensor, count: Tensor, alphas: Tensor) -> Tensor:
+    """``k`` of the rule for each row: cumulative (R, in) float64, count (R,), alphas (R,)
+    float64. Returns (R,) long, the number of ranked weights to zero."""
+    threshold = cumulative[:, -1] * (alphas - _RTOL)
+    # First position whose cumulative sum reaches the threshold; k is one more than that index.
+    k = torch.searchsorted(cumulative, threshold[:, None].contiguous()).squeeze(1) + 1
+    k = torch.minimum(k, count)
+    k = torch.where(alphas == 1.0, count, k)
+    return torch.where(alphas == 0.0, torch.zeros_like(k), k)
+
+
+def _mask_from_counts(order: Tensor, k: Tensor) -> Tensor:
+    """(R, in) bool: True at the first ``k`` ranked positions of each row, in input order."""
+    zero_ranked = torch.arange(order.shape[1], device=order.device)[None, :] < k[:, None]
+    return torch.zeros_like(zero_ranked).scatter_(1, order, zero_ranked)
+
+
 def _zero_mask(rows: Tensor, positive: Tensor, group: Tensor, alphas: Tensor) -> Tensor:
     """Which weights each condition zeroes.
 
     rows (G, in) distinct rows to sort once; positive (G,) bool, the sign ablated in each;
     group (C,) long, which row each condition uses; alphas (C,) float64. Returns (C, in) bool.
     """
-    n_in = rows.shape[1]
-    signed = torch.where(positive[:, None], rows > 0, rows < 0)
-    magnitude = torch.where(signed, rows.abs().double(), torch.zeros((), dtype=torch.float64,
-                                                                     device=rows.device))
-    # Weights of the sign have |w| > 0 and come first; stable, so ties keep index order.
-    ranked, order = torch.sort(magnitude, dim=1, descending=True, stable=True)
-    cumulative = ranked.cumsum(dim=1)
-    total = cumulative[:, -1]
-    count = signed.sum(dim=1)
-    cum_c, count_c = cumulative[group], count[group]
-    threshold = total[group] * (alphas - _RTOL)
-    # First position whose cumulative sum reaches the threshold; k is one more than that index.
-    k = torch.searchsorted(cum_c, threshold[:, None].contiguous()).squeeze(1) + 1
-    k = torch.minimum(k, count_c)
-    k = torch.where(alphas == 1.0, count_c, k)
-    k = torch.where(alphas == 0.0, torch.zeros_like(k), k)
-    zero_ranked = torch.arange(n_in, device=rows.device)[None, :] < k[:, None]
-    return torch.zeros_like(zero_ranked).scatter_(1, order[group], zero_ranked)
+    order, cumulative, count = _rank_by_magnitude(rows, positive)
+    k = _removal_counts(cumulative[group], count[group], alphas)
+    return _mask_from_counts(order[group], k)
 
 
 def ablate_weights(weights: Tensor, sign: str, alpha: float) -> Tensor:
@@ -199,3 +233,98 @@ def score_conditions(features: Tensor, rows: Tensor, biases: Tensor) -> Tensor:
     rows = rows.to(device=features.device, dtype=features.dtype)
     biases = biases.to(device=features.device, dtype=features.dtype)
     return features @ rows.T + biases
+
+
+def whole_readout_conditions(alphas: Sequence[float], signs: Sequence[str] = SIGNS
+                             ) -> tuple[tuple[str, float], ...]:
+    """The whole-readout grid: ``("control", 0.0)`` once (when 0 is among ``alphas``), then
+    ``(sign, alpha)`` for each sign in ``signs`` and each nonzero alpha, in the order given.
+
+    Alphas are checked and rounded to 6 decimals like a :class:`Condition`; duplicates are
+    dropped. 11 alphas and both signs give 21 conditions, as for one unit.
+    """
+    signs = tuple(dict.fromkeys(check_sign(s) for s in signs))
+    values = tuple(dict.fromkeys(round(check_alpha(a), 6) for a in alphas))
+    if not values or not signs:
+        raise ValueError("whole-readout ablation needs at least one alpha and one sign")
+    out: list[tuple[str, float]] = [("control", 0.0)] if 0.0 in values else []
+    out += [(sign, a) for sign in signs for a in values if a != 0.0]
+    return tuple(out)
+
+
+def whole_readout_ablation(weight: Tensor, conditions: Sequence[tuple[str, float]]) -> Tensor:
+    """Every unit's weights of one sign ablated at alpha, for each condition: a new stack.
+
+    Row ``u`` of condition ``(sign, alpha)`` is ``ablate_weights(weight[u], sign, alpha)``: the
+    per-unit rule of the module docstring (each unit's own cumulative magnitude, ties by index),
+    computed by the same code; ``("control", 0.0)`` is ``weight`` itself. Each row is ranked once
+    per sign for all alphas.
+
+    Parameters
+    ----------
+    weight : Tensor (units, in), floating point, finite
+        The readout's weight; only read (shared models stay intact).
+    conditions : sequence of (sign, alpha), length C
+        From :func:`whole_readout_conditions`; sign "positive", "negative" or "control" (alpha 0).
+
+    Returns
+    -------
+    Tensor (C, units, in), same dtype and device as ``weight``, detached.
+        C x units x in values: 21 x 1000 x 2048 float32 (ResNet50) is 172 MB.
+    """
+    _check_matrix(weight, "the readout weight")
+    if weight.ndim != 2:
+        raise ValueError(f"the readout weight must be (units, in); got shape {tuple(weight.shape)}")
+    w = weight.detach()
+    n_units, device = w.shape[0], w.device
+    zero = torch.zeros((), dtype=w.dtype, device=device)
+    ranked: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    stack = []
+    for sign, alpha in conditions:
+        alpha = check_alpha(alpha)
+        if sign == "control" or alpha == 0.0:
+            stack.append(w.clone())
+            continue
+        sign = check_sign(sign)
+        if sign not in ranked:  # one sort per sign, shared by all its alphas
+            ranked[sign] = _rank_by_magnitude(
+                w, torch.full((n_units,), sign == "positive", device=device))
+        order, cumulative, count = ranked[sign]
+        k = _removal_counts(cumulative, count,
+                            torch.full((n_units,), alpha, dtype=torch.float64, device=device))
+        stack.append(torch.where(_mask_from_counts(order, k), zero, w))
+    if not stack:
+        return w.new_zeros((0, *w.shape))
+    return torch.stack(stack)
+
+
+def score_whole_readout(features: Tensor, stack: Tensor, bias: Tensor | None) -> Tensor:
+    """Logits of every whole-readout condition: ``features @ stack[c].T + bias``.
+
+    Parameters
+    ----------
+    features : Tensor (N, in)
+        Readout inputs of N images (one trunk pass).
+    stack : Tensor (C, units, in)
+        From :func:`whole_readout_ablation`; moved to ``features``' device and dtype.
+    bias : Tensor (units,) or None
+        The readout's bias, never ablated.
+
+    Returns
+    -------
+    Tensor (N, C, units)
+        One matrix product (N, in) x (in, C * units); the same values batch by batch.
+    """
+    if features.ndim != 2 or stack.ndim != 3 or features.shape[1] != stack.shape[2]:
+        raise ValueError(
+            f"features (N, in) and the stack (C, units, in) must share 'in'; got "
+            f"{tuple(features.shape)} and {tuple(stack.shape)}"
+        )
+    n_cond, n_units, n_in = stack.shape
+    flat = stack.to(device=features.device, dtype=features.dtype).reshape(n_cond * n_units, n_in)
+    logits = (features @ flat.T).reshape(features.shape[0], n_cond, n_units)
+    if bias is not None:
+        if tuple(bias.shape) != (n_units,):
+            raise ValueError(f"bias must have shape ({n_units},), got {tuple(bias.shape)}")
+        logits = logits + bias.detach().to(device=features.device, dtype=features.dtype)
+    return logits

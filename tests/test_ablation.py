@@ -328,3 +328,89 @@ def test_parse_alphas_range_matches_an_integer_grid(start, stop, step):
     expected = tuple(round((start + i * step) / 10, 6) for i in range(n + 1))
     assert got == expected
     assert all(0.0 <= a <= 1.0 for a in got)
+
+
+# -- whole-readout ablation (paper Figs 16, 17): every unit at once, the same rule ----------------
+
+from signseg_core.ablation import (  # noqa: E402
+    score_whole_readout,
+    whole_readout_ablation,
+    whole_readout_conditions,
+)
+
+WHOLE = torch.stack([ROW, torch.tensor([-1.0, -1.0, -1.0, 2.0, 0.0, 0.0])])
+
+
+def test_whole_readout_conditions_grid():
+    assert whole_readout_conditions((0.0, 0.5, 1.0)) == (
+        ("control", 0.0), ("positive", 0.5), ("positive", 1.0),
+        ("negative", 0.5), ("negative", 1.0))
+    assert len(whole_readout_conditions(DEFAULT_ALPHAS)) == 21
+    # no control unless 0 is asked; duplicates and rounding like a Condition
+    assert whole_readout_conditions((0.1 + 0.2, 0.3), ("negative",)) == (("negative", 0.3),)
+    with pytest.raises(ValueError, match="sign"):
+        whole_readout_conditions((0.5,), ("pos",))
+    with pytest.raises(ValueError, match="alpha"):
+        whole_readout_conditions((1.5,))
+
+
+def test_whole_readout_by_hand():
+    conds = whole_readout_conditions((0.0, 0.5))
+    stack = whole_readout_ablation(WHOLE, conds)
+    assert stack.shape == (3, 2, 6)
+    # row 1 positive: only the 2 (k = 1); negative .5: three tied -1s, 1/3 < .5 <= 2/3 -> k = 2,
+    # the lower indices first.
+    assert stack[1].tolist() == [[0, -1, 0, 2, -5, 1], [-1, -1, -1, 0, 0, 0]]
+    assert stack[2].tolist() == [[4, -1, 3, 2, 0, 1], [0, 0, -1, 2, 0, 0]]
+    logits = score_whole_readout(torch.ones(1, 6), stack, torch.tensor([0.5, -0.5]))
+    # control: sums 4 and -1; positive .5: -3 and -3; negative .5: 9 and 1 (plus the biases)
+    assert logits.tolist() == [[[4.5, -1.5], [-2.5, -3.5], [9.5, 0.5]]]
+    with pytest.raises(ValueError, match="share 'in'"):
+        score_whole_readout(torch.ones(1, 5), stack, None)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        score_whole_readout(torch.ones(1, 6), stack, torch.ones(3))
+
+
+@settings(max_examples=100, deadline=None)
+@given(m=matrices, alpha=alphas, sign=signs)
+def test_whole_readout_row_is_the_per_unit_rule(m, alpha, sign):
+    before = m.clone()
+    stack = whole_readout_ablation(m, [(sign, alpha), ("control", 0.0)])
+    assert torch.equal(m, before)  # the shared weight is only read
+    for u in range(m.shape[0]):
+        assert torch.equal(stack[0, u], ablate_weights(m[u], sign, alpha))
+    assert torch.equal(stack[1], m)
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=matrices, data=st.data())
+def test_whole_readout_invariants(m, data):
+    n_in = m.shape[1]
+    features = torch.tensor(data.draw(st.lists(
+        st.lists(st.floats(-10, 10, width=32), min_size=n_in, max_size=n_in),
+        min_size=1, max_size=4)), dtype=torch.float32)
+    bias = torch.arange(m.shape[0], dtype=torch.float32)
+    conds = [("positive", 0.0), ("negative", 0.0), ("positive", 1.0), ("negative", 1.0)]
+    stack = whole_readout_ablation(m, conds)
+    logits = score_whole_readout(features, stack, bias)
+    intact = torch.nn.functional.linear(features.double(), m.double(), bias.double())
+    # alpha = 0 leaves the logits unchanged, whichever sign
+    torch.testing.assert_close(logits[:, 0].double(), intact, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logits[:, 1].double(), intact, rtol=1e-5, atol=1e-4)
+    # alpha = 1 removes every weight of the sign, and the two signs partition the weights
+    assert not (stack[2] > 0).any() and not (stack[3] < 0).any()
+    assert torch.equal(stack[2] + stack[3], m)
+    # the same logits one image at a time (no batch-size dependence beyond rounding)
+    single = torch.cat([score_whole_readout(f[None], stack, bias) for f in features])
+    torch.testing.assert_close(single, logits)
+
+
+def test_whole_readout_matches_ablated_readout_on_a_real_size():
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(50, 64, generator=g)
+    conds = whole_readout_conditions(DEFAULT_ALPHAS)
+    stack = whole_readout_ablation(weight, conds)
+    per_unit = [Condition(u, "positive" if s == "control" else s, a)
+                for s, a in conds for u in range(50)]
+    rows, _ = ablated_readout(weight, None, per_unit)
+    assert torch.equal(stack.reshape(-1, 64), rows)
