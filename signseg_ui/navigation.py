@@ -17,6 +17,9 @@ PAGES = (
     ("pages/3_Compare_models.py", "Compare models"),
     ("pages/4_Export.py", "Export"),
     ("pages/5_Neuron_models.py", "Neuron models"),
+    ("pages/6_Shape_and_background.py", "Shape and background"),
+    ("pages/7_Weight_dynamics.py", "Weight dynamics"),
+    ("pages/8_Training_runs.py", "Training runs"),
 )
 
 

@@ -56,8 +56,9 @@ def _chance(fig: go.Figure, level: float, *, row: int, col: int, legend: bool) -
 
 def _layout(fig: go.Figure, title: str, rows: int) -> go.Figure:
     fig.update_layout(title=title or None, height=320 * rows + 80,
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
-                      margin={"t": 90 if title else 40, "l": 60, "r": 20, "b": 60})
+                      # below the axis titles (paper coordinates span every row)
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.3 / rows, "x": 0},
+                      margin={"t": 90 if title else 40, "l": 60, "r": 20, "b": 110})
     fig.update_xaxes(range=[-0.02, 1.02], title_text="ablation strength α")
     return fig
 
