@@ -29,7 +29,8 @@ from signseg_core.optimize.results import load_condition  # noqa: E402
 from signseg_core.optimize.settings import VisualizeSettings  # noqa: E402
 from signseg_core.optimize.visualize import run_request  # noqa: E402
 from signseg_core.store import ResultStore  # noqa: E402
-from signseg_core.sweeps.cluster import RUNTIME_ENV, evolve_on_ray  # noqa: E402
+from signseg_core.paths import ray_runtime_env  # noqa: E402
+from signseg_core.sweeps.cluster import evolve_on_ray  # noqa: E402
 from signseg_core.sweeps.run import SweepSpec  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def main(argv=None) -> None:
         alone_s = in_process(spec, one)
         start = time.perf_counter()
         ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False,
-                 runtime_env=RUNTIME_ENV)
+                 runtime_env=ray_runtime_env())
         init_s = time.perf_counter() - start
         marks = []
         start = time.perf_counter()

@@ -20,7 +20,8 @@ from signseg_core.models.registry import load_model
 from signseg_core.optimize.results import load_condition
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import ResultStore
-from signseg_core.sweeps.cluster import RUNTIME_ENV, evolve_on_ray, plan, run_sweep_on_ray
+from signseg_core.paths import ray_runtime_env
+from signseg_core.sweeps.cluster import evolve_on_ray, plan, run_sweep_on_ray
 from signseg_core.sweeps.run import SweepSpec, run_sweep
 
 ray = pytest.importorskip("ray")
@@ -32,8 +33,9 @@ TINY = SweepSpec(models=("tiny_test",), units=(1, 2), alphas=(0.0, 1.0),
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=RUNTIME_ENV)
+def local_ray(tmp_path_factory):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env=ray_runtime_env(), _temp_dir=str(tmp_path_factory.mktemp("ray")))
     # the drills below are functions of this module, which workers cannot import: send them whole
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield

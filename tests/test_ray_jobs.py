@@ -23,7 +23,7 @@ from signseg_core.optimize.results import load_condition
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import ResultStore
 from signseg_core.sweeps import ray_jobs
-from signseg_core.sweeps.cluster import RUNTIME_ENV
+from signseg_core.paths import ray_runtime_env
 from signseg_core.sweeps.ray_jobs import follow, run_live_on_ray, streamed
 from signseg_core.sweeps.tasks import gradvis_job, gradvis_key, visualize_job, visualize_job_key
 
@@ -34,8 +34,9 @@ SETTINGS = VisualizeSettings(generations=3, restarts=2, popsize=6,
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=RUNTIME_ENV)
+def local_ray(tmp_path_factory):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env=ray_runtime_env(), _temp_dir=str(tmp_path_factory.mktemp("ray")))
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the drills below
     yield
     ray.shutdown()
@@ -60,7 +61,7 @@ CONDITIONS = [Condition(4, "positive", 0.0), Condition(4, "positive", 0.5),
               Condition(4, "negative", 1.0)]
 
 
-# -- the worker's event stream, without Ray ---------------------------------------------------------
+# -- the worker's event stream, without Ray --------------------------------------------------------
 def test_streamed_sends_results_and_end_in_order_and_thins_progress():
     def compute(emit, should_stop):
         for i in range(50):           # 50 progress events in far less than 0.2 s ...

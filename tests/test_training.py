@@ -26,6 +26,7 @@ from torch import nn
 from signseg_core.cli.main import build_parser, main
 from signseg_core.cli.training_commands import recipe_from_args
 from signseg_core.errors import SignsegError, UnknownNameError, WeightsNotFoundError
+from signseg_core.paths import ray_runtime_env
 from signseg_core.models.checkpoints import load_state_dict_file, save_state_dict, sha256_file
 from signseg_core.models.registry import load_model, relu_to_tanh
 from signseg_core.models.zoo import IMAGENET_MEAN, IMAGENET_STD
@@ -71,11 +72,10 @@ def local_ray(tmp_path_factory):
         env.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         env.setenv("RAY_TRAIN_METRICS_ENABLED", "0")
         env.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-        from signseg_core.training.ray_train import RUNTIME_ENV
 
         temp = tmp_path_factory.mktemp("r")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env=RUNTIME_ENV, _temp_dir=str(temp))
+                 runtime_env=ray_runtime_env(), _temp_dir=str(temp))
         yield
         ray.shutdown()
 

@@ -51,8 +51,6 @@ from signseg_core.sweeps.run import SweepResult, SweepSpec, run_sweep
 
 #: Retries of a task whose worker process died (not of one that raised).
 MAX_RETRIES = 3
-#: What every worker gets: this process's signseg_core, whatever its sys.path.
-RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
 _WORKER_MODELS: dict = {}  # a worker process keeps the models it loaded, for its next tasks
 
 
@@ -150,7 +148,7 @@ def connect(address: str | None = None):
         raise SignsegError("a cluster sweep needs Ray: pip install 'ray>=2.40'") from exc
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env=RUNTIME_ENV)
+                 runtime_env=paths.ray_runtime_env())
     return ray
 
 

@@ -31,6 +31,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from signseg_core import paths
 from signseg_core.errors import SignsegError
 from signseg_core.training.activations import build_network, check_activation, check_arch
 from signseg_core.training.data import FolderLayout, scan_image_folder
@@ -46,8 +47,6 @@ from signseg_core.training.records import (
     write_run,
 )
 
-#: What every Ray process gets: this process's signseg_core, whatever its sys.path.
-RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
 logger = logging.getLogger(__name__)
 
 
@@ -128,7 +127,7 @@ def connect(address: str | None = None):
                            "RAY_TRAIN_V2_ENABLED or set it to 1")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env=RUNTIME_ENV)
+                 runtime_env=paths.ray_runtime_env())
     return ray
 
 
@@ -175,7 +174,7 @@ def trainer_for(run: TrainingRun, info: dict, layout: FolderLayout) -> TorchTrai
         run_config=ray.train.RunConfig(
             name=RAY_RUN_NAME, storage_path=str(out / RAY_DIR),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.keep_checkpoints),
-            callbacks=[EpochPublisher(out)], worker_runtime_env=RUNTIME_ENV))
+            callbacks=[EpochPublisher(out)]))  # workers inherit the job's runtime_env (connect)
 
 
 def worker_failure(exc: BaseException) -> BaseException:
