@@ -13,6 +13,7 @@ from signseg_ui.ablation_benchmarks import (
     DEFAULT_VARIANTS,
     benchmark_figure,
     benchmark_job_key,
+    comparison_options,
     dataset_folder,
     dataset_problem,
     find_benchmark_job,
@@ -37,7 +38,11 @@ st.write(
 )
 
 name = model_picker(key="bench_model")
-model = require_model(name)
+others = st.multiselect("Compare with (as Fig 16 compares the robust ResNet50 series)",
+                        comparison_options(name), key="bench_compare",
+                        help="Each model is evaluated once; its stored chunks serve every "
+                             "comparison it is part of.")
+models = [require_model(n) for n in (name, *others)]
 benchmark = st.radio("Benchmark", list(BENCHMARKS), format_func=BENCHMARKS.get,
                      horizontal=True, key="bench_kind")
 col_alpha, col_sign = st.columns(2)
@@ -65,12 +70,12 @@ if problem:
     st.warning(problem)
     st.stop()
 
-key = benchmark_job_key(benchmark, model, folder, grid, variants, challenge)
+key = benchmark_job_key(benchmark, models, folder, grid, variants, challenge)
 table = job_panel(
     lambda: find_benchmark_job(key),
-    lambda: submit_benchmark(benchmark, model, folder, grid, variants, challenge),
+    lambda: submit_benchmark(benchmark, models, folder, grid, variants, challenge),
     key="bench", button_key="bench_compute",
-    label=f"Evaluate {name} ({len(grid.conditions())} conditions)",
+    label=f"Evaluate {', '.join(m.name for m in models)} ({len(grid.conditions())} conditions)",
     failure="The evaluation failed",
     help="Runs in the background; finished chunks of images are kept on disk, so a cancelled "
          "or interrupted evaluation continues where it stopped.",

@@ -8,13 +8,14 @@ A visitor never names a folder on the server unless the operator turned server p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from signseg_core.analyses.ablation_benchmarks import AblationGrid
+from signseg_core.analyses.ablation_benchmarks import AblationGrid, family_members
 from signseg_core.analyses.background_challenge import backgrounds
 from signseg_core.analyses.shape_texture import shape_texture
 from signseg_core.datasets.backgrounds import (
@@ -29,6 +30,7 @@ from signseg_core.figures.benchmark_plots import backgrounds_figure, shape_textu
 from signseg_core.jobs import Job, default_manager
 from signseg_core.models.zoo import ZooModel
 from signseg_core.store import default_store
+from signseg_ui.pickers import picker_options
 from signseg_ui.serving import hide_host_paths, server_path, server_paths_enabled, shown_path
 
 #: The two benchmarks, with the words the page shows.
@@ -71,33 +73,51 @@ def dataset_problem(benchmark: str, folder: Path, variants: tuple[str, ...],
     return None
 
 
-def benchmark_job_key(benchmark: str, model: ZooModel, folder: Path, grid: AblationGrid,
-                      variants: tuple[str, ...], challenge: bool) -> dict:
+def benchmark_job_key(benchmark: str, models: Sequence[ZooModel], folder: Path,
+                      grid: AblationGrid, variants: tuple[str, ...], challenge: bool) -> dict:
     """What the job computes: equal requests from two sessions share one job."""
-    return {"job": "ablation_benchmark", "benchmark": benchmark, "model": model.name,
-            "fingerprint": model.fingerprint, "device": str(model.device), "folder": str(folder),
-            "alphas": list(grid.alphas), "signs": list(grid.signs),
+    return {"job": "ablation_benchmark", "benchmark": benchmark,
+            "models": [[m.name, m.fingerprint, str(m.device)] for m in models],
+            "folder": str(folder), "alphas": list(grid.alphas), "signs": list(grid.signs),
             "variants": list(variants), "challenge": challenge}
+
+
+def comparison_options(name: str) -> list[str]:
+    """Models the page can compare ``name`` with: those with a readout and weights here; the
+    robust ResNet50 family (Fig 16's series) first, then the rest of the zoo."""
+    options = [n for n in picker_options(needs_readout=True) if n != name]
+    family = [n for n in family_members("robust") if n in options]
+    return family + [n for n in options if n not in family]
 
 
 def find_benchmark_job(key: dict) -> Job | None:
     return default_manager().get(key, cancelling=True)
 
 
-def submit_benchmark(benchmark: str, model: ZooModel, folder: Path, grid: AblationGrid,
-                     variants: tuple[str, ...], challenge: bool) -> Job:
-    """Evaluate in the background (progress and Cancel per chunk of images; chunks
-    already stored are kept and not recomputed); the job's result is the table."""
-    key = benchmark_job_key(benchmark, model, folder, grid, variants, challenge)
+def submit_benchmark(benchmark: str, models: Sequence[ZooModel], folder: Path,
+                     grid: AblationGrid, variants: tuple[str, ...], challenge: bool) -> Job:
+    """Evaluate ``models`` one after another in the background (progress and Cancel per chunk
+    of images; chunks already stored, e.g. a model evaluated alone before, are kept and not
+    recomputed); the job's result is their tables, one after another."""
+    key = benchmark_job_key(benchmark, models, folder, grid, variants, challenge)
 
     def run(progress, should_stop) -> pd.DataFrame:
-        common = dict(grid=grid, store=default_store(), progress=progress,
-                      should_stop=should_stop)
-        if benchmark == "shape-texture":
-            return shape_texture(model, folder, **common)
-        return backgrounds(model, folder, variants=variants, challenge=challenge, **common)
+        tables = []
+        for i, model in enumerate(models):
+            # every model reads the same images under the same grid: equal totals, so the bar
+            # and its ETA run over all of them
+            def report(done, total, message="", *_, i=i, name=model.name):
+                progress(i * total + done, len(models) * total, f"{name}: {message}")
 
-    label = f"{model.name}: {BENCHMARKS[benchmark]}, {len(grid.conditions())} conditions"
+            common = dict(grid=grid, store=default_store(), progress=report,
+                          should_stop=should_stop)
+            tables.append(shape_texture(model, folder, **common) if benchmark == "shape-texture"
+                          else backgrounds(model, folder, variants=variants,
+                                           challenge=challenge, **common))
+        return pd.concat(tables, ignore_index=True)
+
+    names = ", ".join(m.name for m in models)
+    label = f"{names}: {BENCHMARKS[benchmark]}, {len(grid.conditions())} conditions"
     return default_manager().submit(key, run, label=label)
 
 
