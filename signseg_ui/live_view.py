@@ -24,6 +24,7 @@ from signseg_core.sweeps.preview import (
     default_budget,
     precomputed_units,
 )
+from signseg_core.sweeps.ray_jobs import ray_address
 
 from .explorer import N_CONDITIONS, expected_time, restarts_text, unit_request, unit_text
 from .unit_images import condition_label
@@ -43,8 +44,16 @@ def precomputed_note(model_name: str) -> str:
     units = precomputed_units(model_name)
     if not units:
         return ""
+    where = "on the Ray cluster" if ray_address() is not None else "on this machine"
     return ("Instant (★, results ship with signseg): " + ", ".join(unit_text(u) for u in units)
-            + ". Any other unit is computed on this machine.")
+            + f". Any other unit is computed {where}.")
+
+
+def on_this(device: str) -> str:
+    """``"on this CPU"`` / ``"on this GPU"``, and when jobs run on a Ray cluster
+    (``SIGNSEG_RAY_ADDRESS``), that the estimate is this machine's, not the cluster's."""
+    where = f"on this {'GPU' if device.startswith('cuda') else 'CPU'}"
+    return where + (" (jobs run on the Ray cluster)" if ray_address() is not None else "")
 
 
 def budget_words(model_name: str, budget: str, unit: int, device: str) -> str:
@@ -53,9 +62,8 @@ def budget_words(model_name: str, budget: str, unit: int, device: str) -> str:
     s = budget_settings(model_name, budget)
     request = unit_request(model_name, unit, s)
     seconds = expected_time([request], N_CONDITIONS)
-    where = "GPU" if device.startswith("cuda") else "CPU"
     return (f"{BUDGET_NAMES[budget]}: {restarts_text(s.restarts)} × {s.generations} generations, "
-            f"population {request.popsize} — {say_duration(seconds)} for a unit on this {where}")
+            f"population {request.popsize} — {say_duration(seconds)} for a unit {on_this(device)}")
 
 
 def budget_picker(model_name: str, unit: int, device: str) -> str:
@@ -79,9 +87,8 @@ def budget_picker(model_name: str, unit: int, device: str) -> str:
 def compute_label(unit: int, missing: int, requests: Sequence[VisualizeRequest],
                   device: str) -> str:
     """``"Compute unit 12 (21 conditions, about 4 min on this CPU)"``."""
-    where = "GPU" if device.startswith("cuda") else "CPU"
     try:
-        eta = f", {say_duration(expected_time(requests, missing))} on this {where}"
+        eta = f", {say_duration(expected_time(requests, missing))} {on_this(device)}"
     except Exception:  # the estimate is a courtesy: never block the button on it
         eta = ""
     return f"Compute unit {unit} ({missing} condition{'s' * (missing != 1)}{eta})"

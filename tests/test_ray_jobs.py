@@ -227,3 +227,14 @@ def test_the_pages_line_names_the_cluster_only_to_those_who_may_see_hosts(monkey
     assert "10.0.0.7:6379" in ray_jobs.describe_cluster(show_address=True)
     hidden = ray_jobs.describe_cluster(show_address=False)
     assert "10.0.0.7" not in hidden and "Ray cluster" in hidden
+
+
+def test_the_explorer_says_estimates_are_this_machines_when_jobs_run_on_a_cluster(monkeypatch):
+    from signseg_ui.live_view import on_this, precomputed_note
+
+    monkeypatch.delenv(ray_jobs.ADDRESS_VARIABLE, raising=False)
+    assert on_this("cpu") == "on this CPU" and on_this("cuda:0") == "on this GPU"
+    assert precomputed_note("efficientnet_lite0").endswith("computed on this machine.")
+    monkeypatch.setenv(ray_jobs.ADDRESS_VARIABLE, "auto")
+    assert on_this("cpu") == "on this CPU (jobs run on the Ray cluster)"
+    assert precomputed_note("efficientnet_lite0").endswith("computed on the Ray cluster.")
