@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -177,6 +178,20 @@ def test_layers_named_by_an_architecture():
     assert [layer.key for layer in layers] == ["0.weight", "2.weight", "6.weight"]
     with pytest.raises(CheckpointError, match=r"x.pt does not fit the architecture tiny_test"):
         layer_plan({"fc.weight": torch.ones(2, 2)}, arch="tiny_test", source="x.pt")
+
+
+def test_a_head_of_another_number_of_classes_still_fits_its_architecture():
+    # `train resnet18` on a 3-class folder writes a (3, 512) fc: still resnet18's layers
+    state = torchvision.models.resnet18(num_classes=3).state_dict()
+    layers = layer_plan(state, arch="resnet18")
+    assert layers[-1].key == "fc.weight" and len(layers) == 21  # 20 convs + the head
+    state["layer1.0.conv1.weight"] = torch.ones(64, 64, 1, 1)  # another shape inside: refused
+    with pytest.raises(CheckpointError, match=r"layer1.0.conv1.weight \(64, 64, 1, 1\)"):
+        layer_plan(state, arch="resnet18", source="x.pt")
+    state = torchvision.models.resnet18(num_classes=3).state_dict()
+    state["fc.weight"] = torch.ones(3, 256)  # the head's inputs must still match
+    with pytest.raises(CheckpointError, match=r"fc.weight \(3, 256\) vs \(1000, 512\)"):
+        layer_plan(state, arch="resnet18", source="x.pt")
 
 
 def test_a_run_named_by_an_architecture(tmp_path):

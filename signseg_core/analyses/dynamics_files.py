@@ -163,8 +163,16 @@ def layer_plan(state: Mapping[str, Tensor], *, arch: str = "", source: str = "th
     ``arch``: a state dict does not record ``groups``)."""
     if arch:
         layers, shapes = arch_layers(arch)
+        # the classifier's rows are the training set's classes (a run on 10 classes is still
+        # a resnet18): the last Linear layer's first dimension may differ
+        head = next((l.key for l in reversed(layers) if len(shapes[l.key]) == 2), None)
+
+        def fits(k: str, s: tuple[int, ...]) -> bool:
+            got = tuple(state[k].shape)
+            return got == s or (k == head and len(got) == 2 and got[1:] == s[1:])
+
         bad = [f"{k} (missing)" if k not in state else f"{k} {tuple(state[k].shape)} vs {s}"
-               for k, s in shapes.items() if k not in state or tuple(state[k].shape) != s]
+               for k, s in shapes.items() if k not in state or not fits(k, s)]
         if bad:
             raise CheckpointError(f"{source} does not fit the architecture {arch}: {len(bad)} of "
                                   f"its {len(shapes)} Conv2d/Linear weights are missing or of "

@@ -75,6 +75,7 @@ def final_epoch_table(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                 value = last.get(f"{split}_{k}")
                 row[f"{split} {k.replace('top', 'top-')} (%)"] = (
                     None if value is None or pd.isna(value) else round(100 * value, 2))
-        row["images/s"] = last.get("images_per_s")
+        rate = last.get("images_per_s")
+        row["images/s"] = None if rate is None or pd.isna(rate) else round(float(rate), 1)
         rows.append(row)
     return pd.DataFrame(rows)
