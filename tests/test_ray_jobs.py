@@ -5,6 +5,7 @@ Cancel stops the task; a task's error comes back in its own words."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -137,7 +138,7 @@ def test_stored_conditions_are_not_sent_to_the_cluster(on_ray, tiny, store, monk
     run_live(request_of(tiny, CONDITIONS[:2]), store=store)
     sent = []
     monkeypatch.setattr(ray_jobs, "follow",
-                        lambda task, args, *a, **k: sent.append(args[0].conditions))
+                        lambda task, args, *a, **k: sent.append(args[2]))
     run_live_on_ray(request_of(tiny, CONDITIONS), store=store)
     assert sent == [(CONDITIONS[2],)]
     sent.clear()
@@ -191,6 +192,31 @@ def raises_in_task():
 def test_a_task_error_comes_back_in_its_own_words(on_ray):
     with pytest.raises(ValueError, match="unit 9999 is out of range"):
         follow(raises_in_task, (), lambda kind, payload: None, lambda: False, address="local")
+
+
+def probe(shared):
+    """A task that says which worker ran it and whether the shared object was there already."""
+    from signseg_core.sweeps import ray_jobs as on_worker
+
+    there = shared[1] in on_worker._WORKER_CACHE
+    yield "result", (os.getpid(), there, on_worker.unbox(shared))
+
+
+def test_a_shared_object_is_put_once_and_fetched_once_per_worker(on_ray):
+    # a model or GAN (hundreds of MB) goes to the object store once per dashboard process, and
+    # each worker fetches it once and keeps it for the next tasks
+    shared = ray_jobs.Shared(np.arange(10), "test:probe:1")
+    seen = []
+    for _ in range(4):
+        follow(probe, (shared,), lambda kind, payload: seen.append(payload), lambda: False,
+               address="local")
+    assert len([k for k in ray_jobs._DRIVER_REFS if k[1] == "test:probe:1"]) == 1
+    fetched = set()
+    for pid, there, obj in seen:
+        np.testing.assert_array_equal(obj, np.arange(10))
+        assert there == (pid in fetched)  # fetched on a worker's first task only
+        fetched.add(pid)
+    assert len(seen) == 4 and len(fetched) <= 2  # two CPUs: at most two workers
 
 
 def test_should_stop_before_anything_arrives_raises_cancelled(on_ray):

@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,6 +44,11 @@ ADDRESS_VARIABLE, GPUS_VARIABLE = "SIGNSEG_RAY_ADDRESS", "SIGNSEG_RAY_GPUS"
 PROGRESS_EVERY_S = 0.2
 #: Emit(kind, payload): how a computation on a worker sends an event to the dashboard.
 Emit = Callable[[str, object], None]
+#: Shared objects a worker keeps (models and generators), and references the dashboard keeps.
+WORKER_CACHE_SIZE, DRIVER_CACHE_SIZE = 4, 4
+_SHARED_TAG = "signseg-shared"
+_WORKER_CACHE: dict[str, object] = {}
+_DRIVER_REFS: dict[tuple, object] = {}
 
 
 def ray_address() -> str | None:
@@ -107,6 +112,33 @@ def streamed(compute: Callable[[Emit, Callable[[], bool]], None]) -> Iterator[tu
         thread.join()
 
 
+@dataclass(frozen=True)
+class Shared:
+    """A task argument sent once per cluster and kept by the workers: ``obj`` (a model, a
+    generator: up to hundreds of MB) under ``identity`` (its name and weight fingerprint).
+    :func:`follow` puts it in Ray's object store once per dashboard process and passes the
+    reference inside a list, which Ray hands over unresolved; a worker fetches it only when
+    its own cache lacks that identity (:func:`unbox`)."""
+
+    obj: object
+    identity: str
+
+
+def unbox(value):
+    """A task argument as the task uses it: a shared object from this worker's cache, fetched
+    from the object store the first time; anything else as it came."""
+    if not (isinstance(value, tuple) and len(value) == 3 and value[0] == _SHARED_TAG):
+        return value
+    _, identity, boxed = value
+    if identity not in _WORKER_CACHE:
+        import ray  # deferred: only ever called inside a Ray task, where Ray is loaded
+
+        _WORKER_CACHE[identity] = ray.get(boxed[0])
+        while len(_WORKER_CACHE) > WORKER_CACHE_SIZE:  # oldest first: dicts keep order
+            _WORKER_CACHE.pop(next(iter(_WORKER_CACHE)))
+    return _WORKER_CACHE[identity]
+
+
 def on_worker_device(request: VisualizeRequest, precision: str) -> VisualizeRequest:
     """The request moved to this worker's GPU when it has one, run at ``precision`` (the one the
     request's keys were made with where it was built), so the keys come out the same."""
@@ -118,10 +150,13 @@ def on_worker_device(request: VisualizeRequest, precision: str) -> VisualizeRequ
     return VisualizeRequest(request.model, request.generator, request.conditions, settings)
 
 
-def live_task(request: VisualizeRequest, precision: str, first, batch_size: int | None):
-    """The Ray task behind a visualize job: :func:`run_live` of ``request`` here, storing
+def live_task(model, generator, conditions, settings, precision: str, first,
+              batch_size: int | None):
+    """The Ray task behind a visualize job: :func:`run_live` of the request made of these
+    (``model`` and ``generator`` as :func:`follow` sends a :class:`Shared`) here, storing
     nothing, each result sent as it finishes."""
-    request = on_worker_device(request, precision)
+    request = on_worker_device(VisualizeRequest(unbox(model), unbox(generator), conditions,
+                                                settings), precision)
 
     def compute(emit: Emit, should_stop: Callable[[], bool]) -> None:
         run_live(request, first=first, store=False, batch_size=batch_size, should_stop=should_stop,
@@ -133,6 +168,7 @@ def live_task(request: VisualizeRequest, precision: str, first, batch_size: int 
 
 def gradvis_task(model, layer: str, channels: list[int], config):
     """The Ray task behind a gradvis job: the channels' images, sent as one result."""
+    model = unbox(model)
     if torch.cuda.is_available():
         model.module.to("cuda")
         model.trunk.to("cuda")
@@ -156,6 +192,7 @@ def follow(task, args: tuple, on_event: Callable[[str, object], None],
     and cancels the task (:class:`~signseg_core.jobs.JobCancelled`). An exception in the task
     is raised here in its own words."""
     ray = connect(None if address in (None, "local") else address)
+    args = tuple(boxed(ray, a) if isinstance(a, Shared) else a for a in args)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     options = ({"num_gpus": float(os.environ.get(GPUS_VARIABLE) or 1), "num_cpus": 0} if gpus
                else {"num_cpus": 1})
@@ -177,6 +214,22 @@ def follow(task, args: tuple, on_event: Callable[[str, object], None],
         except ray.exceptions.RayTaskError as exc:  # raised in the task: its own sentence
             raise (getattr(exc, "cause", None) or exc) from None
         on_event(kind, payload)
+
+
+def boxed(ray, shared: Shared) -> tuple:
+    """``shared`` as a task argument: its object put in the object store once per Ray session
+    of this process (the last :data:`DRIVER_CACHE_SIZE` kept), its reference in a list."""
+    key = (ray.get_runtime_context().get_job_id(), shared.identity)
+    if key not in _DRIVER_REFS:
+        _DRIVER_REFS[key] = ray.put(shared.obj)
+        while len(_DRIVER_REFS) > DRIVER_CACHE_SIZE:  # oldest first; Ray frees it when unused
+            _DRIVER_REFS.pop(next(iter(_DRIVER_REFS)))
+    return _SHARED_TAG, shared.identity, [_DRIVER_REFS[key]]
+
+
+def identity(obj) -> str:
+    """What a model or generator is, for :class:`Shared`: its name and weight fingerprint."""
+    return f"{type(obj).__name__}:{obj.name}:{obj.fingerprint}"
 
 
 def run_live_on_ray(request: VisualizeRequest, *, first=None, store: ResultStore | None,
@@ -206,8 +259,10 @@ def run_live_on_ray(request: VisualizeRequest, *, first=None, store: ResultStore
                     save_condition(store, payload)
                 results[payload.key] = payload
 
-        follow(live_task, (todo, todo.precision, first, batch_size), on_event, should_stop,
-               address=address or ray_address())
+        args = (Shared(todo.model, identity(todo.model)),
+                Shared(todo.generator, identity(todo.generator)), todo.conditions,
+                todo.settings, todo.precision, first, batch_size)
+        follow(live_task, args, on_event, should_stop, address=address or ray_address())
     return LiveRun([results[k] for k in request.keys if k in results], False)
 
 
@@ -224,8 +279,8 @@ def gradvis_on_ray(model, layer: str, channels: list[int], config, *,
         elif kind == "result":
             arrays.update(payload)
 
-    follow(gradvis_task, (model, layer, list(channels), config), on_event, should_stop,
-           address=address or ray_address())
+    follow(gradvis_task, (Shared(model, identity(model)), layer, list(channels), config),
+           on_event, should_stop, address=address or ray_address())
     if not arrays:
         raise RuntimeError("the cluster task ended without its images")
     return arrays
