@@ -11,7 +11,7 @@ end more than half an iteration past the budget. The wall time each really used 
 Methods: ``maco`` (:mod:`signseg_core.generators.maco`, Adam on the phases, one transformed image
 per restart per step), ``fourier`` (the isotropic ES on the Fourier generator with the default
 population, 35: the setting of the stored results) and ``fourier_p8`` (the same with population
-8: the CPU preview's setting, :data:`signseg_core.sweeps.preview.CPU_PREVIEW`). Every restart's
+8: the old CPU preview's setting, :data:`signseg_core.sweeps.preview.FOURIER_PREVIEW`). Every restart's
 final image counts (8-bit, as saved) and is judged by: the target's rank under Lite1 and Lite2
 (held out: top-1 / top-5 counts), the target logit under Lite0, and the highest box score of the
 best COCO detector present (:func:`signseg_core.metrics.objectness.objectness_detector`, whose

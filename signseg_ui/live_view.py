@@ -22,6 +22,7 @@ from signseg_core.sweeps.preview import (
     BUDGETS,
     budget_settings,
     default_budget,
+    iterations,
     precomputed_units,
 )
 from signseg_core.sweeps.ray_jobs import ray_address
@@ -62,8 +63,12 @@ def budget_words(model_name: str, budget: str, unit: int, device: str) -> str:
     s = budget_settings(model_name, budget)
     request = unit_request(model_name, unit, s)
     seconds = expected_time([request], N_CONDITIONS)
-    return (f"{BUDGET_NAMES[budget]}: {restarts_text(s.restarts)} × {s.generations} generations, "
-            f"population {request.popsize} — {say_duration(seconds)} for a unit {on_this(device)}")
+    if iterations(s) == "steps":  # gradient ascent: one image per restart per step
+        what = f"{s.generations} steps of {s.generator}"
+    else:
+        what = f"{s.generations} generations, population {request.popsize}"
+    return (f"{BUDGET_NAMES[budget]}: {restarts_text(s.restarts)} × {what} — "
+            f"{say_duration(seconds)} for a unit {on_this(device)}")
 
 
 def budget_picker(model_name: str, unit: int, device: str) -> str:
@@ -100,7 +105,7 @@ def live_preview(shown: tuple) -> Callable[[Job], None]:
     def draw(job: Job) -> None:
         preview = job.latest
         if not isinstance(preview, Preview):
-            st.caption("The first image appears after the first generation.")
+            st.caption("The first image appears after the first generation (or step).")
             return
         unit, sign, alpha = preview.condition
         label = condition_label(sign, alpha)
@@ -108,8 +113,10 @@ def live_preview(shown: tuple) -> Callable[[Job], None]:
         left.image(preview.image, width=224,
                    caption=f"best so far · activation {preview.activation:.2f}")
         here = " (the condition on screen)" if preview.condition == shown else ""
-        right.markdown(f"**Evolving now: {label}**{here} — {preview.generator}, generation "
-                       f"{preview.generation}/{preview.generations}, best of restart "
+        doing = "Optimising" if preview.iteration == "step" else "Evolving"
+        right.markdown(f"**{doing} now: {label}**{here} — {preview.generator}, "
+                       f"{preview.iteration} {preview.generation}/{preview.generations}, "
+                       "best of restart "
                        f"{preview.restart + 1}. Finished conditions appear below as they "
                        "are stored.")
     return draw

@@ -2,9 +2,9 @@
 Debian's headless Chromium.
 
 One server serves the module. Before it starts, unit 373's 21 conditions are computed on the
-32-px ``tiny_test`` network into the module's own result store (2 restarts × 1 generation of the
-Fourier generator: about 7 s on 2 cores), so the explorer shows stored images once its settings
-are set to those.
+32-px ``tiny_test`` network into the module's own result store (2 restarts × 1 step of the
+default ``maco`` generator), so the explorer shows stored images once its settings are set to
+those.
 The tests check what a visitor sees: the home page's numbers against the engine's, the URL
 restoring the explorer's choices, and the alpha slider swapping in the stored images of the new
 condition. The seconds from a slider key press to the new condition's images being loaded are
@@ -61,7 +61,7 @@ if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
                 allow_module_level=True)
 UNIT = 373
 #: Explorer settings small enough to precompute in seconds (the page's CPU preview takes ~45 s).
-TINY = {"generator": "fourier", "restarts": 2, "generations": 1, "seed": 0}
+TINY = {"generator": "maco", "restarts": 2, "generations": 1, "seed": 0}  # the default generator
 #: First page load imports torch and builds the model; later waits are for cached reruns.
 FIRST_LOAD_MS = 60_000
 RERUN_MS = 20_000
@@ -367,7 +367,7 @@ def test_compute_on_an_uncached_unit_shows_an_image_and_cancel_stops_it(page, se
     expect(preview).to_be_visible(timeout=FIRST_LOAD_MS)
     first_image = time.perf_counter() - start
     expect(button).to_have_count(0)  # no stale Compute button while it runs
-    expect(main.get_by_text(re.compile(r"Evolving now: positive weights, α = 0\.5"))).to_be_visible()
+    expect(main.get_by_text(re.compile(r"Optimising now: positive weights, α = 0\.5"))).to_be_visible()
     no_errors_on(page)
     screenshot(page, "explorer_live")
     start = time.perf_counter()

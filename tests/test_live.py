@@ -158,3 +158,33 @@ def test_rate_is_measured_once_then_a_real_run_replaces_it(tiny):
     assert cached_rate(request, 8) == pytest.approx(100.0)
     record_rate(request, images=10, seconds=1.0, batch_size=8)  # too short to trust: ignored
     assert cached_rate(request, 8) == pytest.approx(100.0)
+
+
+def test_the_cpu_preview_is_maco_and_its_words_count_steps():
+    from signseg_core.generators.catalog import list_generators
+    from signseg_core.sweeps.preview import (
+        CPU_PREVIEW,
+        FOURIER_PREVIEW,
+        GRADIENT_GENERATORS,
+        describe_defaults,
+        iterations,
+    )
+
+    # the names preview.py treats as gradient generators are the catalog's
+    assert GRADIENT_GENERATORS == {g["name"] for g in list_generators()
+                                   if g["method"] == "gradient"}
+    assert CPU_PREVIEW.generator == "maco" and iterations(CPU_PREVIEW) == "steps"
+    assert iterations(FOURIER_PREVIEW) == "generations"
+    assert "1 restart × 175 steps of the maco generator" in describe_defaults()
+
+
+def test_a_maco_run_reports_steps_not_generations(tiny):
+    settings = VisualizeSettings(generator="maco", generations=2, restarts=1)
+    request = VisualizeRequest.build(tiny, [Condition(4, "positive", 0.5)], settings)
+    seen = []
+    run_live(request, store=False, preview_every=1,
+             progress=lambda done, total, message, preview=None: seen.append((message, preview)))
+    previews = [p for _, p in seen if p is not None]
+    assert previews and all(p.iteration == "step" for p in previews)
+    assert any(m.endswith("step 2/2") for m, _ in seen)
+    assert not any("generation" in m for m, _ in seen)

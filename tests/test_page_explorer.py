@@ -56,6 +56,7 @@ def run_page(**query) -> AppTest:
 
 def tiny_settings(at: AppTest) -> AppTest:
     at.radio(key="explorer_budget").set_value("custom").run()  # the settings' own widgets
+    at.selectbox(key="explorer_generator").set_value(TINY["generator"]).run()
     at.number_input(key="explorer_restarts").set_value(TINY["restarts"])
     at.number_input(key="explorer_generations").set_value(TINY["generations"])
     return at.run()

@@ -68,8 +68,9 @@ def test_budget_choices_say_how_long_a_unit_takes_here():
     assert budget.value == "preview" and budget.options[2].startswith("Custom")
     p = budgets.CPU_PREVIEW
     restarts = f"{p.restarts} restart{'s' * (p.restarts != 1)}"  # "1 restart", "2 restarts"
-    assert budget.options[0].startswith(f"Preview: {restarts} × {p.generations} "
-                                        f"generations, population {p.popsize} — about ")
+    # the preview is maco: gradient steps, one image each, no population
+    assert budget.options[0].startswith(f"Preview: {restarts} × {p.generations} steps of maco "
+                                        "— about ")
     assert budget.options[0].endswith("for a unit on this CPU")
     assert budget.options[1].startswith("Full budget: 10 restarts × 100 generations")
 

@@ -38,7 +38,8 @@ class Preview:
 
     ``condition`` is its :attr:`Condition.key`; ``activation`` the ablated unit's best score so
     far (the objective), after ``generation`` of ``generations``; ``restart`` the restart it
-    came from; ``generator`` the generator's name.
+    came from; ``generator`` the generator's name; ``iteration`` what a generation is called:
+    ``"step"`` for a generator optimised by gradient ascent (maco).
     """
 
     condition: tuple
@@ -48,6 +49,7 @@ class Preview:
     restart: int
     generation: int
     generations: int
+    iteration: str = "generation"
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def _previewer(condition: Condition, request: VisualizeRequest, counter: _Counte
     first) decode the best code among the restarts of the group's first condition."""
     restarts, generations = request.settings.restarts, request.settings.generations
     words = condition.key[1] if not condition.is_control else "control"
+    iteration = "step" if getattr(request.generator, "method", "") == "gradient" else "generation"
 
     def observe(done: int, es, images_of) -> None:
         if done != 1 and done % every and done != generations:
@@ -167,8 +170,8 @@ def _previewer(condition: Condition, request: VisualizeRequest, counter: _Counte
         i = int(torch.argmax(torch.nan_to_num(best, nan=-torch.inf)))
         preview = Preview(condition.key, request.generator.name,
                           images_of(es.best_code[i:i + 1])[0], float(best[i]), i, done,
-                          generations)
-        counter.report(f"{words} α = {condition.alpha:.1f}: generation {done}/{generations}",
+                          generations, iteration)
+        counter.report(f"{words} α = {condition.alpha:.1f}: {iteration} {done}/{generations}",
                        preview)
 
     return observe
