@@ -56,9 +56,9 @@ sidebar_nav()
 st.title("Ablation explorer")
 st.write(
     "Pick a readout unit, then remove a fraction α of its positive or of its negative input "
-    "weights (largest first). Each condition's preferred images come from evolution-strategy "
-    "restarts over a generator's codes; the number above each image is the ablated unit's "
-    "activation."
+    "weights (largest first). Each condition's preferred images come from restarts of an "
+    "optimiser over a generator's codes (an evolution strategy, or gradient ascent for maco); "
+    "the number above each image is the ablated unit's activation."
 )
 
 name = model_picker(key="explorer_model")

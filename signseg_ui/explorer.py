@@ -26,6 +26,7 @@ from signseg_core.optimize.results import ConditionResult, load_condition
 from signseg_core.optimize.settings import ConditionKey, VisualizeSettings
 from signseg_core.optimize.throughput import expected_seconds, images_per_second
 from signseg_core.store import default_store, key_digest
+from signseg_core.sweeps.preview import iterations
 from signseg_core.sweeps.tasks import visualize_job, visualize_job_key
 
 from .cached_models import cached_generator, cached_model
@@ -110,7 +111,7 @@ def submit_unit(request: VisualizeRequest | Sequence[VisualizeRequest], *, label
     s, unit = requests[0].settings, requests[0].conditions[0].unit
     gens = " + ".join(r.settings.generator for r in requests)
     label = label or (f"{requests[0].model.name} unit {unit_text(unit)}: {gens} "
-                      f"{restarts_text(s.restarts)} × {s.generations} generations")
+                      f"{restarts_text(s.restarts)} × {s.generations} {iterations(s)}")
     return visualize_job(default_manager(), requests, store=default_store(), label=label,
                          first=first, expected_s=expected_s)
 

@@ -38,6 +38,7 @@ from signseg_core.neurons.study import (
     top_agreement,
 )
 from signseg_core.optimize.results import ConditionResult, to_uint8
+from signseg_core.sweeps.preview import iterations
 
 from .error_display import show_error
 from .evolution_settings import evolution_settings
@@ -178,7 +179,7 @@ def ablation_tab(study: NeuronStudy, name: str, data: tuple[str, str], neuron: s
     st.caption(f"{n} conditions; a run scores about {request.images_to_score:,} "
                "images.")
     label = (f"{name} neuron {neuron}: {settings.generator} {settings.restarts} restarts × "
-             f"{settings.generations} generations")
+             f"{settings.generations} {iterations(settings)}")
     finished = job_panel(lambda: job, lambda: submit_unit(request, label=label),
                          key="neurons", button_key="neurons_ablate",
                          label=f"Compute neuron {neuron} ({n - len(found)} conditions)",
