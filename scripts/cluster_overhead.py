@@ -29,7 +29,7 @@ from signseg_core.optimize.results import load_condition  # noqa: E402
 from signseg_core.optimize.settings import VisualizeSettings  # noqa: E402
 from signseg_core.optimize.visualize import run_request  # noqa: E402
 from signseg_core.store import ResultStore  # noqa: E402
-from signseg_core.paths import ray_runtime_env  # noqa: E402
+from signseg_core.ray_session import runtime_env as ray_runtime_env  # noqa: E402
 from signseg_core.sweeps.cluster import evolve_on_ray  # noqa: E402
 from signseg_core.sweeps.run import SweepSpec  # noqa: E402
 

@@ -27,7 +27,7 @@ from signseg_core.models.registry import load_model  # noqa: E402
 from signseg_core.optimize.live import run_live  # noqa: E402
 from signseg_core.optimize.request import VisualizeRequest  # noqa: E402
 from signseg_core.optimize.settings import VisualizeSettings  # noqa: E402
-from signseg_core.paths import ray_runtime_env  # noqa: E402
+from signseg_core.ray_session import runtime_env as ray_runtime_env  # noqa: E402
 from signseg_core.sweeps.ray_jobs import run_live_on_ray  # noqa: E402
 
 SETTINGS = VisualizeSettings(generations=4, restarts=1, popsize=8)

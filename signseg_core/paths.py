@@ -85,10 +85,3 @@ def without_paths(text: str) -> str:
     (alexnet.pth)"``); URLs and relative paths are left alone."""
     return _ABSOLUTE_PATH.sub(r"\1", text)
 
-
-def ray_runtime_env() -> dict:
-    """A new Ray ``runtime_env`` that sends this process's ``signseg_core`` to every worker,
-    whatever the workers' ``sys.path``. New on every call: ``ray.init`` replaces the folder in
-    the dict it is given by the URI of the package it uploaded, which only that cluster holds,
-    so a dict used once and kept would send the next cluster's workers after a missing package."""
-    return {"py_modules": [str(Path(__file__).resolve().parent)]}

@@ -20,7 +20,7 @@ from signseg_core.models.registry import load_model
 from signseg_core.optimize.results import load_condition
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import ResultStore
-from signseg_core.paths import ray_runtime_env
+from signseg_core.ray_session import runtime_env as ray_runtime_env
 from signseg_core.sweeps.cluster import evolve_on_ray, plan, run_sweep_on_ray
 from signseg_core.sweeps.run import SweepSpec, run_sweep
 

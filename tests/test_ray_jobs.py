@@ -24,7 +24,7 @@ from signseg_core.optimize.results import load_condition
 from signseg_core.optimize.settings import VisualizeSettings
 from signseg_core.store import ResultStore
 from signseg_core.sweeps import ray_jobs
-from signseg_core.paths import ray_runtime_env
+from signseg_core.ray_session import runtime_env as ray_runtime_env
 from signseg_core.sweeps.ray_jobs import follow, run_live_on_ray, streamed
 from signseg_core.sweeps.tasks import gradvis_job, gradvis_key, visualize_job, visualize_job_key
 

@@ -26,7 +26,7 @@ from torch import nn
 from signseg_core.cli.main import build_parser, main
 from signseg_core.cli.training_commands import recipe_from_args
 from signseg_core.errors import SignsegError, UnknownNameError, WeightsNotFoundError
-from signseg_core.paths import ray_runtime_env
+from signseg_core.ray_session import runtime_env as ray_runtime_env
 from signseg_core.models.checkpoints import load_state_dict_file, save_state_dict, sha256_file
 from signseg_core.models.registry import load_model, relu_to_tanh
 from signseg_core.models.zoo import IMAGENET_MEAN, IMAGENET_STD

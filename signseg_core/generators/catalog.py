@@ -338,6 +338,16 @@ _REGISTRY = {  # name: (builder, allowed options, needs weights)
 }
 
 
+def generator_method(name: str) -> str:
+    """How generator ``name`` is optimised, without building it: ``"gradient"`` (maco: gradient
+    ascent, so a settings' ``generations`` count steps) or ``"evolution"`` (CMA-ES)."""
+    return maco.MacoGenerator.method if name == "maco" else "evolution"
+
+
+#: Generators optimised by gradient ascent.
+GRADIENT_GENERATORS = frozenset(n for n in _REGISTRY if generator_method(n) == "gradient")
+
+
 def make_generator(name: str, *, device="cpu", weights=None, untrained: bool = False,
                    seed: int = 0, **options) -> Generator:
     """Build a generator by name.
@@ -384,8 +394,7 @@ def list_generators() -> list[dict]:
              "fourier": (fourier.dim, fourier.sigma0, fourier.image_size),
              "pixel": (pixel.dim, pixel.sigma0, pixel.image_size),
              "maco": (maco.code_dim(224), maco.MacoGenerator.sigma0, 224)}
-    methods = {"maco": maco.MacoGenerator.method}  # the others evolve under CMA-ES
     return [dict(name=name, dim=shape[name][0], sigma0=shape[name][1], image_size=shape[name][2],
                  needs_weights=needs, weights_present=present.get(name, True),
-                 method=methods.get(name, "evolution"))
+                 method=generator_method(name))
             for name, (_builder, _options, needs) in _REGISTRY.items()]

@@ -37,7 +37,6 @@ import pandas as pd
 import torch
 
 from signseg_core import paths
-from signseg_core.errors import SignsegError
 from signseg_core.generators.catalog import list_generators, make_generator
 from signseg_core.models.registry import get_entry, load_model
 from signseg_core.models.zoo import resolve_device
@@ -46,6 +45,7 @@ from signseg_core.optimize.results import save_condition
 from signseg_core.optimize.settings import condition_key
 from signseg_core.optimize.throughput import cached_rate, images_per_second
 from signseg_core.optimize.visualize import run_request
+from signseg_core.ray_session import connect
 from signseg_core.store import ResultStore, default_store
 from signseg_core.sweeps.run import SweepResult, SweepSpec, run_sweep
 
@@ -135,21 +135,6 @@ def evolve_unit(spec: SweepSpec, name: str, unit: int, device: str, batch_size: 
     generators = spec.generators_for(model)
     return [result for request in spec.requests(model, generators, unit)
             for result in run_request(request, store=False, batch_size=batch_size)]
-
-
-def connect(address: str | None = None):
-    """The ``ray`` module, initialised: joined to ``address`` (or ``$RAY_ADDRESS``, or a local
-    Ray when neither is set) unless this process already joined one. The driver's
-    ``signseg_core`` travels to the workers (Ray's ``py_modules``), so every worker runs the
-    driver's code; the other packages must be installed there."""
-    try:
-        import ray  # deferred: an optional dependency, loaded only for cluster sweeps
-    except ImportError as exc:
-        raise SignsegError("a cluster sweep needs Ray: pip install 'ray>=2.40'") from exc
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env=paths.ray_runtime_env())
-    return ray
 
 
 def evolve_on_ray(spec: SweepSpec, *, address: str | None = None, device="cpu",

@@ -8,12 +8,10 @@ made, so that a page opening on that model asks the store for exactly those keys
 
 from __future__ import annotations
 
+from signseg_core.generators.catalog import GRADIENT_GENERATORS, generator_method  # noqa: F401
 from signseg_core.models.imagenet import DEFAULT_UNITS
 from signseg_core.optimize.request import unit_conditions
 from signseg_core.optimize.settings import VisualizeSettings
-
-#: Generators optimised by gradient ascent, whose settings' ``generations`` count steps.
-GRADIENT_GENERATORS = frozenset({"maco"})
 
 #: Settings whose results ship precomputed (``docs/data/lite0_fourier_g60_r5_*.npz``), by model.
 PRECOMPUTED: dict[str, VisualizeSettings] = {
@@ -87,4 +85,4 @@ def describe_defaults() -> str:
 def iterations(settings: VisualizeSettings) -> str:
     """What ``settings.generations`` counts: gradient ``steps`` for a generator optimised by
     gradient ascent (maco), else evolution ``generations``."""
-    return "steps" if settings.generator in GRADIENT_GENERATORS else "generations"
+    return "steps" if generator_method(settings.generator) == "gradient" else "generations"

@@ -36,8 +36,8 @@ from signseg_core.optimize.gradvis import visualize_channels
 from signseg_core.optimize.live import LiveRun, run_live
 from signseg_core.optimize.request import VisualizeRequest
 from signseg_core.optimize.results import save_condition
+from signseg_core.ray_session import connect
 from signseg_core.store import ResultStore
-from signseg_core.sweeps.cluster import connect
 
 ADDRESS_VARIABLE, GPUS_VARIABLE = "SIGNSEG_RAY_ADDRESS", "SIGNSEG_RAY_GPUS"
 #: Seconds between two progress events a task sends (results and the end are sent at once).
@@ -139,14 +139,21 @@ def unbox(value):
     return _WORKER_CACHE[identity]
 
 
+def to_worker_gpu(model, generator=None) -> None:
+    """Move ``model`` (and ``generator``) to this worker's GPU when it has one, in place: they
+    are this worker's copies (:func:`unbox`)."""
+    if torch.cuda.is_available():
+        model.module.to("cuda")
+        model.trunk.to("cuda")  # shares the parameters; its own buffers move here
+        if generator is not None:
+            generator.to("cuda")
+
+
 def on_worker_device(request: VisualizeRequest, precision: str) -> VisualizeRequest:
     """The request moved to this worker's GPU when it has one, run at ``precision`` (the one the
     request's keys were made with where it was built), so the keys come out the same."""
+    to_worker_gpu(request.model, request.generator)
     settings = replace(request.settings, precision=precision)
-    if torch.cuda.is_available():
-        request.model.module.to("cuda")  # moves the trunk too: it shares the parameters
-        request.model.trunk.to("cuda")
-        request.generator.to("cuda")
     return VisualizeRequest(request.model, request.generator, request.conditions, settings)
 
 
@@ -169,9 +176,7 @@ def live_task(model, generator, conditions, settings, precision: str, first,
 def gradvis_task(model, layer: str, channels: list[int], config):
     """The Ray task behind a gradvis job: the channels' images, sent as one result."""
     model = unbox(model)
-    if torch.cuda.is_available():
-        model.module.to("cuda")
-        model.trunk.to("cuda")
+    to_worker_gpu(model)
 
     def compute(emit: Emit, should_stop: Callable[[], bool]) -> None:
         result = visualize_channels(

@@ -85,10 +85,11 @@ def visualize_job(manager: JobManager, request: VisualizeRequest | Sequence[Visu
                  for r in requests]
         total = sum(n * r.images_per_condition for n, r in zip(sizes, requests))
         before, results, start = 0, [], time.perf_counter()
+        on_ray = ray_address() is not None  # on the cluster; stored here as results arrive
         for r, n in zip(requests, sizes):
             def report(done, _total, message, preview=None, _before=before):
                 progress(_before + done, total, message, preview)
-            if ray_address() is not None:  # on the cluster; stored here as results arrive
+            if on_ray:
                 live = run_live_on_ray(r, first=first, store=resolved, batch_size=batch_size,
                                        progress=report, should_stop=should_stop)
             else:
@@ -98,7 +99,7 @@ def visualize_job(manager: JobManager, request: VisualizeRequest | Sequence[Visu
                 raise JobCancelled("cancelled")
             before += n * r.images_per_condition
             results += live.results
-        if ray_address() is None:  # a cluster's rate is not this machine's
+        if not on_ray:  # a cluster's rate is not this machine's
             record_rate(requests[0], before, time.perf_counter() - start, batch_size)
         return sorted(results, key=lambda res: (res.condition.key, res.key.generator))
 

@@ -31,7 +31,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from signseg_core import paths
+from signseg_core import ray_session
 from signseg_core.errors import SignsegError
 from signseg_core.training.activations import build_network, check_activation, check_arch
 from signseg_core.training.data import FolderLayout, scan_image_folder
@@ -125,10 +125,7 @@ def connect(address: str | None = None):
     if not hasattr(ray.train, "UserCallback"):
         raise SignsegError(f"training needs Ray Train v2 (Ray {ray.__version__} has it): unset "
                            "RAY_TRAIN_V2_ENABLED or set it to 1")
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env=paths.ray_runtime_env())
-    return ray
+    return ray_session.connect(address)
 
 
 def epoch_line(row: pd.Series, epochs: int) -> str:
